@@ -1,0 +1,51 @@
+# The two commands of the README: `make demo` builds the whole lakehouse on ./lake,
+# `make test` runs the test suite. Both install what they need first.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+export DAGSTER_HOME ?= $(CURDIR)/.dagster
+# Telemetry of every tool off by default.
+export DAGSTER_DISABLE_TELEMETRY ?= 1
+export DO_NOT_TRACK ?= 1
+export DBT_SEND_ANONYMOUS_USAGE_STATS ?= false
+export SODA_CORE_TELEMETRY_ENABLED ?= false
+export UV_NO_PROGRESS ?= 1
+
+UV_VERSION := 0.13.8
+UV := $(shell command -v uv 2>/dev/null)
+ifeq ($(UV),)
+UV := python3 -m uv
+endif
+
+.PHONY: help setup demo test lint dev clean
+
+help:
+	@echo "make demo   generate Jaffle Shop data, land it, build raw/cleansed/marts on ./lake"
+	@echo "make test   run the test suite"
+	@echo "make lint   ruff and mypy"
+	@echo "make dev    open the Dagster UI on http://127.0.0.1:3000"
+
+setup:
+	@command -v uv >/dev/null 2>&1 || python3 -m uv --version >/dev/null 2>&1 \
+	  || python3 -m pip install --quiet --disable-pip-version-check "uv==$(UV_VERSION)"
+	$(UV) sync --frozen --quiet
+	@mkdir -p "$(DAGSTER_HOME)"
+	@test -f "$(DAGSTER_HOME)/dagster.yaml" || printf 'telemetry:\n  enabled: false\n' > "$(DAGSTER_HOME)/dagster.yaml"
+	@test -f dbt/target/manifest.json || $(UV) run --frozen dbt parse --quiet --project-dir dbt --profiles-dir dbt
+
+demo: setup
+	$(UV) run --frozen lakehouse demo
+
+test: setup
+	$(UV) run --frozen pytest
+
+lint: setup
+	$(UV) run --frozen ruff check .
+	$(UV) run --frozen ruff format --check .
+	$(UV) run --frozen mypy
+
+dev: setup
+	$(UV) run --frozen dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
+
+clean:
+	rm -rf lake .work .dagster dbt/target dbt/logs

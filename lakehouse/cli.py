@@ -1,0 +1,102 @@
+"""``lakehouse``: the main job from a shell.
+
+    lakehouse demo      generate Jaffle Shop files, land them, build everything, print a summary
+    lakehouse build     ingest whatever is new in landing and rebuild; print a summary
+    lakehouse land DIR  deliver jafgen-named files (raw_orders.csv, ...) from DIR into landing
+    lakehouse summary   print each table's Delta version, rows and quarantined rows
+
+Runs go through Dagster (so they appear in the UI when DAGSTER_HOME is set) on the lake
+named by LAKEHOUSE_LAKE_ROOT, by default ./lake in the checkout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+
+from lakehouse.settings import LakehouseSettings
+from lakehouse.sources import SOURCES
+from lakehouse.storage import Lake
+from lakehouse.summary import format_summary, lake_summary
+
+
+def _instance() -> dg.DagsterInstance:
+    try:
+        return dg.DagsterInstance.get()
+    except dg.DagsterInvariantViolationError:
+        return dg.DagsterInstance.ephemeral()
+
+
+def _run(job_name: str, run_config: dict[str, Any] | None = None) -> bool:
+    from lakehouse.definitions import defs
+
+    job = defs.resolve_job_def(job_name)
+    with _instance() as instance:
+        result = job.execute_in_process(
+            run_config=run_config or {}, instance=instance, raise_on_error=False
+        )
+    if not result.success:
+        for event in result.all_events:
+            if event.is_failure:
+                print(f"FAILED {event.step_key}: {event.message}", file=sys.stderr)
+    return result.success
+
+
+def _print_summary(lake: Lake) -> None:
+    print(f"\nLake: {lake.root}")
+    print(format_summary(lake_summary(lake)))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="lakehouse", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    demo = sub.add_parser("demo", help="generate, land, build, summarize")
+    demo.add_argument("--generator", choices=["jafgen", "builtin"], default="jafgen")
+    demo.add_argument("--years", type=int, default=1, help="jafgen: years to simulate")
+    demo.add_argument("--days", type=int, default=365, help="builtin: days to simulate")
+    demo.add_argument("--scale", type=float, default=1.0, help="builtin: volume multiplier")
+    demo.add_argument("--seed", type=int, default=0, help="builtin: random seed")
+    sub.add_parser("build", help="ingest what is new and rebuild")
+    land = sub.add_parser("land", help="deliver raw_<source>.* files from a folder")
+    land.add_argument("directory", type=Path)
+    sub.add_parser("summary", help="print the lake's tables")
+    args = parser.parse_args(argv)
+
+    lake = Lake(LakehouseSettings())
+    if args.command == "summary":
+        _print_summary(lake)
+        return 0
+    if args.command == "land":
+        from lakehouse.landing import land_files
+
+        files = {
+            name: path
+            for name in SOURCES
+            for path in sorted(args.directory.glob(f"raw_{name}.*"))
+        }
+        if not files:
+            parser.error(f"no raw_<source>.* files in {args.directory}")
+        for source, uri in land_files(lake, files).items():
+            print(f"landed {source}: {uri}")
+        return 0
+    if args.command == "demo":
+        config = {
+            "generator": args.generator, "years": args.years, "days": args.days,
+            "scale": args.scale, "seed": args.seed,
+        }
+        ok = _run("deliver_sample_data_job",
+                  {"ops": {"deliver_sample_data": {"config": config}}})
+        if not ok:
+            return 1
+    ok = _run("build_lakehouse")
+    _print_summary(lake)
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,24 @@
+"""The code location: everything Dagster loads (``dagster dev -w workspace.yaml``)."""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from lakehouse.defs.cleansed import cleansed_assets
+from lakehouse.defs.jobs import build_lakehouse_job, deliver_sample_data_job
+from lakehouse.defs.landing import landing_specs
+from lakehouse.defs.marts import jaffle_marts
+from lakehouse.defs.raw import raw_assets
+from lakehouse.defs.resources import LakehouseResource
+
+
+def build_definitions(lakehouse: LakehouseResource | None = None) -> dg.Definitions:
+    """All definitions; tests pass a resource pointing at a temporary lake."""
+    return dg.Definitions(
+        assets=[*landing_specs, *raw_assets, *cleansed_assets, jaffle_marts],
+        jobs=[build_lakehouse_job, deliver_sample_data_job],
+        resources={"lakehouse": lakehouse or LakehouseResource()},
+    )
+
+
+defs = build_definitions()

@@ -1,0 +1,53 @@
+"""cleansed/<source>: typed, deduplicated (MERGE, latest delivery wins), PII-protected."""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from lakehouse import delta
+from lakehouse.cleanse import cleanse_source
+from lakehouse.defs.metadata import table_metadata
+from lakehouse.defs.resources import LakehouseResource
+from lakehouse.sources import SOURCES, Source
+from lakehouse.storage import Layer
+
+
+def build_cleansed_asset(source: Source) -> dg.AssetsDefinition:
+    @dg.asset(
+        key=[Layer.CLEANSED.value, source.name],
+        deps=[dg.AssetKey([Layer.RAW.value, source.name])],
+        group_name=Layer.CLEANSED.value,
+        kinds={"delta", "polars"},
+        description=f"{source.description} Key: {', '.join(source.key)}. "
+        f"Rows failing typing or required fields go to quarantine/{source.name}.",
+        code_version="1",
+    )
+    def _cleansed(
+        context: dg.AssetExecutionContext, lakehouse: LakehouseResource
+    ) -> dg.MaterializeResult:
+        lake = lakehouse.lake()
+        settings = lake.settings
+        stamp = delta.Stamp(context.run_id, context.asset_key.to_user_string())
+        report = cleanse_source(lake, source, stamp, settings.pii_key())
+        meta: dict = dict(report.metadata())
+        if report.up_to_date:
+            meta["note"] = "raw has no new rows: nothing to do, no commit made"
+        if report.rows_quarantined:
+            context.log.warning(
+                f"{report.rows_quarantined} row(s) of {source.name} quarantined, e.g.: "
+                + " | ".join(report.quarantine_samples)
+            )
+            meta["quarantine_samples"] = dg.MetadataValue.md(
+                "\n".join(f"- {s}" for s in report.quarantine_samples)
+            )
+        meta["quarantine_uri"] = dg.MetadataValue.path(lake.table_uri(Layer.QUARANTINE, source.name))
+        uri = lake.table_uri(Layer.CLEANSED, source.name)
+        dt = delta.open_table(uri, lake.storage_options)
+        if dt is not None:
+            meta |= table_metadata(uri, dt)
+        return dg.MaterializeResult(metadata=meta)
+
+    return _cleansed
+
+
+cleansed_assets = [build_cleansed_asset(s) for s in SOURCES.values()]

@@ -1,0 +1,86 @@
+"""marts/<model>: every dbt model is an asset; its sources are the cleansed assets.
+
+The translator maps dbt source ``cleansed.<table>`` onto the ``cleansed/<table>`` asset
+and model ``<name>`` onto ``marts/<name>``, so lineage runs landing -> raw -> cleansed ->
+marts with no gap. After dbt succeeds, each built model is published as a Delta table.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+from dagster_dbt import DagsterDbtTranslator, DbtCliResource, DbtProject, dbt_assets
+
+from lakehouse import delta
+from lakehouse.defs.metadata import table_metadata
+from lakehouse.defs.resources import LakehouseResource
+from lakehouse.marts import DBT_PROJECT_DIR, MartWorkspace
+from lakehouse.storage import Layer
+
+dbt_project = DbtProject(project_dir=DBT_PROJECT_DIR, profiles_dir=DBT_PROJECT_DIR)
+dbt_project.prepare_if_dev()
+
+
+def ensure_manifest(project: DbtProject) -> None:
+    """Parse the dbt project once if no manifest exists (a fresh clone); later loads reuse it."""
+    if project.manifest_path.exists():
+        return
+    dbt = Path(sys.executable).with_name("dbt")
+    subprocess.run(
+        [str(dbt if dbt.exists() else "dbt"), "parse", "--quiet",
+         "--project-dir", str(project.project_dir), "--profiles-dir", str(project.profiles_dir)],
+        check=True,
+    )
+
+
+ensure_manifest(dbt_project)
+
+
+class LakehouseDbtTranslator(DagsterDbtTranslator):
+    """Models become marts/<name>; the ``cleansed`` source's tables become cleansed/<table>."""
+
+    def get_asset_spec(
+        self, manifest: Mapping[str, Any], unique_id: str, project: DbtProject | None
+    ) -> dg.AssetSpec:
+        spec = super().get_asset_spec(manifest, unique_id, project)
+        node = manifest["sources"].get(unique_id) or manifest["nodes"].get(unique_id) or {}
+        if node.get("resource_type") == "source":
+            return spec.replace_attributes(key=dg.AssetKey([node["source_name"], node["name"]]))
+        return spec.replace_attributes(
+            key=dg.AssetKey([Layer.MARTS.value, node["name"]]),
+            group_name=Layer.MARTS.value,
+            kinds={"dbt", "duckdb", "delta"},
+        )
+
+
+@dbt_assets(
+    manifest=dbt_project.manifest_path,
+    project=dbt_project,
+    dagster_dbt_translator=LakehouseDbtTranslator(),
+    name="jaffle_marts",
+)
+def jaffle_marts(
+    context: dg.AssetExecutionContext, lakehouse: LakehouseResource
+) -> Iterator[dg.Output]:
+    lake = lakehouse.lake()
+    workspace = MartWorkspace(lake)
+    pinned = workspace.load_cleansed()
+    context.log.info(f"dbt reads cleansed tables at versions {pinned}")
+    dbt = DbtCliResource(
+        project_dir=str(DBT_PROJECT_DIR), profiles_dir=str(workspace.write_profile())
+    )
+    # dbt holds the DuckDB file until it exits, so publish to Delta once it has finished.
+    built = [e for e in dbt.cli(["build"], context=context).stream() if isinstance(e, dg.Output)]
+    for event in built:
+        key = context.assets_def.get_asset_key_for_output(event.output_name)
+        model = key.path[-1]
+        stamp = delta.Stamp(context.run_id, key.to_user_string())
+        dt = workspace.export(model, stamp, pinned)
+        meta = table_metadata(lake.table_uri(Layer.MARTS, model), dt)
+        meta["cleansed_versions"] = dg.MetadataValue.json(pinned)
+        yield event.with_metadata({**event.metadata, **meta})

@@ -1,0 +1,36 @@
+"""Metadata every table materialization carries, so the UI shows what was written where."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import dagster as dg
+from deltalake import DeltaTable
+
+from lakehouse import delta
+
+
+def column_schema(dt: DeltaTable) -> dg.TableSchema:
+    return dg.TableSchema(
+        columns=[
+            dg.TableColumn(name=f.name, type=str(f.type).removeprefix("PrimitiveType(").strip('")'))
+            for f in dt.schema().fields
+        ]
+    )
+
+
+def table_metadata(uri: str, dt: DeltaTable) -> dict[str, Any]:
+    """URI, Delta version, row count, schema and the commit's operation metrics."""
+    commit = delta.last_commit(dt)
+    metrics = commit.get("operationMetrics", {}) or {}
+    meta: dict[str, Any] = {
+        "dagster/uri": dg.MetadataValue.path(uri),
+        "delta_version": dt.version(),
+        "dagster/row_count": delta.row_count(dt),
+        "dagster/column_schema": column_schema(dt),
+        "delta_operation": str(commit.get("operation", "")),
+    }
+    for key in ("num_added_rows", "num_added_files", "num_target_rows_inserted", "num_target_rows_updated"):
+        if key in metrics:
+            meta[f"delta_{key}"] = int(metrics[key])
+    return meta

@@ -1,0 +1,32 @@
+"""The lakehouse resource: Dagster's handle on the typed settings and the lake."""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from lakehouse.settings import LakehouseSettings
+from lakehouse.storage import Lake
+
+
+class LakehouseResource(dg.ConfigurableResource):
+    """Where the lake is. Unset fields come from ``LakehouseSettings`` (LAKEHOUSE_* variables).
+
+    The PII secret is deliberately not a field here: it comes from the environment only,
+    so it never appears in run config or the UI.
+    """
+
+    lake_root: str | None = None
+    s3_endpoint_url: str | None = None
+    aws_region: str | None = None
+    work_dir: str | None = None
+
+    def settings(self) -> LakehouseSettings:
+        overrides = {
+            name: getattr(self, name)
+            for name in ("lake_root", "s3_endpoint_url", "aws_region", "work_dir")
+            if getattr(self, name) is not None
+        }
+        return LakehouseSettings(**overrides)
+
+    def lake(self) -> Lake:
+        return Lake(self.settings())

@@ -1,0 +1,104 @@
+"""Cleansed -> marts: dbt builds in a scratch DuckDB, the lake gets Delta tables.
+
+dbt reads the cleansed tables at pinned Delta versions, copied into the DuckDB file's
+``cleansed`` schema, so a whole dbt run sees one consistent snapshot. Each model it
+builds is then written to marts/<model> in a single Delta commit (readers see the old
+table or the new one, never half) that records the cleansed versions it was built from.
+The DuckDB file is working space: delete it and the next run rebuilds it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import duckdb
+import polars as pl
+import yaml
+from deltalake import DeltaTable
+
+from lakehouse import delta
+from lakehouse.settings import PROJECT_DIR
+from lakehouse.sources import SOURCES
+from lakehouse.storage import Lake, Layer
+
+DBT_PROJECT_DIR = PROJECT_DIR / "dbt"
+DBT_PROFILE = "jaffle_lakehouse"
+MARTS_SCHEMA = "marts"
+CLEANSED_SCHEMA = "cleansed"
+
+
+@dataclass(frozen=True)
+class MartWorkspace:
+    """dbt's scratch space for one lake: a DuckDB file and a profile pointing at it."""
+
+    lake: Lake
+
+    @property
+    def directory(self) -> Path:
+        slug = hashlib.sha256(self.lake.root.encode()).hexdigest()[:12]
+        return Path(self.lake.settings.work_dir) / f"dbt-{slug}"
+
+    @property
+    def duckdb_path(self) -> Path:
+        return self.directory / "lakehouse.duckdb"
+
+    @property
+    def profiles_dir(self) -> Path:
+        return self.directory / "profiles"
+
+    def write_profile(self) -> Path:
+        """The project's dbt profile, pointed at this lake's DuckDB file."""
+        profiles = yaml.safe_load((DBT_PROJECT_DIR / "profiles.yml").read_text())
+        for output in profiles[DBT_PROFILE]["outputs"].values():
+            output["path"] = str(self.duckdb_path)
+        self.profiles_dir.mkdir(parents=True, exist_ok=True)
+        (self.profiles_dir / "profiles.yml").write_text(yaml.safe_dump(profiles, sort_keys=False))
+        return self.profiles_dir
+
+    def load_cleansed(self, versions: dict[str, int] | None = None) -> dict[str, int]:
+        """Copy every cleansed table, at a pinned version, into DuckDB's ``cleansed`` schema."""
+        self.directory.mkdir(parents=True, exist_ok=True)
+        pinned: dict[str, int] = {}
+        con = duckdb.connect(str(self.duckdb_path))
+        try:
+            con.execute("SET TimeZone = 'UTC'")
+            con.execute(f"CREATE SCHEMA IF NOT EXISTS {CLEANSED_SCHEMA}")
+            for name in SOURCES:
+                uri = self.lake.table_uri(Layer.CLEANSED, name)
+                dt = delta.open_table(uri, self.lake.storage_options)
+                if dt is None:
+                    raise FileNotFoundError(
+                        f"{uri} does not exist yet: materialize cleansed/{name} before the marts"
+                    )
+                version = (versions or {}).get(name, dt.version())
+                frame = delta.read(uri, self.lake.storage_options, version=version)
+                con.register("incoming", frame.to_arrow())
+                con.execute(
+                    f"CREATE OR REPLACE TABLE {CLEANSED_SCHEMA}.{name} AS SELECT * FROM incoming"
+                )
+                con.unregister("incoming")
+                pinned[name] = version
+        finally:
+            con.close()
+        return pinned
+
+    def export(self, model: str, stamp: delta.Stamp, cleansed_versions: dict[str, int]) -> DeltaTable:
+        """Write one dbt-built table to marts/<model> as a single atomic Delta commit."""
+        con = duckdb.connect(str(self.duckdb_path), read_only=True)
+        try:
+            con.execute("SET TimeZone = 'UTC'")
+            table = con.sql(f"SELECT * FROM {MARTS_SCHEMA}.{model}").to_arrow_table()
+        finally:
+            con.close()
+        return delta.replace(
+            self.lake.table_uri(Layer.MARTS, model),
+            self.lake.storage_options,
+            table,
+            stamp.commit(cleansed_versions=cleansed_versions),
+        )
+
+
+def read_mart(lake: Lake, model: str, version: int | None = None) -> pl.DataFrame:
+    return delta.read(lake.table_uri(Layer.MARTS, model), lake.storage_options, version=version)

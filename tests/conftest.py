@@ -1,0 +1,110 @@
+"""Shared fixtures: a temporary lake (local folder, or S3 through moto's real HTTP server)."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+# Telemetry off and no real AWS credentials, before any tool is imported.
+os.environ.update(
+    DAGSTER_DISABLE_TELEMETRY="1",
+    DO_NOT_TRACK="1",
+    DBT_SEND_ANONYMOUS_USAGE_STATS="false",
+    SODA_CORE_TELEMETRY_ENABLED="false",
+    AWS_ACCESS_KEY_ID="testing",
+    AWS_SECRET_ACCESS_KEY="testing",  # noqa: S105 - moto's dummy credentials
+    AWS_DEFAULT_REGION="us-east-1",
+    AWS_CONFIG_FILE=os.devnull,
+    AWS_SHARED_CREDENTIALS_FILE=os.devnull,
+    AWS_EC2_METADATA_DISABLED="true",
+)
+os.environ.pop("AWS_PROFILE", None)
+os.environ.pop("AWS_SESSION_TOKEN", None)
+
+import boto3  # noqa: E402
+import pytest  # noqa: E402
+
+from lakehouse.settings import LakehouseSettings  # noqa: E402
+from lakehouse.storage import Lake  # noqa: E402
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint() -> Iterator[str]:
+    """moto's S3 server on loopback, in its own process.
+
+    Real HTTP, so delta-rs (Rust) talks to it too. It must be a separate process: delta-rs
+    blocks while holding the GIL, so an in-process ``ThreadedMotoServer`` can deadlock it
+    (delta-rs issue 4362).
+    """
+    port = _free_port()
+    endpoint = f"http://127.0.0.1:{port}"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                urllib.request.urlopen(endpoint + "/moto-api/", timeout=1).close()  # noqa: S310 - loopback
+                break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"moto server did not start on {endpoint}") from None
+                time.sleep(0.1)
+        yield endpoint
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def _s3_settings(endpoint: str, work_dir: Path) -> LakehouseSettings:
+    bucket = f"lake-{uuid.uuid4().hex[:12]}"
+    boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1").create_bucket(Bucket=bucket)
+    return LakehouseSettings(
+        lake_root=f"s3://{bucket}/lakehouse",
+        s3_endpoint_url=endpoint,
+        aws_region="us-east-1",
+        work_dir=work_dir,
+    )
+
+
+@pytest.fixture
+def local_settings(tmp_path: Path) -> LakehouseSettings:
+    return LakehouseSettings(lake_root=str(tmp_path / "lake"), work_dir=tmp_path / "work")
+
+
+@pytest.fixture
+def s3_settings(s3_endpoint: str, tmp_path: Path) -> LakehouseSettings:
+    return _s3_settings(s3_endpoint, tmp_path / "work")
+
+
+@pytest.fixture(params=["local", pytest.param("s3", marks=pytest.mark.s3)])
+def settings(request: pytest.FixtureRequest, tmp_path: Path) -> LakehouseSettings:
+    """Runs a test once on a local folder and once on S3 through moto's server."""
+    if request.param == "s3":
+        return _s3_settings(request.getfixturevalue("s3_endpoint"), tmp_path / "work")
+    return LakehouseSettings(lake_root=str(tmp_path / "lake"), work_dir=tmp_path / "work")
+
+
+@pytest.fixture
+def lake(settings: LakehouseSettings) -> Lake:
+    return Lake(settings)

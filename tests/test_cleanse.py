@@ -1,0 +1,146 @@
+"""The cleansing rules, on small frames: typing, quarantine reasons, dedup, PII."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from decimal import Decimal
+
+import polars as pl
+import pytest
+
+from lakehouse.cleanse import latest_delivery_wins, type_rows
+from lakehouse.pii import pseudonym
+from lakehouse.sources import (
+    INGEST_RUN_ID,
+    INGESTED_AT,
+    QUARANTINE_REASON,
+    SOURCE_FILE_FINGERPRINT,
+    SOURCE_FILE_URI,
+    SOURCE_ROW_NUMBER,
+    SOURCES,
+)
+
+KEY = b"test-key"
+
+
+def raw(rows: list[dict[str, str | None]], file: str = "f1.csv", at: int = 0) -> pl.DataFrame:
+    df = pl.DataFrame(rows, schema={k: pl.String for k in rows[0]})
+    return df.with_columns(
+        pl.lit(file).alias(SOURCE_FILE_URI),
+        pl.lit("sha256:x").alias(SOURCE_FILE_FINGERPRINT),
+        pl.int_range(1, df.height + 1, dtype=pl.Int64).alias(SOURCE_ROW_NUMBER),
+        pl.lit(datetime(2026, 1, 1, 0, 0, at, tzinfo=UTC)).alias(INGESTED_AT),
+        pl.lit("run").alias(INGEST_RUN_ID),
+    )
+
+
+ORDER = {
+    "id": "o1", "customer": "c1", "ordered_at": "2018-09-01T08:45:00", "store_id": "s1",
+    "subtotal": "600", "tax_paid": "36", "order_total": "636",
+}
+
+
+def test_orders_are_typed_renamed_and_in_dollars() -> None:
+    typed = type_rows(raw([ORDER]), SOURCES["orders"], KEY, "r")
+    assert typed.quarantined.height == 0
+    row = typed.valid.row(0, named=True)
+    assert row["order_id"] == "o1" and row["customer_id"] == "c1" and row["location_id"] == "s1"
+    assert row["subtotal"] == Decimal("6.00") and row["order_total"] == Decimal("6.36")
+    assert row["ordered_at"] == datetime(2018, 9, 1, 8, 45, tzinfo=UTC)
+    assert typed.valid.schema["subtotal"] == pl.Decimal(18, 2)
+    assert typed.valid.schema["ordered_at"] == pl.Datetime("us", "UTC")
+
+
+def test_timestamps_keep_microseconds_and_honour_offsets() -> None:
+    rows = [
+        {**ORDER, "id": "a", "ordered_at": "2018-09-01T14:16:14.701886"},
+        {**ORDER, "id": "b", "ordered_at": "2018-09-01T08:45:00+02:00"},
+    ]
+    valid = type_rows(raw(rows), SOURCES["orders"], KEY, "r").valid
+    assert valid["ordered_at"].to_list() == [
+        datetime(2018, 9, 1, 14, 16, 14, 701886, tzinfo=UTC),
+        datetime(2018, 9, 1, 6, 45, tzinfo=UTC),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        ({"ordered_at": "2018-13-45T00:00:00"}, "ordered_at: cannot parse '2018-13-45T00:00:00' as a timestamp"),
+        ({"subtotal": "-600"}, "subtotal: negative amount -600"),
+        ({"tax_paid": "3.5"}, "tax_paid: cannot parse '3.5' as a whole number of cents"),
+        ({"customer": ""}, "customer: required value is missing"),
+        ({"customer": None}, "customer: required value is missing"),
+    ],
+)
+def test_bad_rows_go_to_quarantine_with_the_reason(change: dict, reason: str) -> None:
+    typed = type_rows(raw([ORDER, {**ORDER, "id": "bad", **change}]), SOURCES["orders"], KEY, "r")
+    assert typed.valid["order_id"].to_list() == ["o1"]
+    q = typed.quarantined.row(0, named=True)
+    assert q[QUARANTINE_REASON] == reason
+    assert q["id"] == "bad" and q[SOURCE_ROW_NUMBER] == 2 and q[SOURCE_FILE_URI] == "f1.csv"
+
+
+def test_several_problems_are_all_reported() -> None:
+    bad = {**ORDER, "subtotal": "-1", "ordered_at": "yesterday"}
+    reason = type_rows(raw([bad]), SOURCES["orders"], KEY, "r").quarantined[QUARANTINE_REASON][0]
+    assert "ordered_at: cannot parse 'yesterday'" in reason and "subtotal: negative amount -1" in reason
+
+
+def test_a_missing_required_column_quarantines_every_row() -> None:
+    rows = [{k: v for k, v in ORDER.items() if k != "customer"}] * 3
+    typed = type_rows(raw(rows), SOURCES["orders"], KEY, "r")
+    assert typed.valid.height == 0
+    assert typed.quarantined[QUARANTINE_REASON].to_list() == ["customer: required value is missing"] * 3
+
+
+def test_booleans_rates_and_derived_flags() -> None:
+    supplies = raw([
+        {"id": "SUP-1", "name": "bread", "cost": "12", "perishable": "True", "sku": "JAF-1"},
+        {"id": "SUP-1", "name": "bread", "cost": "12", "perishable": "False", "sku": "JAF-2"},
+        {"id": "SUP-2", "name": "x", "cost": "1", "perishable": "maybe", "sku": "JAF-1"},
+    ])
+    typed = type_rows(supplies, SOURCES["supplies"], KEY, "r")
+    assert typed.valid["is_perishable_supply"].to_list() == [True, False]
+    assert typed.quarantined[QUARANTINE_REASON].to_list() == ["perishable: cannot parse 'maybe' as a boolean"]
+
+    stores = raw([
+        {"id": "s1", "name": "Philly", "opened_at": "2018-09-01T00:00:00", "tax_rate": "0.06"},
+        {"id": "s2", "name": "Nowhere", "opened_at": "2018-09-01T00:00:00", "tax_rate": "1.5"},
+    ])
+    typed = type_rows(stores, SOURCES["stores"], KEY, "r")
+    assert typed.valid["tax_rate"].to_list() == [Decimal("0.060000")]
+    assert typed.quarantined[QUARANTINE_REASON].to_list() == ["tax_rate: rate 1.5 is outside [0, 1)"]
+
+    products = raw([
+        {"sku": "JAF-1", "name": "j", "type": "jaffle", "price": "1100", "description": "d"},
+        {"sku": "BEV-1", "name": "b", "type": "beverage", "price": "400", "description": None},
+    ])
+    valid = type_rows(products, SOURCES["products"], KEY, "r").valid
+    assert valid["is_food_item"].to_list() == [True, False]
+    assert valid["is_drink_item"].to_list() == [False, True]
+
+
+def test_names_never_reach_cleansed_or_quarantine_in_clear() -> None:
+    customers = raw([{"id": "c1", "name": "Shelly Benitez"}, {"id": None, "name": "Jane Doe"}])
+    typed = type_rows(customers, SOURCES["customers"], KEY, "r")
+    row = typed.valid.row(0, named=True)
+    assert "customer_name" not in typed.valid.columns
+    assert row["customer_name_pseudonym"] == pseudonym("shelly  BENITEZ", KEY)
+    assert row["customer_name_pseudonym"] != pseudonym("Shelly Benitez", b"another-key")
+    assert row["customer_name_masked"] == "S***** B******"
+    assert typed.quarantined["name"].to_list() == ["J*** D**"]
+    everything = str(typed.valid.rows()) + str(typed.quarantined.rows())
+    assert "Shelly" not in everything and "Jane" not in everything
+
+
+def test_latest_delivery_wins_and_identical_rows_hash_equal() -> None:
+    first = raw([{"id": "c1", "name": "Old Name"}, {"id": "c2", "name": "Same"}], "a.csv", at=1)
+    second = raw([{"id": "c1", "name": "New Name"}, {"id": "c2", "name": "Same"}], "b.csv", at=2)
+    src = SOURCES["customers"]
+    valid = pl.concat([type_rows(second, src, KEY, "r").valid, type_rows(first, src, KEY, "r").valid])
+    deduped = latest_delivery_wins(valid, src).sort("customer_id")
+    assert deduped["customer_name_masked"].to_list() == ["N** N***", "S***"]
+    assert deduped[SOURCE_FILE_URI].to_list() == ["b.csv", "b.csv"]
+    hashes = valid.filter(pl.col("customer_id") == "c2")["_row_hash"].to_list()
+    assert hashes[0] == hashes[1]

@@ -1,0 +1,124 @@
+"""Landing -> raw, on a local lake and on S3 through moto's server."""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+
+import polars as pl
+import pytest
+
+from lakehouse import delta
+from lakehouse.ingest import FileStatus, ingest_source
+from lakehouse.sources import SOURCE_FILE_URI, SOURCE_ROW_NUMBER, SOURCES
+from lakehouse.storage import Lake, Layer
+
+ORDERS = SOURCES["orders"]
+HEADER = "id,customer,ordered_at,store_id,subtotal,tax_paid,order_total\n"
+ROWS = "o1,c1,2018-09-01T08:45:00,s1,600,36,636\no2,c2,2018-09-01T09:00:00,s1,1100,66,1166\n"
+
+
+def run(lake: Lake, n: int = 1):
+    return ingest_source(lake, ORDERS, delta.Stamp(f"run-{n}", "raw/orders"))
+
+
+def raw_orders(lake: Lake) -> pl.DataFrame:
+    return delta.read(lake.table_uri(Layer.RAW, "orders"), lake.storage_options)
+
+
+def test_every_format_lands_the_same_values(lake: Lake) -> None:
+    records = [dict(zip(HEADER.strip().split(","), r.split(","), strict=True)) for r in ROWS.splitlines()]
+    lake.put_landing_file("orders", "2026-01-01/a.csv", (HEADER + ROWS).encode())
+    lake.put_landing_file("orders", "2026-01-01/b.csv.gz", gzip.compress((HEADER + ROWS).encode()))
+    lake.put_landing_file("orders", "2026-01-01/c.jsonl", "\n".join(json.dumps(r) for r in records).encode())
+    buf = io.BytesIO()
+    pl.DataFrame(records).write_parquet(buf)
+    lake.put_landing_file("orders", "2026-01-01/d.parquet", buf.getvalue())
+
+    result = run(lake)
+    assert [o.status for o in result.outcomes] == [FileStatus.LOADED] * 4
+    assert result.rows_added == 8
+    df = raw_orders(lake)
+    values = ORDERS.landed_columns
+    per_file = {
+        uri.rsplit("/", 1)[-1]: part.sort(SOURCE_ROW_NUMBER).select(values).rows()
+        for (uri,), part in df.group_by(SOURCE_FILE_URI)
+    }
+    assert len({tuple(v) for v in per_file.values()}) == 1, per_file
+    assert per_file["a.csv"][0] == ("o1", "c1", "2018-09-01T08:45:00", "s1", "600", "36", "636")
+    assert df.schema["subtotal"] == pl.String  # raw keeps values as landed
+    commit = delta.last_commit(delta.open_table(lake.table_uri(Layer.RAW, "orders"), lake.storage_options))
+    assert commit[delta.RUN_ID_KEY] == "run-1" and commit[delta.ASSET_KEY_KEY] == "raw/orders"
+
+
+def test_bad_files_are_reported_and_others_still_load(lake: Lake) -> None:
+    lake.put_landing_file("orders", "2026-01-01/good.csv", (HEADER + ROWS).encode())
+    lake.put_landing_file("orders", "2026-01-01/orders.xlsx", b"PK\x03\x04")
+    lake.put_landing_file("orders", "2026-01-01/empty.csv", b"")
+    lake.put_landing_file("orders", "2026-01-01/header-only.csv", HEADER.encode())
+    lake.put_landing_file("orders", "2026-01-01/ragged.csv", (HEADER + "o9,c1,2018\n").encode())
+    lake.put_landing_file("orders", "2026-01-01/broken.jsonl", b'{"id": "o1"}\n{"id": \n')
+
+    result = run(lake)
+    by_name = {o.file.name: o for o in result.outcomes}
+    assert by_name["good.csv"].status is FileStatus.LOADED
+    assert by_name["orders.xlsx"].status is FileStatus.REJECTED
+    assert "unknown file extension" in (by_name["orders.xlsx"].reason or "")
+    assert by_name["empty.csv"].status is FileStatus.EMPTY
+    assert by_name["header-only.csv"].status is FileStatus.EMPTY
+    assert by_name["ragged.csv"].reason == "row 1: 3 fields where the header has 7"
+    assert by_name["broken.jsonl"].reason is not None and by_name["broken.jsonl"].reason.startswith("row 2: invalid JSON")
+    assert any("orders.xlsx" in p and "unknown file extension" in p for p in result.problems)
+    assert raw_orders(lake).height == 2
+    # Reported once: the next run does not re-read (or re-report) handled files.
+    assert run(lake, 2).outcomes == []
+
+
+def test_missing_required_column_is_kept_and_warned(lake: Lake) -> None:
+    lake.put_landing_file("orders", "2026-01-01/no-customer.csv", b"id,ordered_at\no1,2018-09-01T00:00:00\n")
+    result = run(lake)
+    (outcome,) = result.outcomes
+    assert outcome.status is FileStatus.LOADED
+    assert any("missing required column(s) customer" in w for w in outcome.warnings)
+    assert raw_orders(lake)["id"].to_list() == ["o1"]
+
+
+def test_a_file_loads_once_and_new_content_is_a_new_delivery(lake: Lake) -> None:
+    lake.put_landing_file("orders", "2026-01-01/orders.csv", (HEADER + ROWS).encode())
+    first = run(lake, 1)
+    version = first.raw_version
+    again = run(lake, 2)
+    assert again.outcomes == [] and again.raw_version == version
+
+    # The same name and content delivered again: nothing.
+    lake.put_landing_file("orders", "2026-01-01/orders.csv", (HEADER + ROWS).encode())
+    assert run(lake, 3).raw_version == version
+    # Same name, new content: a new delivery.
+    lake.put_landing_file("orders", "2026-01-01/orders.csv", (HEADER + ROWS + "o3,c1,2018-09-02T00:00:00,s1,1,0,1\n").encode())
+    third = run(lake, 4)
+    assert third.rows_added == 3 and third.raw_version == version + 1
+    assert raw_orders(lake).height == 5
+
+
+def test_ingestion_never_changes_landed_files(lake: Lake) -> None:
+    for i in range(3):
+        lake.put_landing_file("orders", f"2026-01-01/{i}.csv", (HEADER + ROWS).encode())
+    before = [(f.uri, f.fingerprint, f.size) for f in lake.list_landing("orders")]
+    run(lake)
+    assert [(f.uri, f.fingerprint, f.size) for f in lake.list_landing("orders")] == before
+
+
+def test_a_run_that_died_before_logging_never_loads_twice(lake: Lake) -> None:
+    lake.put_landing_file("orders", "2026-01-01/orders.csv", (HEADER + ROWS).encode())
+    run(lake)
+    # Lose the ingest log, as if the run had died right after appending to raw.
+    lake.delete_prefix(Layer.RAW.value, "_ingest_log")
+    assert run(lake, 2).outcomes == []
+    assert raw_orders(lake).height == 2
+
+
+@pytest.mark.parametrize("bad_key", ["../escape.csv"])
+def test_landing_keys_stay_inside_landing(lake: Lake, bad_key: str) -> None:
+    with pytest.raises(ValueError, match="outside"):
+        lake.put_landing_file("orders", bad_key, b"x")
