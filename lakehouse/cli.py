@@ -25,9 +25,12 @@ from lakehouse.summary import format_summary, lake_summary
 
 
 def _instance() -> dg.DagsterInstance:
+    """The DAGSTER_HOME instance when there is one (runs then show in the UI), else a throwaway."""
+    from dagster._core.errors import DagsterHomeNotSetError
+
     try:
         return dg.DagsterInstance.get()
-    except dg.DagsterInvariantViolationError:
+    except (DagsterHomeNotSetError, dg.DagsterInvariantViolationError):
         return dg.DagsterInstance.ephemeral()
 
 

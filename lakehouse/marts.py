@@ -10,6 +10,9 @@ The DuckDB file is working space: delete it and the next run rebuilds it.
 from __future__ import annotations
 
 import hashlib
+import json
+import shutil
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +29,16 @@ from lakehouse.storage import Lake, Layer
 DBT_PROJECT_DIR = PROJECT_DIR / "dbt"
 DBT_PROFILE = "jaffle_lakehouse"
 MARTS_SCHEMA = "marts"
+MART_INPUTS_KEY = "lakehouse_mart_inputs"
+"""Commit-info key recording the cleansed versions and dbt code a mart was built from."""
+
+
+def dbt_executable() -> str:
+    """The dbt installed beside this interpreter (the venv's), which PATH may not include."""
+    beside = Path(sys.executable).with_name("dbt")
+    return str(beside) if beside.exists() else (shutil.which("dbt") or "dbt")
+
+
 CLEANSED_SCHEMA = "cleansed"
 
 
@@ -84,20 +97,49 @@ class MartWorkspace:
             con.close()
         return pinned
 
-    def export(self, model: str, stamp: delta.Stamp, cleansed_versions: dict[str, int]) -> DeltaTable:
-        """Write one dbt-built table to marts/<model> as a single atomic Delta commit."""
+    def export(self, model: str, stamp: delta.Stamp, inputs: MartInputs) -> tuple[DeltaTable, bool]:
+        """Write one dbt-built table to marts/<model> as a single atomic Delta commit.
+
+        Skipped when the table's last commit was built from the same inputs (cleansed
+        versions and dbt code): a rerun with nothing new leaves every version unchanged.
+        Returns the table and whether a new version was written.
+        """
+        uri = self.lake.table_uri(Layer.MARTS, model)
+        current = delta.open_table(uri, self.lake.storage_options)
+        if current is not None and delta.last_commit(current).get(MART_INPUTS_KEY) == inputs.to_json():
+            return current, False
         con = duckdb.connect(str(self.duckdb_path), read_only=True)
         try:
             con.execute("SET TimeZone = 'UTC'")
             table = con.sql(f"SELECT * FROM {MARTS_SCHEMA}.{model}").to_arrow_table()
         finally:
             con.close()
-        return delta.replace(
-            self.lake.table_uri(Layer.MARTS, model),
-            self.lake.storage_options,
-            table,
-            stamp.commit(cleansed_versions=cleansed_versions),
+        commit = stamp.commit(**{MART_INPUTS_KEY: inputs.to_json()})
+        return delta.replace(uri, self.lake.storage_options, table, commit), True
+
+
+@dataclass(frozen=True)
+class MartInputs:
+    """What a mart version was built from: the cleansed versions and the dbt code."""
+
+    cleansed_versions: dict[str, int]
+    dbt_code: str
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {"cleansed_versions": self.cleansed_versions, "dbt_code": self.dbt_code}, sort_keys=True
         )
+
+
+def dbt_code_fingerprint(manifest_path: Path) -> str:
+    """One hash over every model's SQL checksum: any model edit rebuilds all marts."""
+    manifest = json.loads(manifest_path.read_text())
+    checksums = sorted(
+        f"{uid}={node['checksum']['checksum']}"
+        for uid, node in manifest["nodes"].items()
+        if node.get("resource_type") == "model"
+    )
+    return hashlib.sha256("\n".join(checksums).encode()).hexdigest()[:16]
 
 
 def read_mart(lake: Lake, model: str, version: int | None = None) -> pl.DataFrame:

@@ -1,7 +1,5 @@
 """cleansed/<source>: typed, deduplicated (MERGE, latest delivery wins), PII-protected."""
 
-from __future__ import annotations
-
 import dagster as dg
 
 from lakehouse import delta

@@ -1,7 +1,5 @@
 """Jobs: deliver sample data, and build the whole lakehouse."""
 
-from __future__ import annotations
-
 import tempfile
 from datetime import UTC, datetime
 from pathlib import Path

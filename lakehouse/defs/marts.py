@@ -5,12 +5,8 @@ and model ``<name>`` onto ``marts/<name>``, so lineage runs landing -> raw -> cl
 marts with no gap. After dbt succeeds, each built model is published as a Delta table.
 """
 
-from __future__ import annotations
-
 import subprocess
-import sys
 from collections.abc import Iterator, Mapping
-from pathlib import Path
 from typing import Any
 
 import dagster as dg
@@ -19,7 +15,13 @@ from dagster_dbt import DagsterDbtTranslator, DbtCliResource, DbtProject, dbt_as
 from lakehouse import delta
 from lakehouse.defs.metadata import table_metadata
 from lakehouse.defs.resources import LakehouseResource
-from lakehouse.marts import DBT_PROJECT_DIR, MartWorkspace
+from lakehouse.marts import (
+    DBT_PROJECT_DIR,
+    MartInputs,
+    MartWorkspace,
+    dbt_code_fingerprint,
+    dbt_executable,
+)
 from lakehouse.storage import Layer
 
 dbt_project = DbtProject(project_dir=DBT_PROJECT_DIR, profiles_dir=DBT_PROJECT_DIR)
@@ -30,9 +32,8 @@ def ensure_manifest(project: DbtProject) -> None:
     """Parse the dbt project once if no manifest exists (a fresh clone); later loads reuse it."""
     if project.manifest_path.exists():
         return
-    dbt = Path(sys.executable).with_name("dbt")
     subprocess.run(
-        [str(dbt if dbt.exists() else "dbt"), "parse", "--quiet",
+        [dbt_executable(), "parse", "--quiet",
          "--project-dir", str(project.project_dir), "--profiles-dir", str(project.profiles_dir)],
         check=True,
     )
@@ -66,21 +67,29 @@ class LakehouseDbtTranslator(DagsterDbtTranslator):
 )
 def jaffle_marts(
     context: dg.AssetExecutionContext, lakehouse: LakehouseResource
-) -> Iterator[dg.Output]:
+) -> Iterator[Any]:
     lake = lakehouse.lake()
     workspace = MartWorkspace(lake)
     pinned = workspace.load_cleansed()
     context.log.info(f"dbt reads cleansed tables at versions {pinned}")
+    inputs = MartInputs(pinned, dbt_code_fingerprint(dbt_project.manifest_path))
     dbt = DbtCliResource(
-        project_dir=str(DBT_PROJECT_DIR), profiles_dir=str(workspace.write_profile())
+        project_dir=str(DBT_PROJECT_DIR),
+        profiles_dir=str(workspace.write_profile()),
+        dbt_executable=dbt_executable(),
     )
-    # dbt holds the DuckDB file until it exits, so publish to Delta once it has finished.
-    built = [e for e in dbt.cli(["build"], context=context).stream() if isinstance(e, dg.Output)]
-    for event in built:
-        key = context.assets_def.get_asset_key_for_output(event.output_name)
+    # dbt holds the DuckDB file until it exits, so publish to Delta once it has finished;
+    # the dbt test results (asset checks) follow the materializations they judge.
+    events = list(dbt.cli(["build"], context=context).stream())
+    for event in events:
+        if not isinstance(event, dg.Output):
+            continue
+        key = context.asset_key_for_output(event.output_name)
         model = key.path[-1]
         stamp = delta.Stamp(context.run_id, key.to_user_string())
-        dt = workspace.export(model, stamp, pinned)
+        dt, written = workspace.export(model, stamp, inputs)
         meta = table_metadata(lake.table_uri(Layer.MARTS, model), dt)
         meta["cleansed_versions"] = dg.MetadataValue.json(pinned)
+        meta["new_delta_version_written"] = written
         yield event.with_metadata({**event.metadata, **meta})
+    yield from (e for e in events if not isinstance(e, dg.Output))

@@ -1,7 +1,5 @@
 """raw/<source>: one asset per source, appending every new landed file as landed."""
 
-from __future__ import annotations
-
 import dagster as dg
 
 from lakehouse import delta

@@ -1,0 +1,18 @@
+-- Revenue per location per UTC day.
+with
+
+orders as (
+    select * from {{ ref('orders') }}
+)
+
+select
+    location_id,
+    cast(timezone('UTC', ordered_at) as date) as order_date,
+    count(*) as order_count,
+    cast(sum(subtotal) as decimal(18, 2)) as revenue_pretax,
+    cast(sum(order_total) as decimal(18, 2)) as revenue_total,
+    count(*) filter (where is_food_order) as food_order_count,
+    count(*) filter (where is_drink_order) as drink_order_count
+
+from orders
+group by location_id, order_date
