@@ -61,17 +61,22 @@ class Typed:
 # -- typing rules (pure: unit-tested without a lake) -------------------------------------
 def _parse(col: Column) -> tuple[pl.Expr, pl.Expr]:
     """(typed value, error message or null) for one landed column."""
-    value = pl.col(col.landed).str.strip_chars()
-    value = pl.when(value == "").then(None).otherwise(value)
+    stripped = pl.col(col.landed).str.strip_chars()
+    value: pl.Expr = pl.when(stripped == "").then(None).otherwise(stripped)
     name = col.landed
     missing = pl.lit(f"{name}: required value is missing") if col.required else pl.lit(None)
 
     def bad(what: str) -> pl.Expr:
         return pl.format("{}: cannot parse '{}' as {}", pl.lit(name), value, pl.lit(what))
 
+    parsed: pl.Expr
+    error: pl.Expr
     if col.kind is Kind.TIMESTAMP:
         parsed = pl.coalesce(
-            [value.str.strptime(pl.Datetime("us", "UTC"), f, strict=False) for f in _TIMESTAMP_FORMATS_WITH_OFFSET]
+            [
+                value.str.strptime(pl.Datetime("us", "UTC"), f, strict=False)
+                for f in _TIMESTAMP_FORMATS_WITH_OFFSET
+            ]
             + [
                 value.str.strptime(pl.Datetime("us"), f, strict=False).dt.replace_time_zone("UTC")
                 for f in _TIMESTAMP_FORMATS_UTC
@@ -83,15 +88,21 @@ def _parse(col: Column) -> tuple[pl.Expr, pl.Expr]:
         parsed = (cents.cast(pl.Decimal(20, 0)).cast(pl.Decimal(20, 2)) / 100).cast(
             cleansed_dtype(col.kind)
         )
-        error = pl.when(cents.is_null() & value.is_not_null()).then(
-            bad("a whole number of cents")
-        ).when(cents < 0).then(pl.format("{}: negative amount {}", pl.lit(name), value))
+        error = (
+            pl.when(cents.is_null() & value.is_not_null())
+            .then(bad("a whole number of cents"))
+            .when(cents < 0)
+            .then(pl.format("{}: negative amount {}", pl.lit(name), value))
+        )
         parsed = pl.when(cents >= 0).then(parsed)
     elif col.kind is Kind.RATE:
         rate = value.cast(cleansed_dtype(col.kind), strict=False)
-        error = pl.when(rate.is_null() & value.is_not_null()).then(bad("a decimal rate")).when(
-            (rate < 0) | (rate >= 1)
-        ).then(pl.format("{}: rate {} is outside [0, 1)", pl.lit(name), value))
+        error = (
+            pl.when(rate.is_null() & value.is_not_null())
+            .then(bad("a decimal rate"))
+            .when((rate < 0) | (rate >= 1))
+            .then(pl.format("{}: rate {} is outside [0, 1)", pl.lit(name), value))
+        )
         parsed = pl.when((rate >= 0) & (rate < 1)).then(rate)
     elif col.kind is Kind.BOOLEAN:
         lowered = value.str.to_lowercase()

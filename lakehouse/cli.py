@@ -55,8 +55,9 @@ def _print_summary(lake: Lake) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="lakehouse", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="lakehouse", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     demo = sub.add_parser("demo", help="generate, land, build, summarize")
     demo.add_argument("--generator", choices=["jafgen", "builtin"], default="jafgen")
@@ -78,9 +79,7 @@ def main(argv: list[str] | None = None) -> int:
         from lakehouse.landing import land_files
 
         files = {
-            name: path
-            for name in SOURCES
-            for path in sorted(args.directory.glob(f"raw_{name}.*"))
+            name: path for name in SOURCES for path in sorted(args.directory.glob(f"raw_{name}.*"))
         }
         if not files:
             parser.error(f"no raw_<source>.* files in {args.directory}")
@@ -89,11 +88,13 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command == "demo":
         config = {
-            "generator": args.generator, "years": args.years, "days": args.days,
-            "scale": args.scale, "seed": args.seed,
+            "generator": args.generator,
+            "years": args.years,
+            "days": args.days,
+            "scale": args.scale,
+            "seed": args.seed,
         }
-        ok = _run("deliver_sample_data_job",
-                  {"ops": {"deliver_sample_data": {"config": config}}})
+        ok = _run("deliver_sample_data_job", {"ops": {"deliver_sample_data": {"config": config}}})
         if not ok:
             return 1
     ok = _run("build_lakehouse")

@@ -131,7 +131,10 @@ def append(
 
 
 def replace(
-    uri: str, storage_options: dict[str, str], table: pa.Table | pl.DataFrame, commit: CommitProperties
+    uri: str,
+    storage_options: dict[str, str],
+    table: pa.Table | pl.DataFrame,
+    commit: CommitProperties,
 ) -> DeltaTable:
     """Replace a table's contents in a single atomic commit: readers see old or new, never half."""
     data = table.to_arrow() if isinstance(table, pl.DataFrame) else table

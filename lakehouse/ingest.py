@@ -83,7 +83,10 @@ class IngestResult:
 # -- reading one landed file ------------------------------------------------------------
 def file_format(name: str) -> str | None:
     lower = name.lower()
-    return next((fmt for fmt in sorted(SUPPORTED_FORMATS, key=len, reverse=True) if lower.endswith(fmt)), None)
+    return next(
+        (fmt for fmt in sorted(SUPPORTED_FORMATS, key=len, reverse=True) if lower.endswith(fmt)),
+        None,
+    )
 
 
 def read_landed(uri: str, data: bytes) -> pl.DataFrame:
@@ -131,7 +134,10 @@ def _read_csv(uri: str, data: bytes) -> pl.DataFrame:
         rows.append(row)
     columns = list(zip(*rows, strict=True)) if rows else [() for _ in header]
     return pl.DataFrame(
-        {name: pl.Series(name, values, dtype=pl.String) for name, values in zip(header, columns, strict=True)}
+        {
+            name: pl.Series(name, values, dtype=pl.String)
+            for name, values in zip(header, columns, strict=True)
+        }
     )
 
 
@@ -175,7 +181,13 @@ def _read_parquet(uri: str, data: bytes) -> pl.DataFrame:
 
 
 # -- the ingest log ---------------------------------------------------------------------
-def _log_frame(outcomes: Sequence[FileOutcome], source: str, raw_version: int | None, run_id: str, now: datetime) -> pl.DataFrame:
+def _log_frame(
+    outcomes: Sequence[FileOutcome],
+    source: str,
+    raw_version: int | None,
+    run_id: str,
+    now: datetime,
+) -> pl.DataFrame:
     return pl.DataFrame(
         {
             "source": [source] * len(outcomes),
@@ -187,7 +199,9 @@ def _log_frame(outcomes: Sequence[FileOutcome], source: str, raw_version: int | 
             "status": [o.status.value for o in outcomes],
             "rows": [o.rows for o in outcomes],
             "reason": [o.reason for o in outcomes],
-            "raw_version": [raw_version if o.status is FileStatus.LOADED else None for o in outcomes],
+            "raw_version": [
+                raw_version if o.status is FileStatus.LOADED else None for o in outcomes
+            ],
             "ingested_at": [now] * len(outcomes),
             "run_id": [run_id] * len(outcomes),
         },
@@ -217,7 +231,9 @@ def seen_files(lake: Lake, source: str) -> set[tuple[str, str]]:
             columns=["source", "file_uri", "fingerprint", "raw_version"],
         )
         entries = entries.filter(pl.col("source") == source)
-        seen = set(zip(entries["file_uri"].to_list(), entries["fingerprint"].to_list(), strict=True))
+        seen = set(
+            zip(entries["file_uri"].to_list(), entries["fingerprint"].to_list(), strict=True)
+        )
         if entries["raw_version"].drop_nulls().len():
             logged_version = int(entries["raw_version"].max())  # type: ignore[arg-type]
     raw = delta.open_table(lake.table_uri(Layer.RAW, source), lake.storage_options)
@@ -264,7 +280,9 @@ def ingest_source(
     rows_added = 0
     if frames:
         batch = pl.concat(frames, how="diagonal")
-        loaded = [[o.file.uri, o.file.fingerprint] for o in outcomes if o.status is FileStatus.LOADED]
+        loaded = [
+            [o.file.uri, o.file.fingerprint] for o in outcomes if o.status is FileStatus.LOADED
+        ]
         dt: DeltaTable = delta.append(
             raw_uri,
             lake.storage_options,

@@ -8,7 +8,6 @@ locations (landing, raw, cleansed, marts, quarantine), lists and reads landed fi
 from __future__ import annotations
 
 import hashlib
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -168,7 +167,11 @@ class Lake:
     def put_landing_file(self, source: str, relative_key: str, data: bytes) -> str:
         """Deliver a file into landing/<source>/ (used by the demo and tests, never by ingestion)."""
         parts = relative_key.split("/")
-        if not relative_key or relative_key.startswith("/") or any(p in ("", ".", "..") for p in parts):
+        if (
+            not relative_key
+            or relative_key.startswith("/")
+            or any(p in ("", ".", "..") for p in parts)
+        ):
             raise ValueError(f"landing key {relative_key!r} would point outside landing/{source}/")
         uri = self.uri(LANDING, source, relative_key)
         if self.is_s3:
@@ -179,7 +182,7 @@ class Lake:
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp = path.with_name(f".{path.name}.partial")
             tmp.write_bytes(data)
-            os.replace(tmp, path)  # a reader never sees half a file
+            tmp.replace(path)  # atomic rename: a reader never sees half a file
         return uri
 
     # -- whole-lake helpers -----------------------------------------------------------
@@ -192,9 +195,11 @@ class Lake:
             for page in self.s3.get_paginator("list_objects_v2").paginate(
                 Bucket=bucket, Prefix=prefix
             ):
-                keys = [{"Key": o["Key"]} for o in page.get("Contents", [])]
+                keys = [o["Key"] for o in page.get("Contents", [])]
                 if keys:
-                    self.s3.delete_objects(Bucket=bucket, Delete={"Objects": keys})
+                    self.s3.delete_objects(
+                        Bucket=bucket, Delete={"Objects": [{"Key": k} for k in keys]}
+                    )
                     n += len(keys)
             return n
         import shutil

@@ -19,7 +19,12 @@ class TableSummary:
 
 
 MART_TABLES = (
-    "orders", "order_items", "customers", "products", "locations", "supplies",
+    "orders",
+    "order_items",
+    "customers",
+    "products",
+    "locations",
+    "supplies",
     "daily_location_revenue",
 )
 

@@ -19,7 +19,7 @@ os.environ.update(
     DBT_SEND_ANONYMOUS_USAGE_STATS="false",
     SODA_CORE_TELEMETRY_ENABLED="false",
     AWS_ACCESS_KEY_ID="testing",
-    AWS_SECRET_ACCESS_KEY="testing",  # noqa: S105 - moto's dummy credentials
+    AWS_SECRET_ACCESS_KEY="testing",
     AWS_DEFAULT_REGION="us-east-1",
     AWS_CONFIG_FILE=os.devnull,
     AWS_SHARED_CREDENTIALS_FILE=os.devnull,
@@ -28,11 +28,11 @@ os.environ.update(
 os.environ.pop("AWS_PROFILE", None)
 os.environ.pop("AWS_SESSION_TOKEN", None)
 
-import boto3  # noqa: E402
-import pytest  # noqa: E402
+import boto3
+import pytest
 
-from lakehouse.settings import LakehouseSettings  # noqa: E402
-from lakehouse.storage import Lake  # noqa: E402
+from lakehouse.settings import LakehouseSettings
+from lakehouse.storage import Lake
 
 
 def _free_port() -> int:
@@ -60,7 +60,7 @@ def s3_endpoint() -> Iterator[str]:
         deadline = time.monotonic() + 30
         while True:
             try:
-                urllib.request.urlopen(endpoint + "/moto-api/", timeout=1).close()  # noqa: S310 - loopback
+                urllib.request.urlopen(endpoint + "/moto-api/", timeout=1).close()
                 break
             except OSError:
                 if proc.poll() is not None or time.monotonic() > deadline:

@@ -35,8 +35,13 @@ def raw(rows: list[dict[str, str | None]], file: str = "f1.csv", at: int = 0) ->
 
 
 ORDER = {
-    "id": "o1", "customer": "c1", "ordered_at": "2018-09-01T08:45:00", "store_id": "s1",
-    "subtotal": "600", "tax_paid": "36", "order_total": "636",
+    "id": "o1",
+    "customer": "c1",
+    "ordered_at": "2018-09-01T08:45:00",
+    "store_id": "s1",
+    "subtotal": "600",
+    "tax_paid": "36",
+    "order_total": "636",
 }
 
 
@@ -66,7 +71,10 @@ def test_timestamps_keep_microseconds_and_honour_offsets() -> None:
 @pytest.mark.parametrize(
     ("change", "reason"),
     [
-        ({"ordered_at": "2018-13-45T00:00:00"}, "ordered_at: cannot parse '2018-13-45T00:00:00' as a timestamp"),
+        (
+            {"ordered_at": "2018-13-45T00:00:00"},
+            "ordered_at: cannot parse '2018-13-45T00:00:00' as a timestamp",
+        ),
         ({"subtotal": "-600"}, "subtotal: negative amount -600"),
         ({"tax_paid": "3.5"}, "tax_paid: cannot parse '3.5' as a whole number of cents"),
         ({"customer": ""}, "customer: required value is missing"),
@@ -84,38 +92,54 @@ def test_bad_rows_go_to_quarantine_with_the_reason(change: dict, reason: str) ->
 def test_several_problems_are_all_reported() -> None:
     bad = {**ORDER, "subtotal": "-1", "ordered_at": "yesterday"}
     reason = type_rows(raw([bad]), SOURCES["orders"], KEY, "r").quarantined[QUARANTINE_REASON][0]
-    assert "ordered_at: cannot parse 'yesterday'" in reason and "subtotal: negative amount -1" in reason
+    assert (
+        "ordered_at: cannot parse 'yesterday'" in reason
+        and "subtotal: negative amount -1" in reason
+    )
 
 
 def test_a_missing_required_column_quarantines_every_row() -> None:
     rows = [{k: v for k, v in ORDER.items() if k != "customer"}] * 3
     typed = type_rows(raw(rows), SOURCES["orders"], KEY, "r")
     assert typed.valid.height == 0
-    assert typed.quarantined[QUARANTINE_REASON].to_list() == ["customer: required value is missing"] * 3
+    assert (
+        typed.quarantined[QUARANTINE_REASON].to_list()
+        == ["customer: required value is missing"] * 3
+    )
 
 
 def test_booleans_rates_and_derived_flags() -> None:
-    supplies = raw([
-        {"id": "SUP-1", "name": "bread", "cost": "12", "perishable": "True", "sku": "JAF-1"},
-        {"id": "SUP-1", "name": "bread", "cost": "12", "perishable": "False", "sku": "JAF-2"},
-        {"id": "SUP-2", "name": "x", "cost": "1", "perishable": "maybe", "sku": "JAF-1"},
-    ])
+    supplies = raw(
+        [
+            {"id": "SUP-1", "name": "bread", "cost": "12", "perishable": "True", "sku": "JAF-1"},
+            {"id": "SUP-1", "name": "bread", "cost": "12", "perishable": "False", "sku": "JAF-2"},
+            {"id": "SUP-2", "name": "x", "cost": "1", "perishable": "maybe", "sku": "JAF-1"},
+        ]
+    )
     typed = type_rows(supplies, SOURCES["supplies"], KEY, "r")
     assert typed.valid["is_perishable_supply"].to_list() == [True, False]
-    assert typed.quarantined[QUARANTINE_REASON].to_list() == ["perishable: cannot parse 'maybe' as a boolean"]
+    assert typed.quarantined[QUARANTINE_REASON].to_list() == [
+        "perishable: cannot parse 'maybe' as a boolean"
+    ]
 
-    stores = raw([
-        {"id": "s1", "name": "Philly", "opened_at": "2018-09-01T00:00:00", "tax_rate": "0.06"},
-        {"id": "s2", "name": "Nowhere", "opened_at": "2018-09-01T00:00:00", "tax_rate": "1.5"},
-    ])
+    stores = raw(
+        [
+            {"id": "s1", "name": "Philly", "opened_at": "2018-09-01T00:00:00", "tax_rate": "0.06"},
+            {"id": "s2", "name": "Nowhere", "opened_at": "2018-09-01T00:00:00", "tax_rate": "1.5"},
+        ]
+    )
     typed = type_rows(stores, SOURCES["stores"], KEY, "r")
     assert typed.valid["tax_rate"].to_list() == [Decimal("0.060000")]
-    assert typed.quarantined[QUARANTINE_REASON].to_list() == ["tax_rate: rate 1.5 is outside [0, 1)"]
+    assert typed.quarantined[QUARANTINE_REASON].to_list() == [
+        "tax_rate: rate 1.5 is outside [0, 1)"
+    ]
 
-    products = raw([
-        {"sku": "JAF-1", "name": "j", "type": "jaffle", "price": "1100", "description": "d"},
-        {"sku": "BEV-1", "name": "b", "type": "beverage", "price": "400", "description": None},
-    ])
+    products = raw(
+        [
+            {"sku": "JAF-1", "name": "j", "type": "jaffle", "price": "1100", "description": "d"},
+            {"sku": "BEV-1", "name": "b", "type": "beverage", "price": "400", "description": None},
+        ]
+    )
     valid = type_rows(products, SOURCES["products"], KEY, "r").valid
     assert valid["is_food_item"].to_list() == [True, False]
     assert valid["is_drink_item"].to_list() == [False, True]
@@ -138,7 +162,9 @@ def test_latest_delivery_wins_and_identical_rows_hash_equal() -> None:
     first = raw([{"id": "c1", "name": "Old Name"}, {"id": "c2", "name": "Same"}], "a.csv", at=1)
     second = raw([{"id": "c1", "name": "New Name"}, {"id": "c2", "name": "Same"}], "b.csv", at=2)
     src = SOURCES["customers"]
-    valid = pl.concat([type_rows(second, src, KEY, "r").valid, type_rows(first, src, KEY, "r").valid])
+    valid = pl.concat(
+        [type_rows(second, src, KEY, "r").valid, type_rows(first, src, KEY, "r").valid]
+    )
     deduped = latest_delivery_wins(valid, src).sort("customer_id")
     assert deduped["customer_name_masked"].to_list() == ["N** N***", "S***"]
     assert deduped[SOURCE_FILE_URI].to_list() == ["b.csv", "b.csv"]

@@ -28,10 +28,14 @@ def raw_orders(lake: Lake) -> pl.DataFrame:
 
 
 def test_every_format_lands_the_same_values(lake: Lake) -> None:
-    records = [dict(zip(HEADER.strip().split(","), r.split(","), strict=True)) for r in ROWS.splitlines()]
+    records = [
+        dict(zip(HEADER.strip().split(","), r.split(","), strict=True)) for r in ROWS.splitlines()
+    ]
     lake.put_landing_file("orders", "2026-01-01/a.csv", (HEADER + ROWS).encode())
     lake.put_landing_file("orders", "2026-01-01/b.csv.gz", gzip.compress((HEADER + ROWS).encode()))
-    lake.put_landing_file("orders", "2026-01-01/c.jsonl", "\n".join(json.dumps(r) for r in records).encode())
+    lake.put_landing_file(
+        "orders", "2026-01-01/c.jsonl", "\n".join(json.dumps(r) for r in records).encode()
+    )
     buf = io.BytesIO()
     pl.DataFrame(records).write_parquet(buf)
     lake.put_landing_file("orders", "2026-01-01/d.parquet", buf.getvalue())
@@ -48,7 +52,9 @@ def test_every_format_lands_the_same_values(lake: Lake) -> None:
     assert len({tuple(v) for v in per_file.values()}) == 1, per_file
     assert per_file["a.csv"][0] == ("o1", "c1", "2018-09-01T08:45:00", "s1", "600", "36", "636")
     assert df.schema["subtotal"] == pl.String  # raw keeps values as landed
-    commit = delta.last_commit(delta.open_table(lake.table_uri(Layer.RAW, "orders"), lake.storage_options))
+    commit = delta.last_commit(
+        delta.open_table(lake.table_uri(Layer.RAW, "orders"), lake.storage_options)
+    )
     assert commit[delta.RUN_ID_KEY] == "run-1" and commit[delta.ASSET_KEY_KEY] == "raw/orders"
 
 
@@ -68,7 +74,9 @@ def test_bad_files_are_reported_and_others_still_load(lake: Lake) -> None:
     assert by_name["empty.csv"].status is FileStatus.EMPTY
     assert by_name["header-only.csv"].status is FileStatus.EMPTY
     assert by_name["ragged.csv"].reason == "row 1: 3 fields where the header has 7"
-    assert by_name["broken.jsonl"].reason is not None and by_name["broken.jsonl"].reason.startswith("row 2: invalid JSON")
+    assert by_name["broken.jsonl"].reason is not None and by_name["broken.jsonl"].reason.startswith(
+        "row 2: invalid JSON"
+    )
     assert any("orders.xlsx" in p and "unknown file extension" in p for p in result.problems)
     assert raw_orders(lake).height == 2
     # Reported once: the next run does not re-read (or re-report) handled files.
@@ -76,7 +84,9 @@ def test_bad_files_are_reported_and_others_still_load(lake: Lake) -> None:
 
 
 def test_missing_required_column_is_kept_and_warned(lake: Lake) -> None:
-    lake.put_landing_file("orders", "2026-01-01/no-customer.csv", b"id,ordered_at\no1,2018-09-01T00:00:00\n")
+    lake.put_landing_file(
+        "orders", "2026-01-01/no-customer.csv", b"id,ordered_at\no1,2018-09-01T00:00:00\n"
+    )
     result = run(lake)
     (outcome,) = result.outcomes
     assert outcome.status is FileStatus.LOADED
@@ -95,7 +105,11 @@ def test_a_file_loads_once_and_new_content_is_a_new_delivery(lake: Lake) -> None
     lake.put_landing_file("orders", "2026-01-01/orders.csv", (HEADER + ROWS).encode())
     assert run(lake, 3).raw_version == version
     # Same name, new content: a new delivery.
-    lake.put_landing_file("orders", "2026-01-01/orders.csv", (HEADER + ROWS + "o3,c1,2018-09-02T00:00:00,s1,1,0,1\n").encode())
+    lake.put_landing_file(
+        "orders",
+        "2026-01-01/orders.csv",
+        (HEADER + ROWS + "o3,c1,2018-09-02T00:00:00,s1,1,0,1\n").encode(),
+    )
     third = run(lake, 4)
     assert third.rows_added == 3 and third.raw_version == version + 1
     assert raw_orders(lake).height == 5

@@ -38,7 +38,9 @@ def build_cleansed_asset(source: Source) -> dg.AssetsDefinition:
             meta["quarantine_samples"] = dg.MetadataValue.md(
                 "\n".join(f"- {s}" for s in report.quarantine_samples)
             )
-        meta["quarantine_uri"] = dg.MetadataValue.path(lake.table_uri(Layer.QUARANTINE, source.name))
+        meta["quarantine_uri"] = dg.MetadataValue.path(
+            lake.table_uri(Layer.QUARANTINE, source.name)
+        )
         uri = lake.table_uri(Layer.CLEANSED, source.name)
         dt = delta.open_table(uri, lake.storage_options)
         if dt is not None:

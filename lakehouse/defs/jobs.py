@@ -37,7 +37,9 @@ def deliver_sample_data(
         if config.generator == "jafgen":
             files = run_jafgen(Path(tmp), years=config.years)
         else:
-            files = generate_sample(Path(tmp), days=config.days, scale=config.scale, seed=config.seed)
+            files = generate_sample(
+                Path(tmp), days=config.days, scale=config.scale, seed=config.seed
+            )
         landed = land_files(lakehouse.lake(), files, datetime.now(UTC))
     for source, uri in landed.items():
         context.log.info(f"landed {source}: {uri}")

@@ -33,8 +33,15 @@ def ensure_manifest(project: DbtProject) -> None:
     if project.manifest_path.exists():
         return
     subprocess.run(
-        [dbt_executable(), "parse", "--quiet",
-         "--project-dir", str(project.project_dir), "--profiles-dir", str(project.profiles_dir)],
+        [
+            dbt_executable(),
+            "parse",
+            "--quiet",
+            "--project-dir",
+            str(project.project_dir),
+            "--profiles-dir",
+            str(project.profiles_dir),
+        ],
         check=True,
     )
 
@@ -65,9 +72,7 @@ class LakehouseDbtTranslator(DagsterDbtTranslator):
     dagster_dbt_translator=LakehouseDbtTranslator(),
     name="jaffle_marts",
 )
-def jaffle_marts(
-    context: dg.AssetExecutionContext, lakehouse: LakehouseResource
-) -> Iterator[Any]:
+def jaffle_marts(context: dg.AssetExecutionContext, lakehouse: LakehouseResource) -> Iterator[Any]:
     lake = lakehouse.lake()
     workspace = MartWorkspace(lake)
     pinned = workspace.load_cleansed()

@@ -30,7 +30,12 @@ def table_metadata(uri: str, dt: DeltaTable) -> dict[str, Any]:
         "dagster/column_schema": column_schema(dt),
         "delta_operation": str(commit.get("operation", "")),
     }
-    for key in ("num_added_rows", "num_added_files", "num_target_rows_inserted", "num_target_rows_updated"):
+    for key in (
+        "num_added_rows",
+        "num_added_files",
+        "num_target_rows_inserted",
+        "num_target_rows_updated",
+    ):
         if key in metrics:
             meta[f"delta_{key}"] = int(metrics[key])
     return meta

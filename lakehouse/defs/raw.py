@@ -40,7 +40,10 @@ def build_raw_asset(source: Source) -> dg.AssetsDefinition:
             "files_empty": sum(o.status is FileStatus.EMPTY for o in result.outcomes),
             "files_in_landing": result.files_seen,
             "source_files": dg.MetadataValue.json(
-                [{"uri": o.file.uri, "fingerprint": o.file.fingerprint, "rows": o.rows} for o in loaded]
+                [
+                    {"uri": o.file.uri, "fingerprint": o.file.fingerprint, "rows": o.rows}
+                    for o in loaded
+                ]
             ),
         }
         if result.problems:
