@@ -1,0 +1,42 @@
+"""The code location loads and its asset graph has no gap: landing -> raw -> cleansed -> marts."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import dagster as dg
+import pytest
+
+from lakehouse.definitions import defs
+from lakehouse.sources import SOURCES
+from lakehouse.summary import MART_TABLES
+
+
+@pytest.fixture(scope="module")
+def graph() -> Any:
+    return defs.resolve_asset_graph()
+
+
+def test_every_source_flows_from_landing_to_a_mart(graph: Any) -> None:
+    for name in SOURCES:
+        landing = dg.AssetKey(["landing", name])
+        raw = dg.AssetKey(["raw", name])
+        cleansed = dg.AssetKey(["cleansed", name])
+        assert graph.get(raw).parent_keys == {landing}
+        assert graph.get(cleansed).parent_keys == {raw}
+        marts = {k for k in graph.get(cleansed).child_keys if k.path[0] == "marts"}
+        assert marts, f"cleansed/{name} feeds no mart"
+
+
+def test_every_mart_is_an_asset_in_the_marts_group(graph: Any) -> None:
+    for name in MART_TABLES:
+        node = graph.get(dg.AssetKey(["marts", name]))
+        assert node.group_name == "marts"
+        assert all(p.path[0] in ("cleansed", "marts") for p in node.parent_keys), node.parent_keys
+
+
+def test_groups_and_jobs(graph: Any) -> None:
+    groups = {graph.get(k).group_name for k in graph.materializable_asset_keys}
+    assert groups == {"raw", "cleansed", "marts"}
+    assert defs.resolve_job_def("build_lakehouse") is not None
+    assert defs.resolve_job_def("deliver_sample_data_job") is not None
