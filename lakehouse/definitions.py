@@ -10,6 +10,7 @@ from lakehouse.defs.landing import landing_specs
 from lakehouse.defs.marts import jaffle_marts
 from lakehouse.defs.raw import raw_assets
 from lakehouse.defs.resources import LakehouseResource
+from lakehouse.defs.sensors import build_after_sample_delivery
 
 
 def build_definitions(lakehouse: LakehouseResource | None = None) -> dg.Definitions:
@@ -17,6 +18,7 @@ def build_definitions(lakehouse: LakehouseResource | None = None) -> dg.Definiti
     return dg.Definitions(
         assets=[*landing_specs, *raw_assets, *cleansed_assets, jaffle_marts],
         jobs=[build_lakehouse_job, deliver_sample_data_job],
+        sensors=[build_after_sample_delivery],
         resources={"lakehouse": lakehouse or LakehouseResource()},
     )
 

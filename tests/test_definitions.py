@@ -40,3 +40,26 @@ def test_groups_and_jobs(graph: Any) -> None:
     assert groups == {"raw", "cleansed", "marts"}
     assert defs.resolve_job_def("build_lakehouse") is not None
     assert defs.resolve_job_def("deliver_sample_data_job") is not None
+
+
+def test_delivering_sample_data_from_the_ui_triggers_a_build() -> None:
+    from lakehouse.defs.sensors import build_after_sample_delivery
+
+    run_id = "8a0f0c1e-5b1a-4c57-9d43-2f7d1f4c9a10"
+
+    with dg.DagsterInstance.ephemeral() as instance:
+        run = instance.create_run_for_job(
+            defs.resolve_job_def("deliver_sample_data_job"), run_id=run_id
+        )
+        context = dg.build_run_status_sensor_context(
+            sensor_name=build_after_sample_delivery.name,
+            dagster_instance=instance,
+            dagster_run=run,
+            dagster_event=dg.DagsterEvent(
+                event_type_value="PIPELINE_SUCCESS", job_name=run.job_name
+            ),
+        )
+        request = build_after_sample_delivery(context)
+    assert isinstance(request, dg.RunRequest)
+    assert request.run_key == f"after-{run_id}"
+    assert build_after_sample_delivery.job_name == "build_lakehouse"
