@@ -39,9 +39,8 @@ def _run(job_name: str, run_config: dict[str, Any] | None = None) -> bool:
 
     job = defs.resolve_job_def(job_name)
     with _instance() as instance:
-        result = job.execute_in_process(
-            run_config=run_config or {}, instance=instance, raise_on_error=False
-        )
+        config = {"loggers": {"console": {"config": {"log_level": "INFO"}}}, **(run_config or {})}
+        result = job.execute_in_process(run_config=config, instance=instance, raise_on_error=False)
     if not result.success:
         for event in result.all_events:
             if event.is_failure:
