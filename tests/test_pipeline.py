@@ -15,18 +15,18 @@ from typing import Any
 
 import dagster as dg
 import pytest
-from lakehouse.sample_data import generate_sample
-from tests.reference_marts import reference_marts
 
 from lakehouse import delta
 from lakehouse.definitions import build_definitions
 from lakehouse.defs.resources import LakehouseResource
 from lakehouse.landing import land_files
 from lakehouse.marts import read_mart
+from lakehouse.sample_data import generate_sample
 from lakehouse.settings import LakehouseSettings
 from lakehouse.sources import QUARANTINE_REASON, SOURCE_FILE_URI, SOURCE_ROW_NUMBER, SOURCES
 from lakehouse.storage import Lake, Layer
 from lakehouse.summary import MART_TABLES
+from tests.reference_marts import reference_marts
 
 MART_KEYS = {
     "orders": ("order_id",),
