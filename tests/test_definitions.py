@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import dagster as dg
 import pytest
 
 from lakehouse.definitions import defs
+from lakehouse.settings import PROJECT_DIR
 from lakehouse.sources import SOURCES
 from lakehouse.summary import MART_TABLES
 
@@ -63,3 +68,25 @@ def test_delivering_sample_data_from_the_ui_triggers_a_build() -> None:
     assert isinstance(request, dg.RunRequest)
     assert request.run_key == f"after-{run_id}"
     assert build_after_sample_delivery.job_name == "build_lakehouse"
+
+
+def test_the_workspace_loads_as_dagster_dev_loads_it(tmp_path: Path) -> None:
+    """As `dagster dev` does: a fresh process, DAGSTER_IS_DEV_CLI set, the venv not on PATH."""
+    env = {
+        **os.environ,
+        "PATH": "/usr/bin:/bin",
+        "DAGSTER_IS_DEV_CLI": "1",
+        "DAGSTER_HOME": str(tmp_path),
+    }
+    (tmp_path / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "dagster", "definitions", "validate", "-w", "workspace.yaml"],
+        cwd=PROJECT_DIR,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Validation successful for code location lakehouse" in result.stderr + result.stdout

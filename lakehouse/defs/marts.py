@@ -11,6 +11,7 @@ from typing import Any
 
 import dagster as dg
 from dagster_dbt import DagsterDbtTranslator, DbtCliResource, DbtProject, dbt_assets
+from dagster_dbt.dbt_project import DagsterDbtProjectPreparer
 
 from lakehouse import delta
 from lakehouse.defs.metadata import table_metadata
@@ -24,29 +25,32 @@ from lakehouse.marts import (
 )
 from lakehouse.storage import Layer
 
+
+class LakehouseDbtPreparer(DagsterDbtProjectPreparer):
+    """Parses the project with the venv's dbt, which need not be on PATH (``dagster dev``)."""
+
+    def prepare(self, project: DbtProject) -> None:
+        subprocess.run(
+            [
+                dbt_executable(),
+                "parse",
+                "--quiet",
+                "--project-dir",
+                str(project.project_dir),
+                "--profiles-dir",
+                str(project.profiles_dir),
+            ],
+            check=True,
+        )
+
+
 dbt_project = DbtProject(project_dir=DBT_PROJECT_DIR, profiles_dir=DBT_PROJECT_DIR)
-dbt_project.prepare_if_dev()
-
-
-def ensure_manifest(project: DbtProject) -> None:
-    """Parse the dbt project once if no manifest exists (a fresh clone); later loads reuse it."""
-    if project.manifest_path.exists():
-        return
-    subprocess.run(
-        [
-            dbt_executable(),
-            "parse",
-            "--quiet",
-            "--project-dir",
-            str(project.project_dir),
-            "--profiles-dir",
-            str(project.profiles_dir),
-        ],
-        check=True,
-    )
-
-
-ensure_manifest(dbt_project)
+# Under `dagster dev` the manifest is re-parsed at every load, so model edits show up;
+# elsewhere it is parsed once (a fresh clone) and reused (`make setup` also builds it).
+_preparer = LakehouseDbtPreparer()
+_preparer.prepare_if_dev(dbt_project)
+if not dbt_project.manifest_path.exists():
+    _preparer.prepare(dbt_project)
 
 
 class LakehouseDbtTranslator(DagsterDbtTranslator):
