@@ -16,6 +16,7 @@ from typing import Any
 import polars as pl
 
 from lakehouse import delta
+from lakehouse.contracts import load_contract
 from lakehouse.pii import mask, pseudonymize
 from lakehouse.sources import (
     INGESTED_AT,
@@ -28,7 +29,6 @@ from lakehouse.sources import (
     Column,
     Kind,
     Source,
-    cleansed_dtype,
     cleansed_value_columns,
 )
 from lakehouse.storage import Lake, Layer
@@ -59,8 +59,8 @@ class Typed:
 
 
 # -- typing rules (pure: unit-tested without a lake) -------------------------------------
-def _parse(col: Column) -> tuple[pl.Expr, pl.Expr]:
-    """(typed value, error message or null) for one landed column."""
+def _parse(col: Column, dtype: pl.DataType) -> tuple[pl.Expr, pl.Expr]:
+    """(typed value, error message or null) for one landed column, typed as ``dtype``."""
     stripped = pl.col(col.landed).str.strip_chars()
     value: pl.Expr = pl.when(stripped == "").then(None).otherwise(stripped)
     name = col.landed
@@ -73,21 +73,18 @@ def _parse(col: Column) -> tuple[pl.Expr, pl.Expr]:
     error: pl.Expr
     if col.kind is Kind.TIMESTAMP:
         parsed = pl.coalesce(
-            [
-                value.str.strptime(pl.Datetime("us", "UTC"), f, strict=False)
-                for f in _TIMESTAMP_FORMATS_WITH_OFFSET
-            ]
+            [value.str.strptime(dtype, f, strict=False) for f in _TIMESTAMP_FORMATS_WITH_OFFSET]
             + [
-                value.str.strptime(pl.Datetime("us"), f, strict=False).dt.replace_time_zone("UTC")
+                value.str.strptime(pl.Datetime("us"), f, strict=False)
+                .dt.replace_time_zone("UTC")
+                .cast(dtype)
                 for f in _TIMESTAMP_FORMATS_UTC
             ]
         )
         error = pl.when(parsed.is_null() & value.is_not_null()).then(bad("a timestamp"))
     elif col.kind is Kind.CENTS:
         cents = value.cast(pl.Int64, strict=False)
-        parsed = (cents.cast(pl.Decimal(20, 0)).cast(pl.Decimal(20, 2)) / 100).cast(
-            cleansed_dtype(col.kind)
-        )
+        parsed = (cents.cast(pl.Decimal(20, 0)).cast(pl.Decimal(20, 2)) / 100).cast(dtype)
         error = (
             pl.when(cents.is_null() & value.is_not_null())
             .then(bad("a whole number of cents"))
@@ -96,7 +93,7 @@ def _parse(col: Column) -> tuple[pl.Expr, pl.Expr]:
         )
         parsed = pl.when(cents >= 0).then(parsed)
     elif col.kind is Kind.RATE:
-        rate = value.cast(cleansed_dtype(col.kind), strict=False)
+        rate = value.cast(dtype, strict=False)
         error = (
             pl.when(rate.is_null() & value.is_not_null())
             .then(bad("a decimal rate"))
@@ -130,7 +127,10 @@ def type_rows(raw: pl.DataFrame, source: Source, pii_key: bytes, run_id: str) ->
     """Apply the typing and required-field rules; never drops a row."""
     missing_cols = [c for c in source.landed_columns if c not in raw.columns]
     raw = raw.with_columns(pl.lit(None, pl.String).alias(c) for c in missing_cols)
-    parsed, errors = zip(*(_parse(c) for c in source.columns), strict=True)
+    contract = load_contract(Layer.CLEANSED, source.name).polars_schema()
+    parsed, errors = zip(
+        *(_parse(c, contract.get(c.cleansed, pl.String())) for c in source.columns), strict=True
+    )
     reasons = pl.concat_list(list(errors)).list.drop_nulls().list.join("; ")
     extra = [COMMIT_VERSION] if COMMIT_VERSION in raw.columns else []
     work = raw.with_columns(reasons.alias(QUARANTINE_REASON))
@@ -158,7 +158,25 @@ def type_rows(raw: pl.DataFrame, source: Source, pii_key: bytes, run_id: str) ->
     values = cleansed_value_columns(source)
     valid = valid.select(*values, *LINEAGE_COLUMNS, *extra)
     valid = valid.with_columns(row_hash(valid, values))
-    return Typed(valid=valid, quarantined=quarantined)
+    return Typed(valid=conform(valid, contract, source.name), quarantined=quarantined)
+
+
+class ContractMismatchError(RuntimeError):
+    """The cleansing rules produced columns the table's contract does not declare (or v.v.)."""
+
+
+def conform(df: pl.DataFrame, contract: dict[str, pl.DataType], table: str) -> pl.DataFrame:
+    """Columns in the contract's order and types: the contract is the one schema."""
+    extra = [c for c in df.columns if c not in contract and c != COMMIT_VERSION]
+    missing = [c for c in contract if c not in df.columns]
+    if extra or missing:
+        raise ContractMismatchError(
+            f"cleansed/{table}: contract soda_checks/cleansed/{table}.yml declares "
+            f"{sorted(missing)} which cleansing does not produce, and cleansing produces "
+            f"{sorted(extra)} which the contract does not declare"
+        )
+    keep = [COMMIT_VERSION] if COMMIT_VERSION in df.columns else []
+    return df.select(*(pl.col(c).cast(t, strict=True) for c, t in contract.items()), *keep)
 
 
 def latest_delivery_wins(valid: pl.DataFrame, source: Source) -> pl.DataFrame:

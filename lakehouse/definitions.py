@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dagster as dg
 
+from lakehouse.defs.checks import contract_checks
 from lakehouse.defs.cleansed import cleansed_assets
 from lakehouse.defs.jobs import build_lakehouse_job, deliver_sample_data_job
 from lakehouse.defs.landing import landing_specs
@@ -17,6 +18,7 @@ def build_definitions(lakehouse: LakehouseResource | None = None) -> dg.Definiti
     """All definitions; tests pass a resource pointing at a temporary lake."""
     return dg.Definitions(
         assets=[*landing_specs, *raw_assets, *cleansed_assets, jaffle_marts],
+        asset_checks=contract_checks,
         jobs=[build_lakehouse_job, deliver_sample_data_job],
         sensors=[build_after_sample_delivery],
         resources={"lakehouse": lakehouse or LakehouseResource()},

@@ -75,19 +75,47 @@ def last_commit(dt: DeltaTable) -> dict[str, Any]:
     return dict(dt.history(1)[0])
 
 
-def cursor(dt: DeltaTable | None, search_depth: int = 50) -> int | None:
+def cursor(dt: DeltaTable | None, at_or_before: int | None = None) -> int | None:
     """The upstream version this table has caught up with, from its newest stamped commit.
 
-    Maintenance commits (OPTIMIZE, VACUUM) carry no cursor, so a few commits are searched.
+    Maintenance commits (OPTIMIZE, VACUUM) carry no cursor, so older commits are searched.
+    ``at_or_before`` asks what the cursor was as of that table version.
     """
     if dt is None:
         return None
-    for depth in (search_depth, None):
-        for commit in dt.history(depth):
-            if CURSOR_KEY in commit:
-                return int(commit[CURSOR_KEY])
-        if depth is not None and len(dt.history(depth)) < depth:
-            break
+    for commit in dt.history():
+        if at_or_before is not None and int(commit.get("version", -1)) > at_or_before:
+            continue
+        if CURSOR_KEY in commit:
+            return int(commit[CURSOR_KEY])
+    return None
+
+
+REJECTED_KEY = "lakehouse_rejected_version"
+"""Commit-info key of a restore that withdrew a version whose contract checks failed."""
+
+
+def withdraw(dt: DeltaTable, run_id: str, stamp: Stamp, reason: str) -> int | None:
+    """Make the table what it was before ``run_id`` wrote to it; returns the version restored.
+
+    The restore is a new commit (time travel keeps the rejected version for inspection)
+    that carries the cursor of the restored version, so the rejected input is processed
+    again next time. A table that ``run_id`` created is emptied instead (schema kept).
+    """
+    rejected = dt.version()
+    good = next(
+        (int(c["version"]) for c in dt.history() if c.get(RUN_ID_KEY) != run_id),
+        None,
+    )
+    extra: dict[str, Any] = {REJECTED_KEY: str(rejected), "lakehouse_rejected_because": reason}
+    if good is not None:
+        previous = cursor(dt, at_or_before=good)
+        if previous is not None:
+            extra[CURSOR_KEY] = str(previous)
+        dt.restore(good, commit_properties=stamp.commit(**extra))
+        return good
+    empty = pa.Table.from_batches([], schema=pa.schema(dt.schema().to_arrow()))
+    write_deltalake(dt, empty, mode="overwrite", commit_properties=stamp.commit(**extra))
     return None
 
 

@@ -1,8 +1,10 @@
 """The seven Jaffle Shop sources: what lands, and what each becomes once cleansed.
 
 This is the one place that says which columns a source must deliver, how they are
-renamed (as dbt Labs' jaffle-shop staging layer does) and typed, and which columns
-form the business key. Ingestion, cleansing and the tests all read it from here.
+renamed (as dbt Labs' jaffle-shop staging layer does), which parsing rule turns each
+landed string into a value, and which columns form the business key. The cleansed
+types themselves are declared once, in the table's Soda contract
+(``soda_checks/cleansed/<table>.yml``), and the cleansing step casts to them.
 """
 
 from __future__ import annotations
@@ -11,13 +13,6 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 import polars as pl
-
-MONEY = pl.Decimal(18, 2)
-"""Money in dollars, exact. The landed files hold integer cents."""
-
-RATE = pl.Decimal(9, 6)
-TIMESTAMP = pl.Datetime("us", "UTC")
-"""Full microsecond precision. Landed values without an offset are read as UTC."""
 
 
 class Kind(StrEnum):
@@ -180,19 +175,6 @@ ROW_HASH = "_row_hash"
 
 QUARANTINE_REASON = "_quarantine_reason"
 QUARANTINE_RUN_ID = "_quarantine_run_id"
-
-
-def cleansed_dtype(kind: Kind) -> pl.DataType:
-    """The cleansed type of a landed column of this kind."""
-    return {
-        Kind.TEXT: pl.String(),
-        Kind.ID: pl.String(),
-        Kind.TIMESTAMP: TIMESTAMP,
-        Kind.CENTS: MONEY,
-        Kind.RATE: RATE,
-        Kind.BOOLEAN: pl.Boolean(),
-        Kind.PII_NAME: pl.String(),
-    }[kind]
 
 
 def cleansed_value_columns(source: Source) -> list[str]:

@@ -1,0 +1,284 @@
+"""Soda v4 data contracts: one per table in ``soda_checks/<layer>/<table>.yml``.
+
+A contract is verified in-process through DuckDB against one pinned Delta version of its
+table (tables it references, for referential integrity, are registered beside it). The
+Delta files are scanned lazily as an Arrow dataset, so nothing is copied. No Soda Cloud;
+Soda's telemetry must be off before ``soda_core`` is imported, which ``_soda`` ensures.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import IntEnum, StrEnum
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import polars as pl
+import yaml
+
+from lakehouse import delta
+from lakehouse.settings import PROJECT_DIR
+from lakehouse.storage import Lake, Layer
+
+CONTRACTS_DIR = PROJECT_DIR / "soda_checks"
+DATA_SOURCE = "duck"
+NOW_VARIABLE = "NOW"
+"""Contracts' freshness checks measure against this variable, set to the verification time."""
+CONTRACT_LAYERS = (Layer.RAW, Layer.CLEANSED, Layer.MARTS)
+
+
+class Outcome(StrEnum):
+    PASSED = "passed"
+    FAILED = "failed"
+    WARN = "warn"
+    NOT_EVALUATED = "not_evaluated"
+    EXCLUDED = "excluded"
+
+
+class ExitCode(IntEnum):
+    """Soda's CLI exit codes, which ``lakehouse verify`` keeps."""
+
+    OK = 0
+    FAILED = 1
+    WARNED = 2
+    ERROR = 3
+
+
+@dataclass(frozen=True)
+class CheckRef:
+    """One check of a contract, as the contract declares it."""
+
+    type: str
+    column: str | None = None
+    qualifier: str | None = None
+    description: str | None = None
+
+    @property
+    def name(self) -> str:
+        """A stable identifier: ``[column__]type[__qualifier]`` (Dagster asset check name)."""
+        return "__".join(p for p in (self.column, self.type, self.qualifier) if p)
+
+
+@dataclass(frozen=True)
+class Contract:
+    layer: Layer
+    table: str
+    path: Path
+    doc: Mapping[str, Any]
+
+    @property
+    def dataset(self) -> str:
+        return str(self.doc["dataset"])
+
+    @property
+    def columns(self) -> dict[str, Mapping[str, Any]]:
+        return {str(c["name"]): c for c in self.doc.get("columns") or []}
+
+    @property
+    def checks(self) -> list[CheckRef]:
+        refs = [_check_ref(c, None) for c in self.doc.get("checks") or []]
+        for col in self.doc.get("columns") or []:
+            refs += [_check_ref(c, str(col["name"])) for c in col.get("checks") or []]
+        return refs
+
+    @property
+    def references(self) -> set[tuple[Layer, str]]:
+        """Tables named by ``valid_reference_data`` checks, which must be registered too."""
+        out = set()
+        for col in self.doc.get("columns") or []:
+            for check in col.get("checks") or []:
+                body = next(iter(check.values())) or {}
+                ref = body.get("valid_reference_data")
+                if ref:
+                    out.add(parse_dataset(ref["dataset"]))
+        return out
+
+    def polars_schema(self) -> dict[str, pl.DataType]:
+        """The contract's columns as polars types: what the cleansing step casts to."""
+        return {name: polars_type(spec) for name, spec in self.columns.items()}
+
+
+def _check_ref(check: Mapping[str, Any], column: str | None) -> CheckRef:
+    (kind, body) = next(iter(check.items()))
+    body = body or {}
+    return CheckRef(kind, column, body.get("qualifier"), body.get("name"))
+
+
+def parse_dataset(dataset: str) -> tuple[Layer, str]:
+    source, layer, table = dataset.split("/")
+    if source != DATA_SOURCE:
+        raise ValueError(f"dataset {dataset!r}: data source must be {DATA_SOURCE!r}")
+    return Layer(layer), table
+
+
+_POLARS_TYPES: dict[str, pl.DataType] = {
+    "varchar": pl.String(),
+    "boolean": pl.Boolean(),
+    "bigint": pl.Int64(),
+    "date": pl.Date(),
+    "timestamp with time zone": pl.Datetime("us", "UTC"),
+}
+
+
+def polars_type(spec: Mapping[str, Any]) -> pl.DataType:
+    data_type = str(spec.get("data_type", "")).lower()
+    if data_type == "decimal":
+        return pl.Decimal(int(spec["numeric_precision"]), int(spec["numeric_scale"]))
+    if data_type not in _POLARS_TYPES:
+        raise ValueError(f"column {spec.get('name')!r}: unsupported data_type {data_type!r}")
+    return _POLARS_TYPES[data_type]
+
+
+def contract_path(layer: Layer | str, table: str) -> Path:
+    return CONTRACTS_DIR / str(layer) / f"{table}.yml"
+
+
+@cache
+def load_contract(layer: Layer | str, table: str) -> Contract:
+    path = contract_path(layer, table)
+    doc = yaml.safe_load(path.read_text())
+    contract = Contract(Layer(layer), table, path, doc)
+    if parse_dataset(contract.dataset) != (Layer(layer), table):
+        raise ValueError(f"{path}: dataset {contract.dataset!r} does not name {layer}/{table}")
+    return contract
+
+
+def all_contracts() -> list[Contract]:
+    return [
+        load_contract(layer, path.stem)
+        for layer in CONTRACT_LAYERS
+        for path in sorted((CONTRACTS_DIR / layer.value).glob("*.yml"))
+    ]
+
+
+# -- verification -------------------------------------------------------------------------
+@dataclass(frozen=True)
+class CheckOutcome:
+    check: CheckRef
+    outcome: Outcome
+    diagnostics: dict[str, Any] = field(default_factory=dict)
+    summary: str = ""
+
+    @property
+    def failing_rows(self) -> int | None:
+        for key in ("missing_count", "invalid_count", "duplicate_count", "failed_rows_count"):
+            if key in self.diagnostics:
+                return int(self.diagnostics[key])
+        return None
+
+
+@dataclass(frozen=True)
+class Verification:
+    contract: Contract
+    versions: dict[str, int]
+    outcomes: list[CheckOutcome]
+    log: str = ""
+
+    @property
+    def failed(self) -> list[CheckOutcome]:
+        return [o for o in self.outcomes if o.outcome is Outcome.FAILED]
+
+    @property
+    def exit_code(self) -> ExitCode:
+        if any(o.outcome is Outcome.NOT_EVALUATED for o in self.outcomes) or not self.outcomes:
+            return ExitCode.ERROR
+        if self.failed:
+            return ExitCode.FAILED
+        if any(o.outcome is Outcome.WARN for o in self.outcomes):
+            return ExitCode.WARNED
+        return ExitCode.OK
+
+    def report(self) -> str:
+        lines = [
+            f"{self.contract.layer}/{self.contract.table} "
+            f"(versions {self.versions}): {self.exit_code.name}"
+        ]
+        for o in self.outcomes:
+            rows = "" if o.failing_rows is None else f" ({o.failing_rows} failing rows)"
+            lines.append(f"  {o.outcome.value.upper():<13} {o.check.name}{rows}")
+        return "\n".join(lines)
+
+
+def _soda() -> Any:
+    os.environ["SODA_CORE_TELEMETRY_ENABLED"] = "false"  # read when soda_core is imported
+    import soda_core.contracts as contracts
+    from soda_duckdb.common.data_sources.duckdb_data_source import DuckDBDataSourceImpl
+
+    return contracts, DuckDBDataSourceImpl
+
+
+def register(
+    con: duckdb.DuckDBPyConnection, lake: Lake, layer: Layer, table: str, version: int
+) -> None:
+    """Expose one Delta table version as the view ``<layer>.<table>`` (a lazy Arrow scan)."""
+    dt = delta.open_table(lake.table_uri(layer, table), lake.storage_options, version=version)
+    if dt is None:
+        raise FileNotFoundError(f"{layer}/{table} does not exist")
+    con.register(f"__{layer}__{table}", dt.to_pyarrow_dataset())
+    con.execute(f"CREATE SCHEMA IF NOT EXISTS {layer}")
+    con.execute(f"CREATE OR REPLACE VIEW {layer}.{table} AS SELECT * FROM __{layer}__{table}")
+
+
+def verify(
+    lake: Lake,
+    layer: Layer | str,
+    table: str,
+    version: int | None = None,
+    *,
+    reference_versions: Mapping[str, int] | None = None,
+    now: datetime | None = None,
+) -> Verification:
+    """Verify ``<layer>/<table>`` at ``version`` (default: current) against its contract.
+
+    Referenced tables are read at ``reference_versions[<layer>/<table>]`` when given,
+    else at their current version; every version used is reported.
+    """
+    contract = load_contract(layer, table)
+    layer = Layer(layer)
+    versions: dict[str, int] = {}
+    con = duckdb.connect()
+    try:
+        con.execute("SET TimeZone = 'UTC'")
+        for ref_layer, ref_table in sorted({(layer, table), *contract.references}):
+            key = f"{ref_layer}/{ref_table}"
+            pinned = version if (ref_layer, ref_table) == (layer, table) else None
+            if pinned is None:
+                pinned = (reference_versions or {}).get(key)
+            if pinned is None:
+                pinned = delta.current_version(
+                    lake.table_uri(ref_layer, ref_table), lake.storage_options
+                )
+            if pinned is None:
+                raise FileNotFoundError(f"{key} does not exist: cannot verify {layer}/{table}")
+            register(con, lake, ref_layer, ref_table, pinned)
+            versions[key] = pinned
+        contracts, duckdb_source = _soda()
+        result = contracts.verify_contract_locally(
+            data_sources=[duckdb_source.from_existing_cursor(con, name=DATA_SOURCE)],
+            contract_file_path=str(contract.path),
+            variables={NOW_VARIABLE: (now or datetime.now(UTC)).isoformat()},
+        )
+    finally:
+        con.close()
+    outcomes = [
+        CheckOutcome(
+            check=CheckRef(
+                r.check.type,
+                r.check.column_name,
+                getattr(r.check, "qualifier", None),
+                getattr(r.check, "name", None),
+            ),
+            outcome=Outcome(r.outcome.name.lower()),
+            diagnostics=dict(r.diagnostic_metric_values or {}),
+            summary=str(getattr(r.check, "name", "") or ""),
+        )
+        for cvr in result.contract_verification_results
+        for r in cvr.check_results
+    ]
+    logs = result.get_logs_str() if hasattr(result, "get_logs_str") else ""
+    return Verification(contract, versions, outcomes, logs)

@@ -1,0 +1,117 @@
+"""Soda contracts as Dagster asset checks, one check per contract check, on every table.
+
+Write-audit-publish: an asset writes a new Delta version; its contract checks then run on
+exactly that version (taken from the materialization's ``delta_version``). For cleansed
+and mart tables the checks are blocking: if one fails, the version is withdrawn at once
+(a Delta restore to the version before the run) and downstream assets do not run. Raw
+checks only warn: raw keeps everything that landed.
+"""
+
+from collections.abc import Iterator
+from typing import Any
+
+import dagster as dg
+
+from lakehouse import delta
+from lakehouse.contracts import CheckOutcome, Outcome, Verification, all_contracts, verify
+from lakehouse.defs.resources import LakehouseResource
+from lakehouse.storage import Layer
+
+GATED_LAYERS = frozenset({Layer.CLEANSED, Layer.MARTS})
+
+
+def _severity(outcome: Outcome, gated: bool) -> dg.AssetCheckSeverity:
+    if outcome is Outcome.WARN or (outcome is Outcome.FAILED and not gated):
+        return dg.AssetCheckSeverity.WARN
+    return dg.AssetCheckSeverity.ERROR
+
+
+def check_result(
+    key: dg.AssetKey, o: CheckOutcome, v: Verification, gated: bool, withdrawn: dict[str, Any]
+) -> dg.AssetCheckResult:
+    meta: dict[str, Any] = {
+        "soda_outcome": o.outcome.value,
+        "check_type": o.check.type,
+        "column": o.check.column or "",
+        "delta_versions_checked": dg.MetadataValue.json(v.versions),
+        "contract": dg.MetadataValue.path(str(v.contract.path)),
+    }
+    if o.summary:
+        meta["soda_check"] = o.summary
+    if o.failing_rows is not None:
+        meta["failing_rows"] = o.failing_rows
+    for name, value in o.diagnostics.items():
+        if isinstance(value, int | float):
+            meta[f"diagnostic/{name}"] = value
+    if o.outcome is Outcome.FAILED:
+        meta |= withdrawn
+    return dg.AssetCheckResult(
+        asset_key=key,
+        check_name=o.check.name,
+        passed=o.outcome in (Outcome.PASSED, Outcome.EXCLUDED),
+        severity=_severity(o.outcome, gated),
+        metadata=meta,
+    )
+
+
+def materialized_version(context: dg.AssetCheckExecutionContext, key: dg.AssetKey) -> int | None:
+    """The Delta version the latest materialization of ``key`` reported writing."""
+    event = context.instance.get_latest_materialization_event(key)
+    mat = event.asset_materialization if event else None
+    value = mat.metadata.get("delta_version") if mat else None
+    return None if value is None else int(value.value)
+
+
+def build_contract_checks(layer: Layer, table: str) -> dg.AssetChecksDefinition:
+    from lakehouse.contracts import load_contract
+
+    contract = load_contract(layer, table)
+    key = dg.AssetKey([layer.value, table])
+    gated = layer in GATED_LAYERS
+    specs = [
+        dg.AssetCheckSpec(
+            name=c.name,
+            asset=key,
+            blocking=gated,
+            description=c.description
+            or f"Soda {c.type} check{f' on {c.column}' if c.column else ''} "
+            f"({'blocks publication' if gated else 'warns only'}).",
+        )
+        for c in contract.checks
+    ]
+
+    @dg.multi_asset_check(
+        specs=specs,
+        name=f"{layer.value}_{table}_contract",
+        description=f"Verifies {layer.value}/{table} against soda_checks/{layer.value}/{table}.yml.",
+    )
+    def _contract(
+        context: dg.AssetCheckExecutionContext, lakehouse: LakehouseResource
+    ) -> Iterator[dg.AssetCheckResult]:
+        lake = lakehouse.lake()
+        verification = verify(lake, layer, table, materialized_version(context, key))
+        context.log.info(verification.report())
+        withdrawn: dict[str, Any] = {}
+        if gated and verification.failed:
+            dt = delta.open_table(lake.table_uri(layer, table), lake.storage_options)
+            assert dt is not None
+            rejected = dt.version()
+            reason = ", ".join(o.check.name for o in verification.failed)
+            restored = delta.withdraw(
+                dt,
+                context.run.run_id,
+                delta.Stamp(context.run.run_id, key.to_user_string()),
+                reason,
+            )
+            withdrawn = {"rejected_delta_version": rejected, "restored_delta_version": restored}
+            context.log.error(
+                f"{key.to_user_string()} v{rejected} failed its contract ({reason}): withdrawn, "
+                f"readers see {'version ' + str(restored) if restored is not None else 'an empty table'}"
+            )
+        for outcome in verification.outcomes:
+            yield check_result(key, outcome, verification, gated, withdrawn)
+
+    return _contract
+
+
+contract_checks = [build_contract_checks(c.layer, c.table) for c in all_contracts()]
