@@ -73,7 +73,10 @@ def _parse(col: Column, dtype: pl.DataType) -> tuple[pl.Expr, pl.Expr]:
     error: pl.Expr
     if col.kind is Kind.TIMESTAMP:
         parsed = pl.coalesce(
-            [value.str.strptime(dtype, f, strict=False) for f in _TIMESTAMP_FORMATS_WITH_OFFSET]
+            [
+                value.str.strptime(pl.Datetime("us", "UTC"), f, strict=False).cast(dtype)
+                for f in _TIMESTAMP_FORMATS_WITH_OFFSET
+            ]
             + [
                 value.str.strptime(pl.Datetime("us"), f, strict=False)
                 .dt.replace_time_zone("UTC")
