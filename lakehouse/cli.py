@@ -4,6 +4,9 @@
     lakehouse build     ingest whatever is new in landing and rebuild; print a summary
     lakehouse land DIR  deliver jafgen-named files (raw_orders.csv, ...) from DIR into landing
     lakehouse summary   print each table's Delta version, rows and quarantined rows
+    lakehouse verify LAYER/TABLE [--version N]
+                        verify a table against soda_checks/LAYER/TABLE.yml; exit codes as
+                        Soda's: 0 passed, 1 a check failed, 2 a check warned, 3 error
 
 Runs go through Dagster (so they appear in the UI when DAGSTER_HOME is set) on the lake
 named by LAKEHOUSE_LAKE_ROOT, by default ./lake in the checkout.
@@ -53,6 +56,24 @@ def _print_summary(lake: Lake) -> None:
     print(format_summary(lake_summary(lake)))
 
 
+def _verify(lake: Lake, name: str, version: int | None) -> int:
+    from lakehouse.contracts import ExitCode, contract_path, verify
+
+    layer, _, table = name.partition("/")
+    if not table or not contract_path(layer, table).exists():
+        print(
+            f"no contract for {name!r}: expected soda_checks/<layer>/<table>.yml", file=sys.stderr
+        )
+        return ExitCode.ERROR
+    try:
+        verification = verify(lake, layer, table, version)
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"cannot verify {name}: {exc}", file=sys.stderr)
+        return ExitCode.ERROR
+    print(verification.report())
+    return verification.exit_code
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="lakehouse", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -68,12 +89,17 @@ def main(argv: list[str] | None = None) -> int:
     land = sub.add_parser("land", help="deliver raw_<source>.* files from a folder")
     land.add_argument("directory", type=Path)
     sub.add_parser("summary", help="print the lake's tables")
+    check = sub.add_parser("verify", help="verify a table against its Soda contract")
+    check.add_argument("table", help="LAYER/TABLE, e.g. cleansed/orders")
+    check.add_argument("--version", type=int, default=None, help="Delta version (default: current)")
     args = parser.parse_args(argv)
 
     lake = Lake(LakehouseSettings())
     if args.command == "summary":
         _print_summary(lake)
         return 0
+    if args.command == "verify":
+        return _verify(lake, args.table, args.version)
     if args.command == "land":
         from lakehouse.landing import land_files
 

@@ -20,6 +20,7 @@ from typing import Any
 import duckdb
 import polars as pl
 import yaml
+from deltalake.exceptions import DeltaError
 
 from lakehouse import delta
 from lakehouse.settings import PROJECT_DIR
@@ -166,10 +167,9 @@ class CheckOutcome:
 
     @property
     def failing_rows(self) -> int | None:
-        for key in ("missing_count", "invalid_count", "duplicate_count", "failed_rows_count"):
-            if key in self.diagnostics:
-                return int(self.diagnostics[key])
-        return None
+        """Rows that fail this check, from the diagnostic Soda reports for its type."""
+        value = self.diagnostics.get(f"{self.check.type}_count")
+        return None if value is None else int(value)
 
 
 @dataclass(frozen=True)
@@ -216,7 +216,10 @@ def register(
     con: duckdb.DuckDBPyConnection, lake: Lake, layer: Layer, table: str, version: int
 ) -> None:
     """Expose one Delta table version as the view ``<layer>.<table>`` (a lazy Arrow scan)."""
-    dt = delta.open_table(lake.table_uri(layer, table), lake.storage_options, version=version)
+    try:
+        dt = delta.open_table(lake.table_uri(layer, table), lake.storage_options, version=version)
+    except DeltaError as exc:
+        raise FileNotFoundError(f"{layer}/{table} has no version {version}: {exc}") from exc
     if dt is None:
         raise FileNotFoundError(f"{layer}/{table} does not exist")
     con.register(f"__{layer}__{table}", dt.to_pyarrow_dataset())

@@ -10,6 +10,7 @@ import time
 import urllib.request
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 # Telemetry off and no real AWS credentials, before any tool is imported.
@@ -29,8 +30,13 @@ os.environ.pop("AWS_PROFILE", None)
 os.environ.pop("AWS_SESSION_TOKEN", None)
 
 import boto3
+import dagster as dg
 import pytest
 
+from lakehouse.definitions import build_definitions
+from lakehouse.defs.resources import LakehouseResource
+from lakehouse.landing import land_files
+from lakehouse.sample_data import generate_sample
 from lakehouse.settings import LakehouseSettings
 from lakehouse.storage import Lake
 
@@ -108,3 +114,39 @@ def settings(request: pytest.FixtureRequest, tmp_path: Path) -> LakehouseSetting
 @pytest.fixture
 def lake(settings: LakehouseSettings) -> Lake:
     return Lake(settings)
+
+
+def run_build(
+    settings: LakehouseSettings, expect_success: bool = True
+) -> dg.ExecuteInProcessResult:
+    """Run the main job against this lake, exactly as the CLI and the UI do."""
+    resource = LakehouseResource(
+        lake_root=settings.lake_root,
+        s3_endpoint_url=settings.s3_endpoint_url,
+        aws_region=settings.aws_region,
+        work_dir=str(settings.work_dir),
+    )
+    job = build_definitions(resource).resolve_job_def("build_lakehouse")
+    with dg.DagsterInstance.ephemeral() as instance:
+        result = job.execute_in_process(instance=instance, raise_on_error=False)
+    if expect_success:
+        failures = [e.message for e in result.all_events if e.is_failure]
+        assert result.success, failures
+    return result
+
+
+@pytest.fixture(scope="session")
+def sample_delivery(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A small, seeded Jaffle Shop delivery in jafgen's format (three weeks, ~140 customers)."""
+    return generate_sample(tmp_path_factory.mktemp("sample"), days=21, scale=0.15, seed=7)
+
+
+@pytest.fixture(scope="session")
+def built_lake(tmp_path_factory: pytest.TempPathFactory, sample_delivery: dict[str, Path]) -> Lake:
+    """A local lake built once from ``sample_delivery``. Read it; never change it."""
+    base = tmp_path_factory.mktemp("built")
+    settings = LakehouseSettings(lake_root=str(base / "lake"), work_dir=base / "work")
+    lake = Lake(settings)
+    land_files(lake, sample_delivery, datetime(2026, 11, 1, tzinfo=UTC))
+    run_build(settings)
+    return lake

@@ -17,15 +17,13 @@ import dagster as dg
 import pytest
 
 from lakehouse import delta
-from lakehouse.definitions import build_definitions
-from lakehouse.defs.resources import LakehouseResource
 from lakehouse.landing import land_files
 from lakehouse.marts import read_mart
-from lakehouse.sample_data import generate_sample
 from lakehouse.settings import LakehouseSettings
 from lakehouse.sources import QUARANTINE_REASON, SOURCE_FILE_URI, SOURCE_ROW_NUMBER, SOURCES
 from lakehouse.storage import Lake, Layer
 from lakehouse.summary import MART_TABLES
+from tests.conftest import run_build
 from tests.reference_marts import reference_marts
 
 MART_KEYS = {
@@ -42,22 +40,6 @@ Delivery = dict[str, Path]
 
 
 # -- helpers ------------------------------------------------------------------------------
-def build(settings: LakehouseSettings) -> dg.ExecuteInProcessResult:
-    """Run the main job against this lake, exactly as the CLI and the UI do."""
-    resource = LakehouseResource(
-        lake_root=settings.lake_root,
-        s3_endpoint_url=settings.s3_endpoint_url,
-        aws_region=settings.aws_region,
-        work_dir=str(settings.work_dir),
-    )
-    job = build_definitions(resource).resolve_job_def("build_lakehouse")
-    with dg.DagsterInstance.ephemeral() as instance:
-        result = job.execute_in_process(instance=instance, raise_on_error=False)
-    failures = [e.message for e in result.all_events if e.is_failure]
-    assert result.success, failures
-    return result
-
-
 def deliver(lake: Lake, delivery: Delivery, when: datetime) -> None:
     land_files(lake, delivery, when)
 
@@ -165,9 +147,9 @@ def materialization_metadata(result: dg.ExecuteInProcessResult, key: str) -> Map
 
 
 # -- tests --------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def first_delivery(tmp_path_factory: pytest.TempPathFactory) -> Delivery:
-    return generate_sample(tmp_path_factory.mktemp("first"), days=21, scale=0.15, seed=7)
+@pytest.fixture
+def first_delivery(sample_delivery: Delivery) -> Delivery:
+    return sample_delivery
 
 
 @pytest.mark.slow
@@ -179,8 +161,13 @@ def test_lakehouse_end_to_end(
 
     # 1. First delivery: every layer built, marts right, lineage and stamps recorded.
     deliver(lake, first_delivery, t0)
-    first = build(settings)
+    first = run_build(settings)
     assert_marts_match_reference(lake, [first_delivery])
+    evaluations = first.get_asset_check_evaluations()
+    checked = {e.asset_key.to_user_string() for e in evaluations}
+    assert checked == {f"{layer}/{name}" for layer, name in all_tables(lake)}
+    not_passed = {(e.asset_key.to_user_string(), e.check_name) for e in evaluations if not e.passed}
+    assert not_passed == {("marts/orders", "freshness")}  # the sample's orders are old
     for name in SOURCES:
         meta = materialization_metadata(first, f"cleansed/{name}")
         assert (
@@ -200,13 +187,13 @@ def test_lakehouse_end_to_end(
 
     # 2. Nothing new: no table gets a new version.
     before = versions(lake)
-    second = build(settings)
+    second = run_build(settings)
     assert versions(lake) == before
 
     # 3. A second delivery lands as an increment; the marts are right afterwards.
     delivery2 = second_delivery(first_delivery, tmp_path / "second")
     deliver(lake, delivery2, t0 + timedelta(days=1))
-    third = build(settings)
+    third = run_build(settings)
     assert_marts_match_reference(lake, [first_delivery, delivery2])
     after = versions(lake)
     assert after["raw/orders"] == before["raw/orders"] + 1  # type: ignore[operator]
@@ -235,7 +222,7 @@ def test_bad_input_is_reported_quarantined_and_nothing_is_lost(
     lake = Lake(local_settings)
     t0 = datetime(2026, 11, 1, tzinfo=UTC)
     deliver(lake, first_delivery, t0)
-    build(local_settings)
+    run_build(local_settings)
     before = versions(lake)
     good_orders = read_csv(first_delivery["orders"])
 
@@ -258,7 +245,7 @@ def test_bad_input_is_reported_quarantined_and_nothing_is_lost(
     for path in (bad_rows, bad / "orders.xlsx", bad / "empty.csv", bad / "no_customer.csv"):
         lake.put_landing_file("orders", f"2026-11-02/{path.name}", path.read_bytes())
 
-    result = build(local_settings)
+    result = run_build(local_settings)
     raw_meta = materialization_metadata(result, "raw/orders")
     problems = str(raw_meta["problems"])
     assert "orders.xlsx" in problems and "unknown file extension" in problems
