@@ -58,6 +58,7 @@ class CheckRef:
     column: str | None = None
     qualifier: str | None = None
     description: str | None = None
+    body: Mapping[str, Any] = field(default_factory=dict, compare=False, hash=False)
 
     @property
     def name(self) -> str:
@@ -107,7 +108,45 @@ class Contract:
 def _check_ref(check: Mapping[str, Any], column: str | None) -> CheckRef:
     (kind, body) = next(iter(check.items()))
     body = body or {}
-    return CheckRef(kind, column, body.get("qualifier"), body.get("name"))
+    return CheckRef(kind, column, body.get("qualifier"), body.get("name"), body)
+
+
+SAMPLE_ROWS = 5
+
+
+def failing_rows_query(check: CheckRef, view: str) -> str | None:
+    """SQL selecting the rows that fail ``check`` in ``view``, where the check type allows it.
+
+    Soda v4 run locally reports counts, not the rows; this gives the UI a few examples.
+    """
+    col, body = check.column, check.body
+    if check.type == "missing" and col:
+        return f'SELECT * FROM {view} WHERE "{col}" IS NULL'
+    if check.type == "duplicate":
+        keys = [col] if col else list(body.get("columns") or [])
+        if not keys:
+            return None
+        cols = ", ".join(f'"{k}"' for k in keys)
+        dupes = f"SELECT {cols} FROM {view} GROUP BY ALL HAVING count(*) > 1"
+        return f"SELECT t.* FROM {view} t JOIN ({dupes}) d USING ({cols})"
+    if check.type == "failed_rows" and body.get("expression"):
+        return f"SELECT * FROM {view} WHERE {body['expression']}"
+    if check.type == "invalid" and col:
+        rules = []
+        if "valid_min" in body:
+            rules.append(f'"{col}" < {body["valid_min"]}')
+        if "valid_max" in body:
+            rules.append(f'"{col}" > {body["valid_max"]}')
+        if "valid_values" in body:
+            values = ", ".join("'" + str(v).replace("'", "''") + "'" for v in body["valid_values"])
+            rules.append(f'"{col}" NOT IN ({values})')
+        if "valid_reference_data" in body:
+            ref = body["valid_reference_data"]
+            ref_layer, ref_table = parse_dataset(ref["dataset"])
+            rules.append(f'"{col}" NOT IN (SELECT "{ref["column"]}" FROM {ref_layer}.{ref_table})')
+        if rules:
+            return f'SELECT * FROM {view} WHERE "{col}" IS NOT NULL AND ({" OR ".join(rules)})'
+    return None
 
 
 def parse_dataset(dataset: str) -> tuple[Layer, str]:
@@ -164,6 +203,8 @@ class CheckOutcome:
     outcome: Outcome
     diagnostics: dict[str, Any] = field(default_factory=dict)
     summary: str = ""
+    sample: list[dict[str, Any]] = field(default_factory=list)
+    """A few failing rows (as text), for the checks whose failing rows SQL can select."""
 
     @property
     def failing_rows(self) -> int | None:
@@ -227,6 +268,17 @@ def register(
     con.execute(f"CREATE OR REPLACE VIEW {layer}.{table} AS SELECT * FROM __{layer}__{table}")
 
 
+def _sample(con: duckdb.DuckDBPyConnection, check: CheckRef, view: str) -> list[dict[str, Any]]:
+    query = failing_rows_query(check, view)
+    if query is None:
+        return []
+    try:
+        rows = con.sql(f"{query} LIMIT {SAMPLE_ROWS}").pl()
+    except duckdb.Error:
+        return []  # e.g. a schema failure made the column disappear: counts still tell
+    return [{k: None if v is None else str(v) for k, v in row.items()} for row in rows.to_dicts()]
+
+
 def verify(
     lake: Lake,
     layer: Layer | str,
@@ -266,22 +318,28 @@ def verify(
             contract_file_path=str(contract.path),
             variables={NOW_VARIABLE: (now or datetime.now(UTC)).isoformat()},
         )
+        declared = {c.name: c for c in contract.checks}
+        outcomes = []
+        for cvr in result.contract_verification_results:
+            for r in cvr.check_results:
+                ref = CheckRef(
+                    r.check.type, r.check.column_name, getattr(r.check, "qualifier", None)
+                )
+                check = declared.get(ref.name, ref)
+                outcome = Outcome(r.outcome.name.lower())
+                sample = (
+                    _sample(con, check, f"{layer}.{table}") if outcome is Outcome.FAILED else []
+                )
+                outcomes.append(
+                    CheckOutcome(
+                        check=check,
+                        outcome=outcome,
+                        diagnostics=dict(r.diagnostic_metric_values or {}),
+                        summary=str(getattr(r.check, "name", "") or ""),
+                        sample=sample,
+                    )
+                )
     finally:
         con.close()
-    outcomes = [
-        CheckOutcome(
-            check=CheckRef(
-                r.check.type,
-                r.check.column_name,
-                getattr(r.check, "qualifier", None),
-                getattr(r.check, "name", None),
-            ),
-            outcome=Outcome(r.outcome.name.lower()),
-            diagnostics=dict(r.diagnostic_metric_values or {}),
-            summary=str(getattr(r.check, "name", "") or ""),
-        )
-        for cvr in result.contract_verification_results
-        for r in cvr.check_results
-    ]
     logs = result.get_logs_str() if hasattr(result, "get_logs_str") else ""
     return Verification(contract, versions, outcomes, logs)

@@ -16,6 +16,7 @@ import pytest
 from lakehouse import delta
 from lakehouse.cli import main
 from lakehouse.contracts import (
+    SAMPLE_ROWS,
     ExitCode,
     Outcome,
     all_contracts,
@@ -130,6 +131,9 @@ def test_injected_bad_data_fails_exactly_the_expected_check(
     v = verify(tmp, layer, table, now=latest + timedelta(hours=1))  # freshness: not the point
     assert {o.check.name for o in v.failed} == expected, v.report()
     assert v.exit_code is ExitCode.FAILED
+    for o in v.failed:
+        if o.check.type != "schema":  # row-level checks count and show their failing rows
+            assert o.failing_rows and 1 <= len(o.sample) <= SAMPLE_ROWS, o
 
 
 # -- from the shell -----------------------------------------------------------------------
@@ -178,6 +182,7 @@ def test_a_failing_contract_stops_bad_data_before_the_marts(
         "customer_id__invalid__ref",
     )
     assert failed.metadata["failing_rows"].value == 1
+    assert "order-of-a-stranger" in str(failed.metadata["failing_rows_sample"].value)
     rejected = failed.metadata["rejected_delta_version"].value
     assert failed.metadata["restored_delta_version"].value == rejected - 1  # type: ignore[operator]
 

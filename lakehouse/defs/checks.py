@@ -40,6 +40,8 @@ def check_result(
         meta["soda_check"] = o.summary
     if o.failing_rows is not None:
         meta["failing_rows"] = o.failing_rows
+    if o.sample:
+        meta["failing_rows_sample"] = dg.MetadataValue.md(markdown_table(o.sample))
     for name, value in o.diagnostics.items():
         if isinstance(value, int | float):
             meta[f"diagnostic/{name}"] = value
@@ -52,6 +54,13 @@ def check_result(
         severity=_severity(o.outcome, gated),
         metadata=meta,
     )
+
+
+def markdown_table(rows: list[dict[str, Any]]) -> str:
+    columns = list(rows[0])
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(str(r[c]) for c in columns) + " |" for r in rows]
+    return "\n".join(lines)
 
 
 def materialized_version(context: dg.AssetCheckExecutionContext, key: dg.AssetKey) -> int | None:
