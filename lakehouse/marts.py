@@ -145,5 +145,25 @@ def dbt_code_fingerprint(manifest_path: Path) -> str:
     return hashlib.sha256("\n".join(checksums).encode()).hexdigest()[:16]
 
 
+def downstream_models(manifest_path: Path, model: str) -> list[str]:
+    """Models built from ``model``, directly or not (from the dbt manifest's child map)."""
+    manifest = json.loads(manifest_path.read_text())
+    children: dict[str, list[str]] = manifest["child_map"]
+    prefix = "model."
+    start = next(
+        uid
+        for uid, node in manifest["nodes"].items()
+        if node["name"] == model and uid.startswith(prefix)
+    )
+    seen: list[str] = []
+    stack = [start]
+    while stack:
+        for child in children.get(stack.pop(), []):
+            if child.startswith(prefix) and child not in seen:
+                seen.append(child)
+                stack.append(child)
+    return sorted(manifest["nodes"][uid]["name"] for uid in seen)
+
+
 def read_mart(lake: Lake, model: str, version: int | None = None) -> pl.DataFrame:
     return delta.read(lake.table_uri(Layer.MARTS, model), lake.storage_options, version=version)

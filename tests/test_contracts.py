@@ -4,6 +4,7 @@ check on injected bad data, and stopping bad data before the marts inside Dagste
 from __future__ import annotations
 
 import csv
+import shutil
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -13,7 +14,7 @@ import dagster as dg
 import polars as pl
 import pytest
 
-from lakehouse import delta
+from lakehouse import contracts, delta
 from lakehouse.cli import main
 from lakehouse.contracts import (
     SAMPLE_ROWS,
@@ -201,3 +202,53 @@ def test_a_failing_contract_stops_bad_data_before_the_marts(
         not e.passed and e.check_name == "customer_id__invalid__ref"
         for e in again.get_asset_check_evaluations()
     )
+
+
+@pytest.mark.slow
+def test_a_failing_mart_is_withdrawn_with_the_marts_built_from_it(
+    local_settings: LakehouseSettings,
+    sample_delivery: dict[str, Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    lake = Lake(local_settings)
+    land_files(lake, sample_delivery, datetime(2026, 11, 1, tzinfo=UTC))
+    run_build(local_settings)
+    before = {m: delta.read(lake.table_uri(Layer.MARTS, m), {}) for m in MART_TABLES}
+    versions = {m: delta.current_version(lake.table_uri(Layer.MARTS, m), {}) for m in MART_TABLES}
+
+    # A stricter marts/orders contract that today's data cannot meet, and a new order.
+    strict = tmp_path / "soda_checks"
+    shutil.copytree(contracts.CONTRACTS_DIR, strict)
+    orders_contract = strict / "marts" / "orders.yml"
+    orders_contract.write_text(
+        orders_contract.read_text().replace("must_be_greater_than: 0", "must_be_less_than: 1", 1)
+    )
+    monkeypatch.setattr(contracts, "CONTRACTS_DIR", strict)
+    contracts.load_contract.cache_clear()
+    with sample_delivery["orders"].open(newline="") as fh:
+        row = next(csv.DictReader(fh))
+    new_order = tmp_path / "raw_orders.csv"
+    with new_order.open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(row))
+        writer.writeheader()
+        writer.writerow({**row, "id": "one-more-order"})
+    land_files(lake, {"orders": new_order}, datetime(2026, 11, 2, tzinfo=UTC))
+    try:
+        result = run_build(local_settings, expect_success=False)
+    finally:
+        contracts.load_contract.cache_clear()
+
+    (failed,) = [e for e in result.get_asset_check_evaluations() if not e.passed and e.severity is dg.AssetCheckSeverity.ERROR]  # fmt: skip
+    assert (failed.asset_key.to_user_string(), failed.check_name) == ("marts/orders", "row_count")
+    withdrawn = failed.metadata["downstream_marts_withdrawn"].value
+    assert withdrawn == ["customers", "daily_location_revenue"]
+    for mart in MART_TABLES:
+        now = delta.read(lake.table_uri(Layer.MARTS, mart), {})
+        if mart in ("orders", *withdrawn):  # withdrawn: a restore commit back to the old data
+            assert now.equals(before[mart]), mart
+            assert (
+                delta.current_version(lake.table_uri(Layer.MARTS, mart), {}) == versions[mart] + 2
+            )  # type: ignore[operator]
+        elif mart == "order_items":  # upstream of orders: unaffected, and unchanged anyway
+            assert now.equals(before[mart])

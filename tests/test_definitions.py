@@ -90,3 +90,14 @@ def test_the_workspace_loads_as_dagster_dev_loads_it(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Validation successful for code location lakehouse" in result.stderr + result.stdout
+
+
+def test_every_table_asset_carries_its_contract_checks(graph: Any) -> None:
+    from lakehouse.contracts import all_contracts
+
+    check_keys = defs.resolve_asset_graph().asset_check_keys
+    for contract in all_contracts():
+        key = dg.AssetKey([contract.layer.value, contract.table])
+        names = {k.name for k in check_keys if k.asset_key == key}
+        assert {c.name for c in contract.checks} <= names, key
+        assert names, f"{key.to_user_string()} shows no checks"

@@ -15,7 +15,7 @@ import dagster as dg
 from lakehouse import delta
 from lakehouse.contracts import CheckOutcome, Outcome, Verification, all_contracts, verify
 from lakehouse.defs.resources import LakehouseResource
-from lakehouse.storage import Layer
+from lakehouse.storage import Lake, Layer
 
 GATED_LAYERS = frozenset({Layer.CLEANSED, Layer.MARTS})
 
@@ -71,6 +71,24 @@ def materialized_version(context: dg.AssetCheckExecutionContext, key: dg.AssetKe
     return None if value is None else int(value.value)
 
 
+def withdraw_for(
+    context: dg.AssetCheckExecutionContext, lake: Lake, layer: Layer, table: str, reason: str
+) -> dict[str, Any]:
+    """Withdraw what this run wrote to ``layer/table``; metadata saying what happened."""
+    key = dg.AssetKey([layer.value, table])
+    dt = delta.open_table(lake.table_uri(layer, table), lake.storage_options)
+    if dt is None or all(c.get(delta.RUN_ID_KEY) != context.run.run_id for c in dt.history(1)):
+        return {}  # this run did not write it: nothing to withdraw
+    rejected = dt.version()
+    stamp = delta.Stamp(context.run.run_id, key.to_user_string())
+    restored = delta.withdraw(dt, context.run.run_id, stamp, reason)
+    context.log.error(
+        f"{key.to_user_string()} v{rejected} withdrawn ({reason}); readers see "
+        f"{'version ' + str(restored) if restored is not None else 'an empty table'}"
+    )
+    return {"rejected_delta_version": rejected, "restored_delta_version": restored}
+
+
 def build_contract_checks(layer: Layer, table: str) -> dg.AssetChecksDefinition:
     from lakehouse.contracts import load_contract
 
@@ -102,21 +120,20 @@ def build_contract_checks(layer: Layer, table: str) -> dg.AssetChecksDefinition:
         context.log.info(verification.report())
         withdrawn: dict[str, Any] = {}
         if gated and verification.failed:
-            dt = delta.open_table(lake.table_uri(layer, table), lake.storage_options)
-            assert dt is not None
-            rejected = dt.version()
             reason = ", ".join(o.check.name for o in verification.failed)
-            restored = delta.withdraw(
-                dt,
-                context.run.run_id,
-                delta.Stamp(context.run.run_id, key.to_user_string()),
-                reason,
-            )
-            withdrawn = {"rejected_delta_version": rejected, "restored_delta_version": restored}
-            context.log.error(
-                f"{key.to_user_string()} v{rejected} failed its contract ({reason}): withdrawn, "
-                f"readers see {'version ' + str(restored) if restored is not None else 'an empty table'}"
-            )
+            withdrawn = withdraw_for(context, lake, layer, table, reason)
+            if layer is Layer.MARTS:
+                # dbt built the marts downstream of this one in the same step, from the
+                # rejected data: withdraw what this run wrote of them too.
+                from lakehouse.defs.marts import dbt_project
+                from lakehouse.marts import downstream_models
+
+                also = downstream_models(dbt_project.manifest_path, table)
+                for model in also:
+                    withdraw_for(
+                        context, lake, Layer.MARTS, model, f"built from rejected marts/{table}"
+                    )
+                withdrawn["downstream_marts_withdrawn"] = dg.MetadataValue.json(also)
         for outcome in verification.outcomes:
             yield check_result(key, outcome, verification, gated, withdrawn)
 
