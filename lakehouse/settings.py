@@ -64,6 +64,12 @@ class LakehouseSettings(BaseSettings):
             raise ValueError(f"lake_root {value!r}: only local folders and s3:// are supported")
         return str(Path(value).expanduser().resolve())
 
+    @field_validator("work_dir")
+    @classmethod
+    def _absolute_work_dir(cls, value: Path) -> Path:
+        """Absolute, because dbt runs from the dbt/ folder and would misread a relative path."""
+        return Path(value).expanduser().resolve()
+
     @property
     def is_s3(self) -> bool:
         return self.lake_root.startswith("s3://")
