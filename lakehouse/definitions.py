@@ -11,7 +11,8 @@ from lakehouse.defs.landing import landing_specs
 from lakehouse.defs.marts import jaffle_marts
 from lakehouse.defs.raw import raw_assets
 from lakehouse.defs.resources import LakehouseResource
-from lakehouse.defs.sensors import build_after_sample_delivery
+from lakehouse.defs.schedules import daily_lakehouse_build
+from lakehouse.defs.sensors import build_after_sample_delivery, landing_sensors
 
 
 def build_definitions(lakehouse: LakehouseResource | None = None) -> dg.Definitions:
@@ -20,7 +21,8 @@ def build_definitions(lakehouse: LakehouseResource | None = None) -> dg.Definiti
         assets=[*landing_specs, *raw_assets, *cleansed_assets, jaffle_marts],
         asset_checks=contract_checks,
         jobs=[build_lakehouse_job, deliver_sample_data_job],
-        sensors=[build_after_sample_delivery],
+        sensors=[build_after_sample_delivery, *landing_sensors],
+        schedules=[daily_lakehouse_build],
         resources={"lakehouse": lakehouse or LakehouseResource()},
     )
 

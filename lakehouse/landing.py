@@ -8,11 +8,13 @@ efficiency depends on the convention.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
-from datetime import UTC, datetime
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from lakehouse.storage import Lake
+from lakehouse.storage import Lake, LandedFile
 
 
 def landing_key(file_name: str, when: datetime) -> str:
@@ -29,3 +31,57 @@ def land_files(
         source: lake.put_landing_file(source, landing_key(path.name, when), path.read_bytes())
         for source, path in files.items()
     }
+
+
+# -- finding new files: the sensors' cursor ----------------------------------------------
+LOOKBACK = timedelta(hours=1)
+"""Files whose key time is this much older than the newest seen are still listed, so a
+file landing a little late (or with a slow clock) under an older key is not missed."""
+
+
+def key_time(relative_key: str) -> datetime | None:
+    """The UTC time a convention key encodes (``YYYY-MM-DD/HHMMSSffffff-name``), else None."""
+    day, _, rest = relative_key.partition("/")
+    try:
+        return datetime.strptime(f"{day} {rest[:12]}", "%Y-%m-%d %H%M%S%f").replace(tzinfo=UTC)
+    except ValueError:
+        return None
+
+
+@dataclass(frozen=True)
+class LandingCursor:
+    """Where listing resumes (``start_after``) and what was seen since (key -> fingerprint).
+
+    Keys, not timestamps: files with the same LastModified second, deleted or archived
+    files and huge bursts are all handled, and each listing starts near the newest file.
+    """
+
+    start_after: str | None = None
+    seen: dict[str, str] = field(default_factory=dict)
+
+    def to_json(self) -> str:
+        return json.dumps({"start_after": self.start_after, "seen": self.seen}, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str | None) -> LandingCursor:
+        if not text:
+            return cls()
+        data = json.loads(text)
+        return cls(data.get("start_after"), dict(data.get("seen") or {}))
+
+
+def new_landed_files(
+    lake: Lake, source: str, cursor: LandingCursor
+) -> tuple[list[LandedFile], LandingCursor]:
+    """Files under landing/<source>/ not seen before (or re-sent with new content), and the
+    cursor to use next. Nothing is marked seen until the caller commits the new cursor."""
+    listed = lake.list_landing(source, start_after=cursor.start_after)
+    new = [f for f in listed if cursor.seen.get(f.relative_key) != f.fingerprint]
+    seen = {**cursor.seen, **{f.relative_key: f.fingerprint for f in listed}}
+    times = [t for t in map(key_time, seen) if t is not None]
+    start_after = cursor.start_after
+    if times:
+        bound = landing_key("", max(times) - LOOKBACK).removesuffix("-")
+        start_after = max(start_after or "", bound)
+        seen = {k: v for k, v in seen.items() if k > start_after}
+    return new, LandingCursor(start_after, seen)

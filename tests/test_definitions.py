@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -101,3 +102,32 @@ def test_every_table_asset_carries_its_contract_checks(graph: Any) -> None:
         names = {k.name for k in check_keys if k.asset_key == key}
         assert {c.name for c in contract.checks} <= names, key
         assert names, f"{key.to_user_string()} shows no checks"
+
+
+def test_cleansed_follows_raw_automatically() -> None:
+    with dg.DagsterInstance.ephemeral() as instance:
+        first = dg.evaluate_automation_conditions(defs=defs, instance=instance)
+        assert first.total_requested == 0  # nothing landed: nothing to cleanse
+        instance.report_runless_asset_event(dg.AssetMaterialization(dg.AssetKey(["raw", "orders"])))
+        second = dg.evaluate_automation_conditions(
+            defs=defs, instance=instance, cursor=first.cursor
+        )
+    assert second.total_requested == 1
+    assert second.get_num_requested(dg.AssetKey(["cleansed", "orders"])) == 1
+
+
+def test_the_daily_build_runs_at_six_utc() -> None:
+    schedule = defs.resolve_schedule_def("daily_lakehouse_build")
+    assert (schedule.cron_schedule, schedule.execution_timezone) == ("0 6 * * *", "UTC")
+    assert schedule.job_name == "build_lakehouse"
+    context = dg.build_schedule_context(
+        scheduled_execution_time=datetime(2026, 11, 25, 6, tzinfo=UTC)
+    )
+    (request,) = schedule.evaluate_tick(context).run_requests or []
+    assert isinstance(request, dg.RunRequest)
+
+
+def test_every_source_has_a_running_landing_sensor() -> None:
+    for name in SOURCES:
+        sensor = defs.resolve_sensor_def(f"landing_{name}_sensor")
+        assert sensor.default_status is dg.DefaultSensorStatus.RUNNING

@@ -16,6 +16,9 @@ def build_cleansed_asset(source: Source) -> dg.AssetsDefinition:
         deps=[dg.AssetKey([Layer.RAW.value, source.name])],
         group_name=Layer.CLEANSED.value,
         kinds={"delta", "polars"},
+        # Follows raw: new raw rows (from a landing sensor's run) are cleansed on the next
+        # automation tick, one run for however many raw updates arrived meanwhile.
+        automation_condition=dg.AutomationCondition.eager(),
         description=f"{source.description} Key: {', '.join(source.key)}. "
         f"Rows failing typing or required fields go to quarantine/{source.name}.",
         code_version="1",

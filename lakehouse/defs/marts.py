@@ -66,6 +66,7 @@ class LakehouseDbtTranslator(DagsterDbtTranslator):
         return spec.replace_attributes(
             key=dg.AssetKey([Layer.MARTS.value, node["name"]]),
             group_name=Layer.MARTS.value,
+            automation_condition=dg.AutomationCondition.eager(),
             kinds={"dbt", "duckdb", "delta"},
         )
 

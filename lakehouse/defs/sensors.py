@@ -1,8 +1,15 @@
-"""Sensors. Delivering sample data from the UI is followed by a full build, as in the CLI."""
+"""Sensors: new files under landing/<source>/ start ingestion; delivering sample data from
+the UI is followed by a full build, as in the CLI."""
+
+import hashlib
 
 import dagster as dg
 
 from lakehouse.defs.jobs import build_lakehouse_job, deliver_sample_data_job
+from lakehouse.defs.resources import LakehouseResource
+from lakehouse.landing import LandingCursor, new_landed_files
+from lakehouse.sources import SOURCES
+from lakehouse.storage import LandedFile, Layer
 
 
 @dg.run_status_sensor(
@@ -14,3 +21,57 @@ from lakehouse.defs.jobs import build_lakehouse_job, deliver_sample_data_job
 )
 def build_after_sample_delivery(context: dg.RunStatusSensorContext) -> dg.RunRequest:
     return dg.RunRequest(run_key=f"after-{context.dagster_run.run_id}")
+
+
+FILES_PER_RUN = 100
+"""A burst of files becomes a bounded number of ingestion runs, not one run per file."""
+
+
+def ingest_run_requests(source: str, files: list[LandedFile]) -> list[dg.RunRequest]:
+    """Runs of raw/<source>, each for up to FILES_PER_RUN files, keyed by key + fingerprint."""
+    ordered = sorted(files, key=lambda f: f.relative_key)
+    requests = []
+    for i in range(0, len(ordered), FILES_PER_RUN):
+        batch = ordered[i : i + FILES_PER_RUN]
+        identity = "\n".join(f"{f.relative_key}@{f.fingerprint}" for f in batch)
+        requests.append(
+            dg.RunRequest(
+                run_key=f"{source}-{hashlib.sha256(identity.encode()).hexdigest()[:24]}",
+                asset_selection=[dg.AssetKey([Layer.RAW.value, source])],
+                run_config={
+                    "ops": {
+                        f"{Layer.RAW.value}__{source}": {
+                            "config": {"files": [f.uri for f in batch]}
+                        }
+                    }
+                },
+                tags={"lakehouse/source": source, "lakehouse/files": str(len(batch))},
+            )
+        )
+    return requests
+
+
+def build_landing_sensor(source: str) -> dg.SensorDefinition:
+    @dg.sensor(
+        name=f"landing_{source}_sensor",
+        target=dg.AssetSelection.assets(dg.AssetKey([Layer.RAW.value, source])),
+        minimum_interval_seconds=30,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description=f"Ingests new files under landing/{source}/ (listing starts after the "
+        "newest key seen, minus a lookback; see the README's landing key convention).",
+    )
+    def _sensor(
+        context: dg.SensorEvaluationContext, lakehouse: LakehouseResource
+    ) -> dg.SensorResult:
+        cursor = LandingCursor.from_json(context.cursor)
+        files, next_cursor = new_landed_files(lakehouse.lake(), source, cursor)
+        if files:
+            context.log.info(f"{len(files)} new file(s) under landing/{source}/")
+        return dg.SensorResult(
+            run_requests=ingest_run_requests(source, files), cursor=next_cursor.to_json()
+        )
+
+    return _sensor
+
+
+landing_sensors = [build_landing_sensor(name) for name in SOURCES]
