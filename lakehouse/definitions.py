@@ -6,12 +6,16 @@ import dagster as dg
 
 from lakehouse.defs.checks import contract_checks
 from lakehouse.defs.cleansed import cleansed_assets
-from lakehouse.defs.jobs import build_lakehouse_job, deliver_sample_data_job
+from lakehouse.defs.jobs import (
+    build_lakehouse_job,
+    deliver_sample_data_job,
+    maintain_delta_tables_job,
+)
 from lakehouse.defs.landing import landing_specs
 from lakehouse.defs.marts import jaffle_marts
 from lakehouse.defs.raw import raw_assets
 from lakehouse.defs.resources import LakehouseResource
-from lakehouse.defs.schedules import daily_lakehouse_build
+from lakehouse.defs.schedules import daily_lakehouse_build, nightly_table_maintenance
 from lakehouse.defs.sensors import build_after_sample_delivery, landing_sensors
 
 
@@ -20,9 +24,9 @@ def build_definitions(lakehouse: LakehouseResource | None = None) -> dg.Definiti
     return dg.Definitions(
         assets=[*landing_specs, *raw_assets, *cleansed_assets, jaffle_marts],
         asset_checks=contract_checks,
-        jobs=[build_lakehouse_job, deliver_sample_data_job],
+        jobs=[build_lakehouse_job, deliver_sample_data_job, maintain_delta_tables_job],
         sensors=[build_after_sample_delivery, *landing_sensors],
-        schedules=[daily_lakehouse_build],
+        schedules=[daily_lakehouse_build, nightly_table_maintenance],
         resources={"lakehouse": lakehouse or LakehouseResource()},
     )
 

@@ -91,6 +91,18 @@ def cursor(dt: DeltaTable | None, at_or_before: int | None = None) -> int | None
     return None
 
 
+def latest_value(dt: DeltaTable, key: str) -> str | None:
+    """``key`` from the newest commit that has it, skipping maintenance commits.
+
+    A restore stamps what it restored; a compaction or vacuum stamps nothing of ours.
+    """
+    for commit in dt.history():
+        if commit.get("lakehouse_maintenance"):
+            continue
+        return str(commit[key]) if key in commit else None
+    return None
+
+
 REJECTED_KEY = "lakehouse_rejected_version"
 """Commit-info key of a restore that withdrew a version whose contract checks failed."""
 

@@ -106,10 +106,7 @@ class MartWorkspace:
         """
         uri = self.lake.table_uri(Layer.MARTS, model)
         current = delta.open_table(uri, self.lake.storage_options)
-        if (
-            current is not None
-            and delta.last_commit(current).get(MART_INPUTS_KEY) == inputs.to_json()
-        ):
+        if current is not None and delta.latest_value(current, MART_INPUTS_KEY) == inputs.to_json():
             return current, False
         con = duckdb.connect(str(self.duckdb_path), read_only=True)
         try:

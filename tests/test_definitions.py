@@ -131,3 +131,9 @@ def test_every_source_has_a_running_landing_sensor() -> None:
     for name in SOURCES:
         sensor = defs.resolve_sensor_def(f"landing_{name}_sensor")
         assert sensor.default_status is dg.DefaultSensorStatus.RUNNING
+
+
+def test_nightly_maintenance_is_scheduled_in_utc() -> None:
+    schedule = defs.resolve_schedule_def("nightly_table_maintenance")
+    assert (schedule.cron_schedule, schedule.execution_timezone) == ("0 3 * * *", "UTC")
+    assert schedule.job_name == "maintain_delta_tables_job"

@@ -9,6 +9,7 @@ import dagster as dg
 
 from lakehouse.defs.resources import LakehouseResource
 from lakehouse.landing import land_files
+from lakehouse.storage import INGEST_LOG_TABLE, Layer
 
 build_lakehouse_job = dg.define_asset_job(
     "build_lakehouse",
@@ -48,3 +49,39 @@ def deliver_sample_data(
 @dg.job(description="Deliver a sample Jaffle Shop data set into landing (the demo's first step).")
 def deliver_sample_data_job() -> None:
     deliver_sample_data()
+
+
+class MaintenanceConfig(dg.Config):
+    retention_days: float = 7.0
+    """Time travel keeps working this far back; older unreferenced files are deleted."""
+
+
+@dg.op(description="Compact, checkpoint and vacuum every Delta table of the lake.")
+def maintain_delta_tables(
+    context: dg.OpExecutionContext, config: MaintenanceConfig, lakehouse: LakehouseResource
+) -> None:
+    from datetime import timedelta
+
+    from lakehouse import delta
+    from lakehouse.maintenance import maintain, maintained_tables
+
+    lake = lakehouse.lake()
+    retention = timedelta(days=config.retention_days)
+    for layer, table in maintained_tables():
+        stamp = delta.Stamp(context.run_id, f"{layer.value}/{table}")
+        report = maintain(lake, layer, table, stamp, retention)
+        if report is None:
+            continue
+        context.log.info(f"{layer.value}/{table}: {report.metadata()}")
+        if layer is not Layer.QUARANTINE and table != INGEST_LOG_TABLE:  # the table assets
+            key = dg.AssetKey([layer.value, table])
+            context.log_event(
+                dg.AssetObservation(
+                    asset_key=key, metadata={**report.metadata(), "maintenance": True}
+                )
+            )
+
+
+@dg.job(description="Delta maintenance: compaction, checkpoint, vacuum (files before/after).")
+def maintain_delta_tables_job() -> None:
+    maintain_delta_tables()
