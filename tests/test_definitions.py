@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -137,3 +137,13 @@ def test_nightly_maintenance_is_scheduled_in_utc() -> None:
     schedule = defs.resolve_schedule_def("nightly_table_maintenance")
     assert (schedule.cron_schedule, schedule.execution_timezone) == ("0 3 * * *", "UTC")
     assert schedule.job_name == "maintain_delta_tables_job"
+
+
+def test_marts_warn_after_26_hours_and_fail_after_48(graph: Any) -> None:
+    from lakehouse.defs.marts import MART_FRESHNESS
+
+    for name in MART_TABLES:
+        node = graph.get(dg.AssetKey(["marts", name]))
+        assert node.freshness_policy == MART_FRESHNESS
+    windows = (MART_FRESHNESS.warn_window, MART_FRESHNESS.fail_window)
+    assert [w.to_timedelta() for w in windows] == [timedelta(hours=26), timedelta(hours=48)]

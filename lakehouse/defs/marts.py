@@ -7,6 +7,7 @@ marts with no gap. After dbt succeeds, each built model is published as a Delta 
 
 import subprocess
 from collections.abc import Iterator, Mapping
+from datetime import timedelta
 from typing import Any
 
 import dagster as dg
@@ -53,6 +54,11 @@ if not dbt_project.manifest_path.exists():
     _preparer.prepare(dbt_project)
 
 
+MART_FRESHNESS = dg.FreshnessPolicy.time_window(
+    fail_window=timedelta(hours=48), warn_window=timedelta(hours=26)
+)
+
+
 class LakehouseDbtTranslator(DagsterDbtTranslator):
     """Models become marts/<name>; the ``cleansed`` source's tables become cleansed/<table>."""
 
@@ -67,6 +73,9 @@ class LakehouseDbtTranslator(DagsterDbtTranslator):
             key=dg.AssetKey([Layer.MARTS.value, node["name"]]),
             group_name=Layer.MARTS.value,
             automation_condition=dg.AutomationCondition.eager(),
+            # Marts not rebuilt for 26 h warn, 48 h fail (the UI shows it on the asset);
+            # the Soda contract's freshness check judges the data's own latest order.
+            freshness_policy=MART_FRESHNESS,
             kinds={"dbt", "duckdb", "delta"},
         )
 
