@@ -177,6 +177,11 @@ def test_lakehouse_end_to_end(
         assert meta["rows_quarantined"] == 0
         raw_meta = materialization_metadata(first, f"raw/{name}")
         assert raw_meta["new_files_loaded"] == 1 and raw_meta["dagster/row_count"] > 0
+    # Distribution metrics on every materialization, for the UI to plot over time.
+    cleansed_orders = materialization_metadata(first, "cleansed/orders")
+    assert cleansed_orders["profile/order_id/distinct"] > 0
+    assert cleansed_orders["profile/order_id/null_rate"] == 0.0
+    assert 0 < cleansed_orders["profile/subtotal/min"] <= cleansed_orders["profile/subtotal/mean"]
     orders_meta = materialization_metadata(first, "marts/orders")
     assert orders_meta["dagster/row_count"] == read_mart(lake, "orders").height
     assert orders_meta["delta_version"] == 0
@@ -242,7 +247,16 @@ def test_bad_input_is_reported_quarantined_and_nothing_is_lost(
         + ",".join(v for k, v in rows[0].items() if k != "customer")
         + "\n"
     )
-    for path in (bad_rows, bad / "orders.xlsx", bad / "empty.csv", bad / "no_customer.csv"):
+    with_coupon = write_csv(
+        bad / "with_coupon.csv", [{**good_orders[3], "id": "coupon-order", "coupon": "X1"}]
+    )
+    for path in (
+        bad_rows,
+        bad / "orders.xlsx",
+        bad / "empty.csv",
+        bad / "no_customer.csv",
+        with_coupon,
+    ):
         lake.put_landing_file("orders", f"2026-11-02/{path.name}", path.read_bytes())
 
     result = run_build(local_settings)
@@ -266,13 +280,19 @@ def test_bad_input_is_reported_quarantined_and_nothing_is_lost(
 
     # Every landed row is in raw, then in cleansed or quarantine; counts reconcile.
     meta = materialization_metadata(result, "cleansed/orders")
-    assert meta["rows_read"] == 4 and meta["rows_quarantined"] == 3 and meta["rows_inserted"] == 1
+    assert meta["rows_read"] == 5 and meta["rows_quarantined"] == 3 and meta["rows_inserted"] == 2
     raw_rows = delta.row_count(
         delta.open_table(lake.table_uri(Layer.RAW, "orders"), lake.storage_options)
     )  # type: ignore[arg-type]
     cleansed_rows = read_mart(lake, "orders").height
-    assert raw_rows == len(good_orders) + 4
-    assert cleansed_rows == len(good_orders) + 1
+    assert raw_rows == len(good_orders) + 5
+    assert cleansed_rows == len(good_orders) + 2
+
+    # The extra column is kept in raw, and reported as schema drift (a warning).
+    (drift,) = [e for e in result.get_asset_check_evaluations() if e.check_name == "schema_drift" and e.asset_key == dg.AssetKey(["raw", "orders"])]  # fmt: skip
+    assert not drift.passed and drift.severity is dg.AssetCheckSeverity.WARN
+    assert drift.metadata["new_columns"].value == ["coupon"]
+    assert "new column(s) coupon" in str(raw_meta["schema_drift"])
 
     # Nothing else in the lake changed.
     after = versions(lake)

@@ -47,7 +47,7 @@ def build_cleansed_asset(source: Source) -> dg.AssetsDefinition:
         uri = lake.table_uri(Layer.CLEANSED, source.name)
         dt = delta.open_table(uri, lake.storage_options)
         if dt is not None:
-            meta |= table_metadata(uri, dt)
+            meta |= table_metadata(lake, Layer.CLEANSED, source.name, dt)
         return dg.MaterializeResult(metadata=meta)
 
     return _cleansed

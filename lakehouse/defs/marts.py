@@ -107,7 +107,7 @@ def jaffle_marts(context: dg.AssetExecutionContext, lakehouse: LakehouseResource
         model = key.path[-1]
         stamp = delta.Stamp(context.run_id, key.to_user_string())
         dt, written = workspace.export(model, stamp, inputs)
-        meta = table_metadata(lake.table_uri(Layer.MARTS, model), dt)
+        meta = table_metadata(lake, Layer.MARTS, model, dt)
         meta["cleansed_versions"] = dg.MetadataValue.json(pinned)
         meta["new_delta_version_written"] = written
         yield event.with_metadata({**event.metadata, **meta})

@@ -8,6 +8,8 @@ import dagster as dg
 from deltalake import DeltaTable
 
 from lakehouse import delta
+from lakehouse.profile import column_profile
+from lakehouse.storage import Lake, Layer
 
 
 def column_schema(dt: DeltaTable) -> dg.TableSchema:
@@ -19,8 +21,10 @@ def column_schema(dt: DeltaTable) -> dg.TableSchema:
     )
 
 
-def table_metadata(uri: str, dt: DeltaTable) -> dict[str, Any]:
-    """URI, Delta version, row count, schema and the commit's operation metrics."""
+def table_metadata(lake: Lake, layer: Layer, table: str, dt: DeltaTable) -> dict[str, Any]:
+    """URI, Delta version, row count, schema, the commit's operation metrics, and
+    per-column distribution metrics (``profile/<column>/<metric>``, plotted by the UI)."""
+    uri = lake.table_uri(layer, table)
     commit = delta.last_commit(dt)
     metrics = commit.get("operationMetrics", {}) or {}
     meta: dict[str, Any] = {
@@ -38,4 +42,6 @@ def table_metadata(uri: str, dt: DeltaTable) -> dict[str, Any]:
     ):
         if key in metrics:
             meta[f"delta_{key}"] = int(metrics[key])
+    for name, value in column_profile(lake, layer, table, dt.version()).items():
+        meta[f"profile/{name}"] = dg.MetadataValue.float(value)
     return meta

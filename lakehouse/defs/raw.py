@@ -6,6 +6,7 @@ from lakehouse import delta
 from lakehouse.defs.metadata import table_metadata
 from lakehouse.defs.resources import LakehouseResource
 from lakehouse.ingest import FileStatus, ingest_source
+from lakehouse.profile import duckdb_schema, raw_schema_drift
 from lakehouse.sources import SOURCES, Source
 from lakehouse.storage import LANDING, Layer
 
@@ -14,6 +15,9 @@ class IngestConfig(dg.Config):
     """Restrict a run to some landed files (a sensor's request); by default, all new files."""
 
     files: list[str] | None = None
+
+
+SCHEMA_DRIFT_CHECK = "schema_drift"
 
 
 def build_raw_asset(source: Source) -> dg.AssetsDefinition:
@@ -25,6 +29,14 @@ def build_raw_asset(source: Source) -> dg.AssetsDefinition:
         description=f"Every row ever landed for {source.name}, values as delivered, "
         "with source file, fingerprint, row number, ingestion time and run id.",
         code_version="1",
+        check_specs=[
+            dg.AssetCheckSpec(
+                SCHEMA_DRIFT_CHECK,
+                asset=dg.AssetKey([Layer.RAW.value, source.name]),
+                description="Warns when raw's columns differ from what the source should "
+                "deliver (new, missing or retyped columns).",
+            )
+        ],
     )
     def _raw(
         context: dg.AssetExecutionContext, config: IngestConfig, lakehouse: LakehouseResource
@@ -51,9 +63,33 @@ def build_raw_asset(source: Source) -> dg.AssetsDefinition:
             for problem in result.problems:
                 context.log.warning(problem)
         dt = delta.open_table(lake.table_uri(Layer.RAW, source.name), lake.storage_options)
-        if dt is not None:
-            meta |= table_metadata(lake.table_uri(Layer.RAW, source.name), dt)
-        return dg.MaterializeResult(metadata=meta)
+        if dt is None:  # nothing has landed yet
+            check = dg.AssetCheckResult(
+                check_name=SCHEMA_DRIFT_CHECK, passed=True, metadata={"note": "no table yet"}
+            )
+        else:
+            meta |= table_metadata(lake, Layer.RAW, source.name, dt)
+            drift = raw_schema_drift(
+                source, duckdb_schema(lake, Layer.RAW, source.name, dt.version())
+            )
+            meta["schema_drift"] = drift.describe()
+            check = dg.AssetCheckResult(
+                check_name=SCHEMA_DRIFT_CHECK,
+                passed=not drift.drifted,
+                severity=dg.AssetCheckSeverity.WARN,
+                metadata={
+                    "drift": drift.describe(),
+                    "new_columns": dg.MetadataValue.json(drift.new),
+                    "missing_columns": dg.MetadataValue.json(drift.missing),
+                    "retyped_columns": dg.MetadataValue.json(
+                        {c: f"{a} -> {b}" for c, (a, b) in drift.retyped.items()}
+                    ),
+                    "delta_version": dt.version(),
+                },
+            )
+            if drift.drifted:
+                context.log.warning(f"raw/{source.name} schema drift: {drift.describe()}")
+        return dg.MaterializeResult(metadata=meta, check_results=[check])
 
     return _raw
 
