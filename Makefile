@@ -17,7 +17,7 @@ ifeq ($(UV),)
 UV := python3 -m uv
 endif
 
-.PHONY: help setup demo test lint dev clean
+.PHONY: help setup browser demo test lint dev clean
 
 help:
 	@echo "make demo   generate Jaffle Shop data, land it, build raw/cleansed/marts on ./lake"
@@ -33,10 +33,16 @@ setup:
 	@test -f "$(DAGSTER_HOME)/dagster.yaml" || printf 'telemetry:\n  enabled: false\n' > "$(DAGSTER_HOME)/dagster.yaml"
 	@test -f dbt/target/manifest.json || $(UV) run --frozen dbt parse --quiet --project-dir dbt --profiles-dir dbt
 
+# The UI test drives Debian's chromium (Playwright's own browser download is not used).
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq chromium >/dev/null; }
+
 demo: setup
 	$(UV) run --frozen lakehouse demo
 
-test: setup
+test: setup browser
 	$(UV) run --frozen pytest
 
 lint: setup

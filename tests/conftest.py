@@ -41,7 +41,7 @@ from lakehouse.settings import LakehouseSettings
 from lakehouse.storage import Lake
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
@@ -55,7 +55,7 @@ def s3_endpoint() -> Iterator[str]:
     blocks while holding the GIL, so an in-process ``ThreadedMotoServer`` can deadlock it
     (delta-rs issue 4362).
     """
-    port = _free_port()
+    port = free_port()
     endpoint = f"http://127.0.0.1:{port}"
     proc = subprocess.Popen(
         [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
