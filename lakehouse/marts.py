@@ -162,5 +162,23 @@ def downstream_models(manifest_path: Path, model: str) -> list[str]:
     return sorted(manifest["nodes"][uid]["name"] for uid in seen)
 
 
+def model_parents(manifest_path: Path, model: str) -> list[tuple[str, str]]:
+    """(layer, table) of what a model reads: cleansed sources and other marts."""
+    manifest = json.loads(manifest_path.read_text())
+    node = next(
+        n
+        for n in manifest["nodes"].values()
+        if n["resource_type"] == "model" and n["name"] == model
+    )
+    parents = []
+    for uid in node["depends_on"]["nodes"]:
+        parent = manifest["sources"].get(uid) or manifest["nodes"].get(uid) or {}
+        if parent.get("resource_type") == "source":
+            parents.append((str(parent["source_name"]), str(parent["name"])))
+        elif parent.get("resource_type") == "model":
+            parents.append((Layer.MARTS.value, str(parent["name"])))
+    return sorted(parents)
+
+
 def read_mart(lake: Lake, model: str, version: int | None = None) -> pl.DataFrame:
     return delta.read(lake.table_uri(Layer.MARTS, model), lake.storage_options, version=version)

@@ -50,6 +50,22 @@ class LakehouseSettings(BaseSettings):
         description="Refuse to run without a real PII secret when false (set it false in prod).",
     )
 
+    openlineage_url: str | None = Field(
+        default=None,
+        description="Off when unset. http(s):// endpoint (e.g. Marquez /api/v1/lineage) or "
+        "file:///path/events.jsonl for OpenLineage run events of every materialization.",
+    )
+    openlineage_namespace: str = Field(
+        default="lakehouse", description="OpenLineage job namespace."
+    )
+
+    @field_validator("openlineage_url")
+    @classmethod
+    def _lineage_target(cls, value: str | None) -> str | None:
+        if value and not value.startswith(("http://", "https://", "file://")):
+            raise ValueError(f"openlineage_url {value!r}: use http(s):// or file:///path")
+        return value or None
+
     @field_validator("lake_root")
     @classmethod
     def _normalise_root(cls, value: str) -> str:

@@ -6,6 +6,7 @@ from lakehouse import delta
 from lakehouse.cleanse import cleanse_source
 from lakehouse.defs.metadata import table_metadata
 from lakehouse.defs.resources import LakehouseResource
+from lakehouse.openlineage import lineage_run
 from lakehouse.sources import SOURCES, Source
 from lakehouse.storage import Layer
 
@@ -29,7 +30,14 @@ def build_cleansed_asset(source: Source) -> dg.AssetsDefinition:
         lake = lakehouse.lake()
         settings = lake.settings
         stamp = delta.Stamp(context.run_id, context.asset_key.to_user_string())
-        report = cleanse_source(lake, source, stamp, settings.pii_key())
+        with lineage_run(
+            lake,
+            context.run_id,
+            f"cleansed.{source.name}",
+            inputs=[(Layer.RAW.value, source.name)],
+            outputs=[(Layer.CLEANSED.value, source.name), (Layer.QUARANTINE.value, source.name)],
+        ):
+            report = cleanse_source(lake, source, stamp, settings.pii_key())
         meta: dict = dict(report.metadata())
         if report.up_to_date:
             meta["note"] = "raw has no new rows: nothing to do, no commit made"

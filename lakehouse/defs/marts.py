@@ -23,7 +23,9 @@ from lakehouse.marts import (
     MartWorkspace,
     dbt_code_fingerprint,
     dbt_executable,
+    model_parents,
 )
+from lakehouse.openlineage import lineage_run
 from lakehouse.storage import Layer
 
 
@@ -106,7 +108,14 @@ def jaffle_marts(context: dg.AssetExecutionContext, lakehouse: LakehouseResource
         key = context.asset_key_for_output(event.output_name)
         model = key.path[-1]
         stamp = delta.Stamp(context.run_id, key.to_user_string())
-        dt, written = workspace.export(model, stamp, inputs)
+        with lineage_run(
+            lake,
+            context.run_id,
+            f"marts.{model}",
+            inputs=model_parents(dbt_project.manifest_path, model),
+            outputs=[(Layer.MARTS.value, model)],
+        ):
+            dt, written = workspace.export(model, stamp, inputs)
         meta = table_metadata(lake, Layer.MARTS, model, dt)
         meta["cleansed_versions"] = dg.MetadataValue.json(pinned)
         meta["new_delta_version_written"] = written

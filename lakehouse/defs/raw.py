@@ -6,6 +6,7 @@ from lakehouse import delta
 from lakehouse.defs.metadata import table_metadata
 from lakehouse.defs.resources import LakehouseResource
 from lakehouse.ingest import FileStatus, ingest_source
+from lakehouse.openlineage import lineage_run
 from lakehouse.profile import duckdb_schema, raw_schema_drift
 from lakehouse.sources import SOURCES, Source
 from lakehouse.storage import LANDING, Layer
@@ -43,7 +44,14 @@ def build_raw_asset(source: Source) -> dg.AssetsDefinition:
     ) -> dg.MaterializeResult:
         lake = lakehouse.lake()
         stamp = delta.Stamp(context.run_id, context.asset_key.to_user_string())
-        result = ingest_source(lake, source, stamp, only=config.files)
+        with lineage_run(
+            lake,
+            context.run_id,
+            f"raw.{source.name}",
+            inputs=[(LANDING, source.name)],
+            outputs=[(Layer.RAW.value, source.name)],
+        ):
+            result = ingest_source(lake, source, stamp, only=config.files)
         loaded = [o for o in result.outcomes if o.status is FileStatus.LOADED]
         meta: dict = {
             "new_files_loaded": len(loaded),
