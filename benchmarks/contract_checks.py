@@ -397,7 +397,7 @@ def markdown(
             f"{DAYS} --scale N`): {built}. Whole run {total_seconds / 60:.1f} min; "
             f"1-minute load average {load[0][0]:.2f} before, {load[1][0]:.2f} after.",
             "",
-            f"Every figure is the median of {repeat} runs, interleaved per table (scan, checks, "
+            f"Every figure is the median of {repeat} run{'s' if repeat != 1 else ''}, interleaved per table (scan, checks, "
             "scan, checks, ...) after one untimed warm-up pair. *Scan* is a fresh DuckDB "
             "connection, `register` of the table's current Delta version (the lazy Arrow scan "
             "the checks use) and `SELECT count(*), count(col)...` over every column. *Checks* "

@@ -180,5 +180,45 @@ def model_parents(manifest_path: Path, model: str) -> list[tuple[str, str]]:
     return sorted(parents)
 
 
+ColumnSources = dict[str, list[tuple[str, str, str]]]
+"""Output column -> the (layer, table, column) it is computed from."""
+
+
+def column_lineage(duckdb_path: Path, model: str, compiled_sql: str) -> ColumnSources:
+    """Column-level lineage of one compiled model, traced through its SQL with sqlglot
+    against the schemas dbt just built (read after dbt has released the DuckDB file)."""
+    import sqlglot
+    from sqlglot import exp
+    from sqlglot.lineage import lineage
+
+    con = duckdb.connect(str(duckdb_path), read_only=True)
+    try:
+        rows = con.execute(
+            "SELECT table_schema, table_name, column_name, data_type FROM information_schema.columns "
+            "WHERE table_catalog = current_database()"
+        ).fetchall()
+    finally:
+        con.close()
+    schema: dict[str, dict[str, dict[str, str]]] = {}
+    for table_schema, table, column, data_type in rows:
+        schema.setdefault(table_schema, {}).setdefault(table, {})[column] = data_type
+    parsed = sqlglot.parse_one(compiled_sql, dialect="duckdb")
+    if not isinstance(parsed, exp.Query):
+        return {}
+    out: ColumnSources = {}
+    for column in schema.get(MARTS_SCHEMA, {}).get(model, {}):
+        try:
+            node = lineage(column, parsed, schema=schema, dialect="duckdb")
+        except sqlglot.errors.SqlglotError:
+            continue  # lineage is observability: a column sqlglot cannot trace is left out
+        sources = {
+            (n.source.db, n.source.name, n.name.rsplit(".", 1)[-1])
+            for n in node.walk()
+            if isinstance(n.source, exp.Table)
+        }
+        out[column] = sorted(sources)
+    return out
+
+
 def read_mart(lake: Lake, model: str, version: int | None = None) -> pl.DataFrame:
     return delta.read(lake.table_uri(Layer.MARTS, model), lake.storage_options, version=version)

@@ -183,6 +183,17 @@ def test_lakehouse_end_to_end(
     assert cleansed_orders["profile/order_id/null_rate"] == 0.0
     assert 0 < cleansed_orders["profile/subtotal/min"] <= cleansed_orders["profile/subtotal/mean"]
     orders_meta = materialization_metadata(first, "marts/orders")
+    lineage = orders_meta["dagster/column_lineage"].deps_by_column
+    assert [(d.asset_key.to_user_string(), d.column_name) for d in lineage["order_cost"]] == [
+        ("marts/order_items", "supply_cost")
+    ]
+    assert {
+        (d.asset_key.to_user_string(), d.column_name) for d in lineage["customer_order_number"]
+    } == {
+        ("cleansed/orders", "customer_id"),
+        ("cleansed/orders", "ordered_at"),
+        ("cleansed/orders", "order_id"),
+    }
     assert orders_meta["dagster/row_count"] == read_mart(lake, "orders").height
     assert orders_meta["delta_version"] == 0
     customers = read_mart(lake, "customers")

@@ -21,6 +21,7 @@ from lakehouse.marts import (
     DBT_PROJECT_DIR,
     MartInputs,
     MartWorkspace,
+    column_lineage,
     dbt_code_fingerprint,
     dbt_executable,
     model_parents,
@@ -101,7 +102,10 @@ def jaffle_marts(context: dg.AssetExecutionContext, lakehouse: LakehouseResource
     )
     # dbt holds the DuckDB file until it exits, so publish to Delta once it has finished;
     # the dbt test results (asset checks) follow the materializations they judge.
-    events = list(dbt.cli(["build"], context=context).stream())
+    # dbt's artifacts go to this lake's work dir, not into the checkout.
+    invocation = dbt.cli(["build"], context=context, target_path=workspace.directory / "target")
+    events = list(invocation.stream())
+    compiled = invocation.target_path / "compiled" / dbt_project.name / "models" / "marts"
     for event in events:
         if not isinstance(event, dg.Output):
             continue
@@ -119,5 +123,18 @@ def jaffle_marts(context: dg.AssetExecutionContext, lakehouse: LakehouseResource
         meta = table_metadata(lake, Layer.MARTS, model, dt)
         meta["cleansed_versions"] = dg.MetadataValue.json(pinned)
         meta["new_delta_version_written"] = written
+        sql = compiled / f"{model}.sql"
+        if sql.exists():
+            meta["dagster/column_lineage"] = dg.TableColumnLineage(
+                deps_by_column={
+                    column: [
+                        dg.TableColumnDep(asset_key=dg.AssetKey([layer, table]), column_name=name)
+                        for layer, table, name in sources
+                    ]
+                    for column, sources in column_lineage(
+                        workspace.duckdb_path, model, sql.read_text()
+                    ).items()
+                }
+            )
         yield event.with_metadata({**event.metadata, **meta})
     yield from (e for e in events if not isinstance(e, dg.Output))
