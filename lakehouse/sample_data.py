@@ -382,7 +382,7 @@ def _orders(
     day = pl.col("join_day") + (pl.col("u_day") * (days - pl.col("join_day"))).floor().cast(
         pl.Int64
     )
-    weekend = ((day + begin.weekday()) % 7) >= 5
+    weekend = ((pl.col("day") + begin.weekday()) % 7) >= 5
     opens = pl.when(weekend).then(8 * 60).otherwise(7 * 60)
     span = pl.when(weekend).then(7 * 60).otherwise(13 * 60)
     minute = opens + ((pl.col("u_min1") + pl.col("u_min2")) / 2 * span).floor().cast(pl.Int64)
@@ -394,6 +394,7 @@ def _orders(
             customers.select("customer", pl.col("id").alias("customer_id"), "join_day", "home"),
             on="customer",
             how="left",
+            maintain_order="left",
         )
         .with_columns(day=day, n_items=n_items)
         .with_columns(
@@ -432,7 +433,7 @@ def _items(rng: random.Random, orders: pl.DataFrame) -> pl.DataFrame:
     )
     return (
         exploded.with_columns(product=_pick(popularity, _uniform(rng, n)), id=_uuids(rng, n))
-        .join(products, on="product", how="left")
+        .join(products, on="product", how="left", maintain_order="left")
         .select("id", "order", "order_id", "sku", "product_name", "price")
     )
 
@@ -444,11 +445,12 @@ def _amounts(orders: pl.DataFrame, items: pl.DataFrame, stores: pl.DataFrame) ->
     whole, rest = taxed // 10_000, taxed % 10_000
     round_up = (rest > 5_000) | ((rest == 5_000) & (whole % 2 == 1))
     return (
-        orders.join(subtotals, on="order", how="left")
+        orders.join(subtotals, on="order", how="left", maintain_order="left")
         .join(
             stores.select("store", pl.col("id").alias("store_id"), "tax_bp"),
             on="store",
             how="left",
+            maintain_order="left",
         )
         .with_columns(tax_paid=whole + round_up.cast(pl.Int64))
         .with_columns(order_total=pl.col("subtotal") + pl.col("tax_paid"))
@@ -459,7 +461,7 @@ def _amounts(orders: pl.DataFrame, items: pl.DataFrame, stores: pl.DataFrame) ->
 def _tweets(
     rng: random.Random, orders: pl.DataFrame, items: pl.DataFrame, customers: pl.DataFrame
 ) -> pl.DataFrame:
-    """About ``TWEET_SHARE`` of orders get a tweet from their customer within three hours.
+    """About ``TWEET_SHARE`` of orders draw a tweet from the customer 1 min to 3 h later.
 
     The text names what was ordered and its tone follows the customer's mood; some texts
     hold commas, so the CSV writer's quoting is exercised.
@@ -470,7 +472,9 @@ def _tweets(
         .with_columns(u_tweet=_uniform(rng, n), u_after=_uniform(rng, n), u_text=_uniform(rng, n))
         .filter(pl.col("u_tweet") < TWEET_SHARE)
     )
-    what = items.group_by("order").agg(pl.col("product_name").str.join(" and "))
+    what = items.group_by("order", maintain_order=True).agg(
+        pl.col("product_name").str.join(" and ")
+    )
     by_mood = customers.select(pl.col("id").alias("customer"), "mood")
     variants = len(_TWEETS[0])
     templates = pl.DataFrame(
@@ -483,8 +487,8 @@ def _tweets(
     )
     three_hours_us = 3 * 3600 * 1_000_000
     frame = (
-        said.join(what, on="order", how="left")
-        .join(by_mood, on="customer", how="left")
+        said.join(what, on="order", how="left", maintain_order="left")
+        .join(by_mood, on="customer", how="left", maintain_order="left")
         .with_columns(
             template=pl.col("mood") * variants
             + (pl.col("u_text") * variants).floor().cast(pl.Int64),
@@ -494,7 +498,7 @@ def _tweets(
                 + (pl.col("u_after") * three_hours_us).floor().cast(pl.Int64)
             ),
         )
-        .join(templates, on="template", how="left")
+        .join(templates, on="template", how="left", maintain_order="left")
         .with_columns(
             content=pl.concat_str("opening", "product_name", "closing"),
         )
