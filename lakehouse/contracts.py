@@ -279,6 +279,18 @@ def _sample(con: duckdb.DuckDBPyConnection, check: CheckRef, view: str) -> list[
     return [{k: None if v is None else str(v) for k, v in row.items()} for row in rows.to_dicts()]
 
 
+def register_empty(con: duckdb.DuckDBPyConnection, contract: Contract) -> None:
+    """An empty ``<layer>.<table>`` with the contract's columns, for a table not built yet."""
+    columns = []
+    for name, spec in contract.columns.items():
+        data_type = str(spec["data_type"])
+        if data_type == "decimal":
+            data_type = f"decimal({spec['numeric_precision']}, {spec['numeric_scale']})"
+        columns.append(f'"{name}" {data_type}')
+    con.execute(f"CREATE SCHEMA IF NOT EXISTS {contract.layer}")
+    con.execute(f"CREATE OR REPLACE TABLE {contract.layer}.{contract.table} ({', '.join(columns)})")
+
+
 def verify(
     lake: Lake,
     layer: Layer | str,
@@ -308,8 +320,13 @@ def verify(
                 pinned = delta.current_version(
                     lake.table_uri(ref_layer, ref_table), lake.storage_options
                 )
+            if pinned is None and (ref_layer, ref_table) == (layer, table):
+                raise FileNotFoundError(f"{key} does not exist: cannot verify it")
             if pinned is None:
-                raise FileNotFoundError(f"{key} does not exist: cannot verify {layer}/{table}")
+                # A referenced table not built yet references nothing: its checks fail.
+                register_empty(con, load_contract(ref_layer, ref_table))
+                versions[key] = -1
+                continue
             register(con, lake, ref_layer, ref_table, pinned)
             versions[key] = pinned
         contracts, duckdb_source = _soda()

@@ -252,3 +252,16 @@ def test_a_failing_mart_is_withdrawn_with_the_marts_built_from_it(
             )  # type: ignore[operator]
         elif mart == "order_items":  # upstream of orders: unaffected, and unchanged anyway
             assert now.equals(before[mart])
+
+
+def test_a_reference_to_a_table_not_built_yet_fails_that_check_only(
+    built_lake: Lake, tmp_path: Path
+) -> None:
+    tmp = Lake(LakehouseSettings(lake_root=str(tmp_path / "lake"), work_dir=tmp_path / "work"))
+    df = delta.read(built_lake.table_uri(Layer.MARTS, "daily_location_revenue"), {})
+    delta.replace(
+        tmp.table_uri(Layer.MARTS, "daily_location_revenue"), {}, df, delta.Stamp("t", "t").commit()
+    )
+    v = verify(tmp, Layer.MARTS, "daily_location_revenue")  # marts/locations does not exist
+    assert {o.check.name for o in v.failed} == {"location_id__invalid__ref"}
+    assert v.versions["marts/locations"] == -1

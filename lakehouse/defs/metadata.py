@@ -37,8 +37,11 @@ def table_metadata(lake: Lake, layer: Layer, table: str, dt: DeltaTable) -> dict
     for key in (
         "num_added_rows",
         "num_added_files",
+        "num_removed_files",
         "num_target_rows_inserted",
         "num_target_rows_updated",
+        "num_target_files_added",
+        "num_target_files_removed",
     ):
         if key in metrics:
             meta[f"delta_{key}"] = int(metrics[key])

@@ -75,3 +75,13 @@ def build_landing_sensor(source: str) -> dg.SensorDefinition:
 
 
 landing_sensors = [build_landing_sensor(name) for name in SOURCES]
+
+
+lakehouse_automation = dg.AutomationConditionSensorDefinition(
+    "lakehouse_automation",
+    target=dg.AssetSelection.all(),
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    minimum_interval_seconds=30,
+    description="Evaluates the automation conditions: cleansed tables follow raw, marts "
+    "follow cleansed; one evaluation launches one run for everything that is due.",
+)
