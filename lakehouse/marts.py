@@ -82,9 +82,10 @@ class MartWorkspace:
                 uri = self.lake.table_uri(Layer.CLEANSED, name)
                 dt = delta.open_table(uri, self.lake.storage_options)
                 if dt is None:
-                    raise FileNotFoundError(
-                        f"{uri} does not exist yet: materialize cleansed/{name} before the marts"
-                    )
+                    # Not built yet: no stale copy may stand in for it. Only models that
+                    # do not read it can be built (automation selects exactly those).
+                    con.execute(f"DROP TABLE IF EXISTS {CLEANSED_SCHEMA}.{name}")
+                    continue
                 version = (versions or {}).get(name, dt.version())
                 frame = delta.read(uri, self.lake.storage_options, version=version)
                 con.register("incoming", frame.to_arrow())

@@ -29,7 +29,9 @@ def test_every_source_flows_from_landing_to_a_mart(graph: Any) -> None:
         raw = dg.AssetKey(["raw", name])
         cleansed = dg.AssetKey(["cleansed", name])
         assert graph.get(raw).parent_keys == {landing}
-        assert graph.get(cleansed).parent_keys == {raw}
+        # Its raw table, plus the cleansed tables its contract references (built first).
+        assert raw in graph.get(cleansed).parent_keys
+        assert all(k.path[0] == "cleansed" for k in graph.get(cleansed).parent_keys - {raw})
         marts = {k for k in graph.get(cleansed).child_keys if k.path[0] == "marts"}
         assert marts, f"cleansed/{name} feeds no mart"
 
@@ -39,6 +41,11 @@ def test_every_mart_is_an_asset_in_the_marts_group(graph: Any) -> None:
         node = graph.get(dg.AssetKey(["marts", name]))
         assert node.group_name == "marts"
         assert all(p.path[0] in ("cleansed", "marts") for p in node.parent_keys), node.parent_keys
+
+
+def test_referenced_tables_are_built_before_the_tables_that_reference_them(graph: Any) -> None:
+    parents = graph.get(dg.AssetKey(["cleansed", "items"])).parent_keys
+    assert {dg.AssetKey(["cleansed", "orders"]), dg.AssetKey(["cleansed", "products"])} <= parents
 
 
 def test_groups_and_jobs(graph: Any) -> None:
@@ -108,12 +115,16 @@ def test_cleansed_follows_raw_automatically() -> None:
     with dg.DagsterInstance.ephemeral() as instance:
         first = dg.evaluate_automation_conditions(defs=defs, instance=instance)
         assert first.total_requested == 0  # nothing landed: nothing to cleanse
-        instance.report_runless_asset_event(dg.AssetMaterialization(dg.AssetKey(["raw", "orders"])))
+        for name in ("orders", "customers", "stores"):
+            instance.report_runless_asset_event(dg.AssetMaterialization(dg.AssetKey(["raw", name])))
         second = dg.evaluate_automation_conditions(
             defs=defs, instance=instance, cursor=first.cursor
         )
-    assert second.total_requested == 1
-    assert second.get_num_requested(dg.AssetKey(["cleansed", "orders"])) == 1
+    # cleansed/orders comes with the tables its contract references, in one evaluation,
+    # and so does the one mart all of whose inputs are now there (locations <- stores).
+    assert second.total_requested == 4
+    for key in ("cleansed/orders", "cleansed/customers", "cleansed/stores", "marts/locations"):
+        assert second.get_num_requested(dg.AssetKey.from_user_string(key)) == 1
 
 
 def test_the_daily_build_runs_at_six_utc() -> None:

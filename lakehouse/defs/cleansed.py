@@ -4,6 +4,7 @@ import dagster as dg
 
 from lakehouse import delta
 from lakehouse.cleanse import cleanse_source
+from lakehouse.contracts import load_contract
 from lakehouse.defs.metadata import table_metadata
 from lakehouse.defs.resources import LakehouseResource
 from lakehouse.openlineage import lineage_run
@@ -14,7 +15,15 @@ from lakehouse.storage import Layer
 def build_cleansed_asset(source: Source) -> dg.AssetsDefinition:
     @dg.asset(
         key=[Layer.CLEANSED.value, source.name],
-        deps=[dg.AssetKey([Layer.RAW.value, source.name])],
+        # Its raw table, and the cleansed tables its contract checks references against,
+        # so those are always built first (in a run, and by automation).
+        deps=[
+            dg.AssetKey([Layer.RAW.value, source.name]),
+            *(
+                dg.AssetKey([layer.value, table])
+                for layer, table in sorted(load_contract(Layer.CLEANSED, source.name).references)
+            ),
+        ],
         group_name=Layer.CLEANSED.value,
         kinds={"delta", "polars"},
         # Follows raw: new raw rows (from a landing sensor's run) are cleansed on the next
