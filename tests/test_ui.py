@@ -17,7 +17,11 @@ from typing import Any
 
 import pytest
 
-from lakehouse.settings import PROJECT_DIR
+from lakehouse import delta
+from lakehouse.landing import land_files
+from lakehouse.sample_data import generate_sample
+from lakehouse.settings import PROJECT_DIR, LakehouseSettings
+from lakehouse.storage import Lake, Layer
 from tests.conftest import free_port
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -81,7 +85,7 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
 
 
 @pytest.fixture
-def dagster_ui(tmp_path: Path) -> Iterator[str]:
+def dagster_ui(tmp_path: Path) -> Iterator[tuple[str, Lake]]:
     """``dagster-webserver`` and ``dagster-daemon`` on loopback, on a temporary instance and lake."""
     home = tmp_path / "dagster_home"
     home.mkdir()
@@ -90,6 +94,7 @@ def dagster_ui(tmp_path: Path) -> Iterator[str]:
         **os.environ,
         "DAGSTER_HOME": str(home),
         "LAKEHOUSE_LAKE_ROOT": str(tmp_path / "lake"),
+        "LAKEHOUSE_PII_SECRET": "browser-test-secret",
         "LAKEHOUSE_WORK_DIR": str(tmp_path / "work"),
     }
     port = free_port()
@@ -111,73 +116,106 @@ def dagster_ui(tmp_path: Path) -> Iterator[str]:
     ]  # fmt: skip
     base = f"http://127.0.0.1:{port}"
     try:
-        wait_for("the webserver", lambda: urllib.request.urlopen(f"{base}/server_info").read(), 120)
+        wait_for("the webserver", lambda: urllib.request.urlopen(f"{base}/server_info").read(), 300)
         wait_for(
             "the code location",
             lambda: graphql(base, "{ assetNodes { id } }")["assetNodes"],
-            180,
+            300,
         )
-        yield base
+        yield (
+            base,
+            Lake(LakehouseSettings(lake_root=str(tmp_path / "lake"), work_dir=tmp_path / "work")),
+        )
     finally:
         for proc in procs:
             stop(proc)
 
 
-def test_the_ui_shows_the_lakehouse_and_materializes_from_a_click(
-    dagster_ui: str, tmp_path: Path
+def latest_materialization(base: str, *path: str) -> str | None:
+    data = graphql(
+        base,
+        "query($path: [String!]!) { assetOrError(assetKey: {path: $path}) {"
+        " ... on Asset { assetMaterializations(limit: 1) { runId } } } }",
+        {"path": list(path)},
+    )["assetOrError"]
+    materializations = data.get("assetMaterializations") or []
+    return materializations[0]["runId"] if materializations else None
+
+
+def run_status(base: str, run_id: str) -> str:
+    return str(
+        graphql(
+            base,
+            "query($id: ID!) { runOrError(runId: $id) { ... on Run { status } } }",
+            {"id": run_id},
+        )["runOrError"]["status"]
+    )
+
+
+def test_landed_files_become_fresh_marts_and_the_ui_shows_it(
+    dagster_ui: tuple[str, Lake], tmp_path: Path
 ) -> None:
     from playwright.sync_api import expect, sync_playwright
 
-    base = dagster_ui
+    base, lake = dagster_ui
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1600, "height": 1000})
         page.set_default_timeout(60_000)
 
-        # The lineage graph, with the three layers as groups.
+        # The lineage graph, with the layers as groups.
         page.goto(f"{base}/asset-groups")
         dismiss_community_modal(page)
-        for group in ("raw", "cleansed", "marts"):
+        for group in ("landing", "raw", "cleansed", "marts"):
             expect(page.get_by_text(group, exact=True).first).to_be_visible()
-        page.wait_for_timeout(2_000)  # let the graph lay out before the picture
-        page.screenshot(path=str(tmp_path / "asset-graph.png"))
+
+        # Sensors and schedules, on the automation page.
+        page.goto(f"{base}/automation")
+        for name in ("landing_orders_sensor", "daily_lakehouse_build", "nightly_table_maintenance"):
+            expect(page.get_by_text(name).first).to_be_visible()
 
         # A table's Soda contract checks, on its asset page.
         page.goto(f"{base}/assets/cleansed/orders?view=checks")
         expect(page.get_by_text("customer_id__invalid__ref").first).to_be_visible()
         expect(page.get_by_text("order_id__duplicate").first).to_be_visible()
 
-        # Materialize raw/stores from its page, then watch the run succeed in the UI.
+        # Files land; with no other action, sensors ingest them, automation cleanses them
+        # and rebuilds the marts.
+        land_files(lake, generate_sample(tmp_path / "sample", days=3, scale=0.05, seed=1))
+        mart_run = wait_for(
+            "marts/orders to be materialized by the daemon",
+            lambda: latest_materialization(base, "marts", "orders"),
+            600,
+            every=5,
+        )
+        assert delta.read(lake.table_uri(Layer.MARTS, "orders"), {}).height > 0
+        assert wait_for(
+            "the mart run", lambda: run_status(base, mart_run) in ("SUCCESS", "FAILURE"), 300
+        )
+        assert run_status(base, mart_run) == "SUCCESS"
+
+        page.goto(f"{base}/assets/marts/orders?view=events")
+        page.screenshot(path=str(tmp_path / "marts-orders-events.png"))
+        expect(page.get_by_text("delta_version").first).to_be_visible()
+        expect(page.get_by_text("cleansed_versions").first).to_be_visible()
+        page.goto(f"{base}/asset-groups")
+        page.wait_for_timeout(3_000)  # let the graph lay out before the picture
+        page.screenshot(path=str(tmp_path / "asset-graph.png"))
+
+        # Materialize an asset from its page and watch the run succeed.
         page.goto(f"{base}/assets/raw/stores")
         dismiss_community_modal(page)
-        page.screenshot(path=str(tmp_path / "raw-stores.png"))
         page.locator("button", has_text="Materialize").first.click()
-        runs = wait_for(
-            "the launched run",
-            lambda: graphql(base, "{ runsOrError { ... on Runs { results { runId status } } } }")[
-                "runsOrError"
-            ]["results"],
-            60,
-        )
-        run_id = runs[0]["runId"]
-        status = wait_for(
-            "the run to finish",
-            lambda: (
-                s
-                if (
-                    s := graphql(
-                        base,
-                        "query($id: ID!) { runOrError(runId: $id) { ... on Run { status } } }",
-                        {"id": run_id},
-                    )["runOrError"]["status"]
-                )
-                in ("SUCCESS", "FAILURE", "CANCELED")
-                else None
-            ),
-            240,
+        page.get_by_text("Launched run").first.wait_for()
+        runs = graphql(base, "{ runsOrError(limit: 1) { ... on Runs { results { runId } } } }")
+        run_id = runs["runsOrError"]["results"][0]["runId"]
+        wait_for(
+            "the launched run to finish",
+            lambda: run_status(base, run_id) in ("SUCCESS", "FAILURE", "CANCELED"),
+            300,
             every=2,
         )
-        assert status == "SUCCESS"
+        assert run_status(base, run_id) == "SUCCESS"
         page.goto(f"{base}/runs/{run_id}")
         expect(page.get_by_text("Success").first).to_be_visible()
         browser.close()
