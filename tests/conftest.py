@@ -120,12 +120,7 @@ def run_build(
     settings: LakehouseSettings, expect_success: bool = True
 ) -> dg.ExecuteInProcessResult:
     """Run the main job against this lake, exactly as the CLI and the UI do."""
-    resource = LakehouseResource(
-        lake_root=settings.lake_root,
-        s3_endpoint_url=settings.s3_endpoint_url,
-        aws_region=settings.aws_region,
-        work_dir=str(settings.work_dir),
-    )
+    resource = LakehouseResource.from_settings(settings)
     job = build_definitions(resource).resolve_job_def("build_lakehouse")
     with dg.DagsterInstance.ephemeral() as instance:
         result = job.execute_in_process(instance=instance, raise_on_error=False)

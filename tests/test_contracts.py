@@ -54,6 +54,18 @@ def damaged_copy(src: Lake, tmp: Lake, layer: Layer, table: str, mutate: Mutatio
         delta.replace(tmp.table_uri(ref_layer, ref_table), {}, df, delta.Stamp("t", "t").commit())
 
 
+def one_more_order(delivery: dict[str, Path], out: Path, **changes: str) -> Path:
+    """A raw_orders.csv with one order: the delivery's first, with ``changes``."""
+    with delivery["orders"].open(newline="") as fh:
+        row = next(csv.DictReader(fh))
+    path = out / "raw_orders.csv"
+    with path.open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(row))
+        writer.writeheader()
+        writer.writerow({**row, **changes})
+    return path
+
+
 # -- contracts as code --------------------------------------------------------------------
 def test_every_table_has_one_contract() -> None:
     found = {(c.layer, c.table) for c in all_contracts()}
@@ -164,13 +176,9 @@ def test_a_failing_contract_stops_bad_data_before_the_marts(
     }
 
     # An order for a customer nobody delivered: valid to the cleansing rules, not to the contract.
-    with sample_delivery["orders"].open(newline="") as fh:
-        row = next(csv.DictReader(fh))
-    bad_file = tmp_path / "raw_orders.csv"
-    with bad_file.open("w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=list(row))
-        writer.writeheader()
-        writer.writerow({**row, "id": "order-of-a-stranger", "customer": "stranger"})
+    bad_file = one_more_order(
+        sample_delivery, tmp_path, id="order-of-a-stranger", customer="stranger"
+    )
     land_files(lake, {"orders": bad_file}, datetime(2026, 11, 2, tzinfo=UTC))
 
     result = run_build(local_settings, expect_success=False)
@@ -226,13 +234,7 @@ def test_a_failing_mart_is_withdrawn_with_the_marts_built_from_it(
     )
     monkeypatch.setattr(contracts, "CONTRACTS_DIR", strict)
     contracts.load_contract.cache_clear()
-    with sample_delivery["orders"].open(newline="") as fh:
-        row = next(csv.DictReader(fh))
-    new_order = tmp_path / "raw_orders.csv"
-    with new_order.open("w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=list(row))
-        writer.writeheader()
-        writer.writerow({**row, "id": "one-more-order"})
+    new_order = one_more_order(sample_delivery, tmp_path, id="one-more-order")
     land_files(lake, {"orders": new_order}, datetime(2026, 11, 2, tzinfo=UTC))
     try:
         result = run_build(local_settings, expect_success=False)

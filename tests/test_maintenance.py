@@ -72,12 +72,7 @@ def test_the_maintenance_job_reports_files_before_and_after(lake: Lake) -> None:
         )
         ingest_source(lake, SOURCES["orders"], delta.Stamp(f"run-{i}", "raw/orders"))
     settings = lake.settings
-    resource = LakehouseResource(
-        lake_root=settings.lake_root,
-        s3_endpoint_url=settings.s3_endpoint_url,
-        aws_region=settings.aws_region,
-        work_dir=str(settings.work_dir),
-    )
+    resource = LakehouseResource.from_settings(settings)
     job = build_definitions(resource).resolve_job_def("maintain_delta_tables_job")
     with dg.DagsterInstance.ephemeral() as instance:
         result = job.execute_in_process(instance=instance)

@@ -58,7 +58,7 @@ def materialize_orders(
     assets = [a for a in raw_assets if a.key == dg.AssetKey(["raw", "orders"])]
     if cleanse:
         assets += [a for a in cleansed_assets if a.key == dg.AssetKey(["cleansed", "orders"])]
-    resource = LakehouseResource(lake_root=settings.lake_root, work_dir=str(settings.work_dir))
+    resource = LakehouseResource.from_settings(settings)
     return dg.materialize(assets, resources={"lakehouse": resource})
 
 

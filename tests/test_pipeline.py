@@ -24,17 +24,7 @@ from lakehouse.sources import QUARANTINE_REASON, SOURCE_FILE_URI, SOURCE_ROW_NUM
 from lakehouse.storage import Lake, Layer
 from lakehouse.summary import MART_TABLES
 from tests.conftest import run_build
-from tests.reference_marts import reference_marts
-
-MART_KEYS = {
-    "orders": ("order_id",),
-    "order_items": ("order_item_id",),
-    "customers": ("customer_id",),
-    "products": ("product_id",),
-    "locations": ("location_id",),
-    "supplies": ("supply_id", "product_id"),
-    "daily_location_revenue": ("location_id", "order_date"),
-}
+from tests.reference_marts import MART_KEYS, reference_marts
 
 Delivery = dict[str, Path]
 

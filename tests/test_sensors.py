@@ -23,12 +23,7 @@ class Ticks:
     """Evaluates the orders sensor like the daemon does: the cursor is kept only on success."""
 
     def __init__(self, settings: LakehouseSettings) -> None:
-        self.resource = LakehouseResource(
-            lake_root=settings.lake_root,
-            s3_endpoint_url=settings.s3_endpoint_url,
-            aws_region=settings.aws_region,
-            work_dir=str(settings.work_dir),
-        )
+        self.resource = LakehouseResource.from_settings(settings)
         self.cursor: str | None = None
         self.run_keys: set[str] = set()
 

@@ -20,6 +20,16 @@ class LakehouseResource(dg.ConfigurableResource):
     aws_region: str | None = None
     work_dir: str | None = None
 
+    @classmethod
+    def from_settings(cls, settings: LakehouseSettings) -> LakehouseResource:
+        """A resource pointing where ``settings`` point (tests, scripts)."""
+        return cls(
+            lake_root=settings.lake_root,
+            s3_endpoint_url=settings.s3_endpoint_url,
+            aws_region=settings.aws_region,
+            work_dir=str(settings.work_dir),
+        )
+
     def settings(self) -> LakehouseSettings:
         overrides = {
             name: getattr(self, name)
