@@ -187,7 +187,3 @@ def replace(
         storage_options=storage_options or None,
     )
     return DeltaTable(uri, storage_options=storage_options or None)
-
-
-def operation_metrics(dt: DeltaTable) -> dict[str, Any]:
-    return dict(last_commit(dt).get("operationMetrics", {}))
