@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import polars as pl
+from deltalake import DeltaTable
 
 from lakehouse import delta
 from lakehouse.contracts import load_contract
@@ -233,13 +234,15 @@ class CleanseReport:
 def cleanse_source(lake: Lake, source: Source, stamp: delta.Stamp, pii_key: bytes) -> CleanseReport:
     """Bring cleansed/<source> (and its quarantine) up to the current raw version."""
     so = lake.storage_options
-    raw_uri = lake.table_uri(Layer.RAW, source.name)
-    target_uri = lake.table_uri(Layer.CLEANSED, source.name)
-    quarantine_uri = lake.table_uri(Layer.QUARANTINE, source.name)
+    raw = lake.input_table(Layer.RAW, source.name)  # a branch may read prod's, pinned
+    target_w = lake.writable(Layer.CLEANSED, source.name)
+    quarantine_w = lake.writable(Layer.QUARANTINE, source.name)
 
-    raw_version = delta.current_version(raw_uri, so)
-    target = delta.open_table(target_uri, so)
+    raw_version = lake.input_version(Layer.RAW, source.name)
+    target = target_w.open()
     done = delta.cursor(target)
+    upstream = "prod" if raw.from_prod else "own"
+    _check_same_upstream(target, upstream, source.name)
     if raw_version is None or done == raw_version:
         return CleanseReport(
             source.name,
@@ -249,28 +252,26 @@ def cleanse_source(lake: Lake, source: Source, stamp: delta.Stamp, pii_key: byte
             cleansed_rows=0 if target is None else delta.row_count(target),
         )
 
-    batch = delta.read_inserts(raw_uri, so, done, raw_version)
+    batch = delta.read_inserts(raw.uri, so, done, raw_version)
     typed = type_rows(batch, source, pii_key, stamp.run_id)
-    cursor = {delta.CURSOR_KEY: str(raw_version)}
+    cursor = {delta.CURSOR_KEY: str(raw_version), UPSTREAM_KEY: upstream}
 
     # Quarantine first, only for raw versions it has not yet recorded: a run that died
     # after this write and before the merge must not quarantine the same rows twice.
-    quarantine = delta.open_table(quarantine_uri, so)
+    quarantine = quarantine_w.open()
     q_done = delta.cursor(quarantine)
     q_rows = typed.quarantined
     if q_done is not None:
         q_rows = q_rows.filter(pl.col(COMMIT_VERSION) > q_done)
     quarantine_version = None if quarantine is None else quarantine.version()
     if q_rows.height:
-        quarantine = delta.append(
-            quarantine_uri, so, q_rows.drop(COMMIT_VERSION), stamp.commit(**cursor)
-        )
+        quarantine = delta.append(quarantine_w, q_rows.drop(COMMIT_VERSION), stamp.commit(**cursor))
         quarantine_version = quarantine.version()
 
     deduped = latest_delivery_wins(typed.valid, source).drop(COMMIT_VERSION)
     before = 0 if target is None else delta.row_count(target)
     if target is None:
-        target = delta.append(target_uri, so, deduped, stamp.commit(**cursor))
+        target = delta.append(target_w, deduped, stamp.commit(**cursor))
         inserted, updated = deduped.height, 0
     else:
         key_match = " AND ".join(f"t.{k} = s.{k}" for k in source.key)
@@ -290,7 +291,7 @@ def cleanse_source(lake: Lake, source: Source, stamp: delta.Stamp, pii_key: byte
         )
         inserted = int(metrics["num_target_rows_inserted"])
         updated = int(metrics["num_target_rows_updated"])
-        target = delta.open_table(target_uri, so)
+        target = target_w.open()
         assert target is not None
     after = delta.row_count(target)
 
@@ -314,6 +315,26 @@ def cleanse_source(lake: Lake, source: Source, stamp: delta.Stamp, pii_key: byte
     )
     _reconcile(report, before, after)
     return report
+
+
+UPSTREAM_KEY = "lakehouse_source_table"
+"""Commit-info key: whose raw table the cursor counts versions of, "own" or (a branch
+reading it pinned) "prod"."""
+
+
+def _check_same_upstream(target: DeltaTable | None, upstream: str, table: str) -> None:
+    """A cursor counts versions of one raw table: refuse to apply it to another.
+
+    In a branch, cleansed built from prod's pinned raw cannot continue from a raw table
+    the branch has since rebuilt itself (its versions count differently).
+    """
+    built_from = None if target is None else delta.latest_value(target, UPSTREAM_KEY)
+    if built_from is not None and built_from != upstream:
+        raise ValueError(
+            f"cleansed/{table} was built from {built_from} raw/{table} but raw/{table} is now "
+            f"read from {upstream}: its cursor does not apply. Tear the branch down (or delete "
+            f"cleansed/{table} in it) and rebuild."
+        )
 
 
 def _reconcile(r: CleanseReport, rows_before: int, rows_after: int) -> None:

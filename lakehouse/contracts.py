@@ -22,7 +22,6 @@ import polars as pl
 import yaml
 from deltalake.exceptions import DeltaError
 
-from lakehouse import delta
 from lakehouse.settings import PROJECT_DIR
 from lakehouse.storage import Lake, Layer
 
@@ -258,7 +257,7 @@ def register(
 ) -> None:
     """Expose one Delta table version as the view ``<layer>.<table>`` (a lazy Arrow scan)."""
     try:
-        dt = delta.open_table(lake.table_uri(layer, table), lake.storage_options, version=version)
+        dt = lake.open_input(layer, table, version)
     except DeltaError as exc:
         raise FileNotFoundError(f"{layer}/{table} has no version {version}: {exc}") from exc
     if dt is None:
@@ -317,9 +316,7 @@ def verify(
             if pinned is None:
                 pinned = (reference_versions or {}).get(key)
             if pinned is None:
-                pinned = delta.current_version(
-                    lake.table_uri(ref_layer, ref_table), lake.storage_options
-                )
+                pinned = lake.input_version(ref_layer, ref_table)
             if pinned is None and (ref_layer, ref_table) == (layer, table):
                 raise FileNotFoundError(f"{key} does not exist: cannot verify it")
             if pinned is None:

@@ -23,6 +23,19 @@ CURSOR_KEY = "lakehouse_source_version"
 
 
 @dataclass(frozen=True)
+class WritableTable:
+    """A table location the caller may write. Only ``Lake.writable`` makes them (after
+    checking that a branch stays inside its prefix), and only they are accepted by the
+    verbs here that write."""
+
+    uri: str
+    storage_options: dict[str, str]
+
+    def open(self) -> DeltaTable | None:
+        return open_table(self.uri, self.storage_options)
+
+
+@dataclass(frozen=True)
 class Stamp:
     """Who is writing: attached to every commit as custom metadata."""
 
@@ -107,13 +120,16 @@ REJECTED_KEY = "lakehouse_rejected_version"
 """Commit-info key of a restore that withdrew a version whose contract checks failed."""
 
 
-def withdraw(dt: DeltaTable, run_id: str, stamp: Stamp, reason: str) -> int | None:
+def withdraw(target: WritableTable, run_id: str, stamp: Stamp, reason: str) -> int | None:
     """Make the table what it was before ``run_id`` wrote to it; returns the version restored.
 
     The restore is a new commit (time travel keeps the rejected version for inspection)
     that carries the cursor of the restored version, so the rejected input is processed
     again next time. A table that ``run_id`` created is emptied instead (schema kept).
     """
+    dt = target.open()
+    if dt is None:
+        raise FileNotFoundError(f"{target.uri}: no table to withdraw a version from")
     rejected = dt.version()
     good = next(
         (int(c["version"]) for c in dt.history() if c.get(RUN_ID_KEY) != run_id),
@@ -149,8 +165,7 @@ def read_inserts(
 
 
 def append(
-    uri: str,
-    storage_options: dict[str, str],
+    target: WritableTable,
     df: pl.DataFrame,
     commit: CommitProperties,
     *,
@@ -159,31 +174,30 @@ def append(
     """Append rows in one commit; new columns are added to the schema (raw keeps what lands)."""
     configuration = {"delta.enableChangeDataFeed": "true"} if change_data_feed else None
     write_deltalake(
-        uri,
+        target.uri,
         df.to_arrow(),
         mode="append",
         schema_mode="merge",
         configuration=configuration,
         commit_properties=commit,
-        storage_options=storage_options or None,
+        storage_options=target.storage_options or None,
     )
-    return DeltaTable(uri, storage_options=storage_options or None)
+    return DeltaTable(target.uri, storage_options=target.storage_options or None)
 
 
 def replace(
-    uri: str,
-    storage_options: dict[str, str],
+    target: WritableTable,
     table: pa.Table | pl.DataFrame,
     commit: CommitProperties,
 ) -> DeltaTable:
     """Replace a table's contents in a single atomic commit: readers see old or new, never half."""
     data = table.to_arrow() if isinstance(table, pl.DataFrame) else table
     write_deltalake(
-        uri,
+        target.uri,
         data,
         mode="overwrite",
         schema_mode="overwrite",
         commit_properties=commit,
-        storage_options=storage_options or None,
+        storage_options=target.storage_options or None,
     )
-    return DeltaTable(uri, storage_options=storage_options or None)
+    return DeltaTable(target.uri, storage_options=target.storage_options or None)

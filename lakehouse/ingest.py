@@ -33,7 +33,7 @@ from lakehouse.sources import (
     SOURCE_ROW_NUMBER,
     Source,
 )
-from lakehouse.storage import Lake, LandedFile, Layer
+from lakehouse.storage import INGEST_LOG_TABLE, Lake, LandedFile, Layer
 
 log = logging.getLogger(__name__)
 
@@ -275,8 +275,8 @@ def ingest_source(
         for problem in ([outcome.reason] if outcome.reason else []) + outcome.warnings:
             log.warning("%s: %s", f.uri, problem)
 
-    raw_uri = lake.table_uri(Layer.RAW, source.name)
-    raw_version = delta.current_version(raw_uri, lake.storage_options)
+    raw_target = lake.writable(Layer.RAW, source.name)
+    raw_version = delta.current_version(raw_target.uri, lake.storage_options)
     rows_added = 0
     if frames:
         batch = pl.concat(frames, how="diagonal")
@@ -284,8 +284,7 @@ def ingest_source(
             [o.file.uri, o.file.fingerprint] for o in outcomes if o.status is FileStatus.LOADED
         ]
         dt: DeltaTable = delta.append(
-            raw_uri,
-            lake.storage_options,
+            raw_target,
             batch,
             stamp.commit(**{FILES_KEY: loaded}),
             change_data_feed=True,
@@ -294,8 +293,7 @@ def ingest_source(
         rows_added = batch.height
     if outcomes:
         delta.append(
-            lake.ingest_log_uri,
-            lake.storage_options,
+            lake.writable(Layer.RAW, INGEST_LOG_TABLE),
             _log_frame(outcomes, source.name, raw_version, stamp.run_id, now),
             stamp.commit(),
         )

@@ -60,7 +60,7 @@ def maintain(
     retention: timedelta = DEFAULT_RETENTION,
 ) -> MaintenanceReport | None:
     """Compact, checkpoint and vacuum one table; None if it does not exist (yet)."""
-    uri = lake.table_uri(layer, table)
+    uri = lake.writable(layer, table).uri
     dt = delta.open_table(uri, lake.storage_options)
     if dt is None:
         return None

@@ -79,15 +79,15 @@ class MartWorkspace:
             con.execute("SET TimeZone = 'UTC'")
             con.execute(f"CREATE SCHEMA IF NOT EXISTS {CLEANSED_SCHEMA}")
             for name in SOURCES:
-                uri = self.lake.table_uri(Layer.CLEANSED, name)
-                dt = delta.open_table(uri, self.lake.storage_options)
+                ref = self.lake.input_table(Layer.CLEANSED, name)  # a branch may read prod's
+                dt = delta.open_table(ref.uri, self.lake.storage_options, ref.version)
                 if dt is None:
                     # Not built yet: no stale copy may stand in for it. Only models that
                     # do not read it can be built (automation selects exactly those).
                     con.execute(f"DROP TABLE IF EXISTS {CLEANSED_SCHEMA}.{name}")
                     continue
                 version = (versions or {}).get(name, dt.version())
-                frame = delta.read(uri, self.lake.storage_options, version=version)
+                frame = delta.read(ref.uri, self.lake.storage_options, version=version)
                 con.register("incoming", frame.to_arrow())
                 con.execute(
                     f"CREATE OR REPLACE TABLE {CLEANSED_SCHEMA}.{name} AS SELECT * FROM incoming"
@@ -105,8 +105,8 @@ class MartWorkspace:
         versions and dbt code): a rerun with nothing new leaves every version unchanged.
         Returns the table and whether a new version was written.
         """
-        uri = self.lake.table_uri(Layer.MARTS, model)
-        current = delta.open_table(uri, self.lake.storage_options)
+        target = self.lake.writable(Layer.MARTS, model)
+        current = target.open()
         if current is not None and delta.latest_value(current, MART_INPUTS_KEY) == inputs.to_json():
             return current, False
         con = duckdb.connect(str(self.duckdb_path), read_only=True)
@@ -116,7 +116,7 @@ class MartWorkspace:
         finally:
             con.close()
         commit = stamp.commit(**{MART_INPUTS_KEY: inputs.to_json()})
-        return delta.replace(uri, self.lake.storage_options, table, commit), True
+        return delta.replace(target, table, commit), True
 
 
 @dataclass(frozen=True)

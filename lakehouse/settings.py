@@ -8,9 +8,13 @@ CLI, tests) receives a ``LakehouseSettings`` instead of reading ``os.environ``.
 from __future__ import annotations
 
 import logging
+import re
+from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
+from typing import Self
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
@@ -22,11 +26,164 @@ INSECURE_DEMO_PII_SECRET = "INSECURE-DEMO-SECRET-do-not-use-outside-a-laptop"
 log = logging.getLogger(__name__)
 
 
+class DeploymentError(ValueError):
+    """The deployment variables contradict each other or are malformed: nothing may run."""
+
+
+class DeploymentKind(StrEnum):
+    LOCAL = "local"
+    """A laptop or a test: the embedded lake, the demo PII key allowed."""
+    BRANCH = "branch"
+    """A pull request's deployment: writes only under branches/pr-N/, reads prod pinned."""
+    PROD = "prod"
+
+
+@dataclass(frozen=True)
+class Environment:
+    """Which deployment this process is. Everything environment-dependent derives from it."""
+
+    kind: DeploymentKind
+    pull_request: int | None = None
+    deployment_name: str | None = None
+
+    def __post_init__(self) -> None:
+        if (self.kind is DeploymentKind.BRANCH) != (self.pull_request is not None):
+            raise DeploymentError("a branch environment, and only one, has a pull request number")
+
+    @property
+    def branch(self) -> str | None:
+        """The branch's folder name under ``branches/`` (``pr-42``), None outside a branch."""
+        return None if self.pull_request is None else branch_name(self.pull_request)
+
+    @property
+    def dbt_target(self) -> str:
+        """The dbt target of the same name in dbt/profiles.yml."""
+        return self.kind.value
+
+    def __str__(self) -> str:
+        return f"branch {self.branch}" if self.branch else self.kind.value
+
+
+BRANCH_NAME = re.compile(r"^pr-([1-9][0-9]*)$")
+
+
+def branch_name(pull_request: int) -> str:
+    if pull_request < 1:
+        raise DeploymentError(f"pull request number must be positive, not {pull_request}")
+    return f"pr-{pull_request}"
+
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"", "0", "false", "no", "off"}
+
+
+def _flag(name: str, value: str | None) -> bool | None:
+    if value is None:
+        return None
+    lowered = value.strip().lower()
+    if lowered in _TRUE | _FALSE:
+        return lowered in _TRUE
+    raise DeploymentError(f"{name}={value!r} is not a boolean (use true/false or 1/0)")
+
+
+def _pull_request(name: str, value: str | None) -> int | None:
+    if value is None or not value.strip():
+        return None
+    if not value.strip().isdigit() or int(value) < 1:
+        raise DeploymentError(f"{name}={value!r} is not a pull request number")
+    return int(value)
+
+
+def resolve_environment(
+    *,
+    override: str | None = None,
+    override_pull_request: str | None = None,
+    is_branch_deployment: str | None = None,
+    pull_request_id: str | None = None,
+    deployment_name: str | None = None,
+) -> Environment:
+    """Decide local, branch or prod from the deployment variables.
+
+    ``override`` (LAKEHOUSE_ENVIRONMENT) wins, for self-hosted deployments; otherwise
+    Dagster+'s DAGSTER_CLOUD_IS_BRANCH_DEPLOYMENT, DAGSTER_CLOUD_PULL_REQUEST_ID and
+    DAGSTER_CLOUD_DEPLOYMENT_NAME decide; with none of them set this is ``local``.
+    Contradictions raise rather than guess: a wrong guess could write into prod.
+    """
+    name = deployment_name.strip() if deployment_name and deployment_name.strip() else None
+    pr = _pull_request("LAKEHOUSE_PULL_REQUEST_ID", override_pull_request) or _pull_request(
+        "DAGSTER_CLOUD_PULL_REQUEST_ID", pull_request_id
+    )
+    is_branch = _flag("DAGSTER_CLOUD_IS_BRANCH_DEPLOYMENT", is_branch_deployment)
+    if override is not None and override.strip():
+        try:
+            kind = DeploymentKind(override.strip().lower())
+        except ValueError:
+            raise DeploymentError(
+                f"LAKEHOUSE_ENVIRONMENT={override!r}: use local, branch or prod"
+            ) from None
+        if kind is DeploymentKind.BRANCH and pr is None:
+            raise DeploymentError(
+                "LAKEHOUSE_ENVIRONMENT=branch needs LAKEHOUSE_PULL_REQUEST_ID (or "
+                "DAGSTER_CLOUD_PULL_REQUEST_ID): the branch's data lives under branches/pr-N/"
+            )
+        if kind is not DeploymentKind.BRANCH and is_branch:
+            raise DeploymentError(
+                f"LAKEHOUSE_ENVIRONMENT={kind.value} inside a Dagster+ branch deployment "
+                "(DAGSTER_CLOUD_IS_BRANCH_DEPLOYMENT is true): refusing to touch non-branch data"
+            )
+        return Environment(kind, pr if kind is DeploymentKind.BRANCH else None, name)
+    if is_branch:
+        if pr is None:
+            raise DeploymentError(
+                "DAGSTER_CLOUD_IS_BRANCH_DEPLOYMENT is true but DAGSTER_CLOUD_PULL_REQUEST_ID is "
+                "unset: a branch deployment without a pull request has no isolated prefix"
+            )
+        return Environment(DeploymentKind.BRANCH, pr, name)
+    if pr is not None:
+        raise DeploymentError(
+            "a pull request id is set but this is not a branch deployment: set "
+            "DAGSTER_CLOUD_IS_BRANCH_DEPLOYMENT=true or LAKEHOUSE_ENVIRONMENT=branch"
+        )
+    if name is not None:
+        return Environment(DeploymentKind.PROD, None, name)
+    return Environment(DeploymentKind.LOCAL)
+
+
 class LakehouseSettings(BaseSettings):
     """Where the lake lives and how to reach it."""
 
     model_config = SettingsConfigDict(
-        env_prefix="LAKEHOUSE_", env_file=".env", extra="ignore", frozen=True
+        env_prefix="LAKEHOUSE_",
+        env_file=".env",
+        extra="ignore",
+        frozen=True,
+        populate_by_name=True,
+    )
+
+    # -- which deployment this is (see resolve_environment) ----------------------------
+    environment_override: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("environment", "LAKEHOUSE_ENVIRONMENT"),
+        description="local, branch or prod; wins over the Dagster+ variables (self-hosted).",
+    )
+    pull_request_id: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("pull_request_id", "LAKEHOUSE_PULL_REQUEST_ID"),
+        description="The pull request of a self-hosted branch environment.",
+    )
+    dagster_cloud_is_branch_deployment: str | None = Field(
+        default=None, validation_alias="DAGSTER_CLOUD_IS_BRANCH_DEPLOYMENT"
+    )
+    dagster_cloud_pull_request_id: str | None = Field(
+        default=None, validation_alias="DAGSTER_CLOUD_PULL_REQUEST_ID"
+    )
+    dagster_cloud_deployment_name: str | None = Field(
+        default=None, validation_alias="DAGSTER_CLOUD_DEPLOYMENT_NAME"
+    )
+    branch_schedules: bool = Field(
+        default=False,
+        description="Run schedules and sensors in a branch deployment too (off by default: a "
+        "branch is for reviewing a change on demand, not for running the daily load).",
     )
 
     lake_root: str = Field(
@@ -86,6 +243,41 @@ class LakehouseSettings(BaseSettings):
         """Absolute, because dbt runs from the dbt/ folder and would misread a relative path."""
         return Path(value).expanduser().resolve()
 
+    @model_validator(mode="after")
+    def _consistent_environment(self) -> Self:
+        env = self.environment  # raises on contradictory deployment variables
+        if env.kind is DeploymentKind.PROD and "lake_root" not in self.model_fields_set:
+            raise DeploymentError(
+                "prod needs LAKEHOUSE_LAKE_ROOT: it never falls back to the checkout's ./lake"
+            )
+        return self
+
+    @property
+    def environment(self) -> Environment:
+        return resolve_environment(
+            override=self.environment_override,
+            override_pull_request=self.pull_request_id,
+            is_branch_deployment=self.dagster_cloud_is_branch_deployment,
+            pull_request_id=self.dagster_cloud_pull_request_id,
+            deployment_name=self.dagster_cloud_deployment_name,
+        )
+
+    @property
+    def schedules_running(self) -> bool:
+        """Whether schedules and sensors start running: always, except in a branch unless asked."""
+        return self.environment.kind is not DeploymentKind.BRANCH or self.branch_schedules
+
+    def for_environment(self, kind: DeploymentKind, pull_request: int | None = None) -> Self:
+        """The same lake seen as another environment (prod tears down or diffs a branch)."""
+        values = self.model_dump(exclude={"environment_override", "pull_request_id"})
+        values |= {
+            "environment_override": kind.value,
+            "pull_request_id": None if pull_request is None else str(pull_request),
+            "dagster_cloud_is_branch_deployment": None,
+            "dagster_cloud_pull_request_id": None,
+        }
+        return type(self)(**values)
+
     @property
     def is_s3(self) -> bool:
         return self.lake_root.startswith("s3://")
@@ -98,6 +290,12 @@ class LakehouseSettings(BaseSettings):
             raise RuntimeError(
                 "LAKEHOUSE_PII_SECRET is not set and LAKEHOUSE_ALLOW_INSECURE_PII_SECRET=false: "
                 "refusing to pseudonymize customer names with the public demo key"
+            )
+        if self.environment.kind is not DeploymentKind.LOCAL:
+            raise RuntimeError(
+                f"LAKEHOUSE_PII_SECRET is not set in the {self.environment} environment: the "
+                "public demo key is for local runs only (a branch must use prod's secret, or "
+                "its pseudonyms would differ from prod's)"
             )
         log.warning(
             "!!! INSECURE: LAKEHOUSE_PII_SECRET is not set; customer pseudonyms use the public "

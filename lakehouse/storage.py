@@ -1,8 +1,14 @@
 """Where everything lives: one lake root, every location derived from it.
 
-``Lake`` is the only code that knows whether the root is a local folder or S3. It names
-locations (landing, raw, cleansed, marts, quarantine), lists and reads landed files
-(never writing or deleting them), and hands delta-rs the storage options it needs.
+``Lake`` is the only code that knows whether the root is a local folder or S3, and
+whether this process is a branch. It names locations (landing, raw, cleansed, marts,
+quarantine), lists and reads landed files (never writing or deleting them), and hands
+delta-rs the storage options it needs.
+
+A branch (pull request N) writes only under ``<root>/branches/pr-N/``. A table it has
+not built itself is read from prod, at the Delta version pinned when the branch was
+created (zero-copy: the same files, read-only). Every write location is handed out by
+``Lake.writable``, which refuses anything outside the branch's prefix.
 """
 
 from __future__ import annotations
@@ -16,10 +22,16 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from lakehouse.settings import LakehouseSettings
+from deltalake import DeltaTable
+
+from lakehouse import delta
+from lakehouse.delta import WritableTable
+from lakehouse.settings import BRANCH_NAME, DeploymentKind, Environment, LakehouseSettings
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
+
+    from lakehouse.branch import BranchPins
 
 
 class Layer(StrEnum):
@@ -32,6 +44,21 @@ class Layer(StrEnum):
 LANDING = "landing"
 INGEST_LOG_TABLE = "_ingest_log"
 """raw/_ingest_log: one row per landed file ingested (or rejected), the cursor of ingestion."""
+BRANCHES = "branches"
+"""<root>/branches/pr-N/: everything a branch deployment writes. Nothing else writes there."""
+
+
+class WriteOutsidePrefixError(PermissionError):
+    """A write outside this lake's own prefix: a branch never writes to prod (nor prod to a branch)."""
+
+
+@dataclass(frozen=True)
+class TableRef:
+    """Where to read a table: its location and, for a table pinned in prod, the version."""
+
+    uri: str
+    version: int | None = None
+    from_prod: bool = False
 
 
 @dataclass(frozen=True)
@@ -49,6 +76,15 @@ class LandedFile:
         return self.relative_key.rsplit("/", 1)[-1]
 
 
+@dataclass(frozen=True)
+class StoredObject:
+    uri: str
+    size: int
+    last_modified: datetime
+    etag: str | None
+    """S3's ETag; None on a local folder."""
+
+
 def _split_s3(uri: str) -> tuple[str, str]:
     bucket, _, key = uri.removeprefix("s3://").partition("/")
     return bucket, key
@@ -59,7 +95,12 @@ class Lake:
 
     def __init__(self, settings: LakehouseSettings) -> None:
         self.settings = settings
-        self.root = settings.lake_root
+        self.environment: Environment = settings.environment
+        self.prod_root = settings.lake_root
+        """The lake's own root: prod's tables (and the branches/ folder)."""
+        branch = self.environment.branch
+        self.root = f"{self.prod_root}/{BRANCHES}/{branch}" if branch else self.prod_root
+        """Where this lake writes: the prod root, or a branch's prefix under it."""
 
     def __repr__(self) -> str:
         return f"Lake({self.root!r})"
@@ -68,12 +109,80 @@ class Lake:
     def is_s3(self) -> bool:
         return self.settings.is_s3
 
+    @property
+    def is_branch(self) -> bool:
+        return self.environment.kind is DeploymentKind.BRANCH
+
+    def branch(self, pull_request: int) -> Lake:
+        """The branch lake of pull request N over this lake's prod root."""
+        return Lake(self.settings.for_environment(DeploymentKind.BRANCH, pull_request))
+
     # -- locations --------------------------------------------------------------------
     def uri(self, *parts: str) -> str:
         return "/".join([self.root, *(p.strip("/") for p in parts)])
 
+    def prod_uri(self, *parts: str) -> str:
+        return "/".join([self.prod_root, *(p.strip("/") for p in parts)])
+
     def table_uri(self, layer: Layer | str, table: str) -> str:
+        """This lake's own location of a table (in a branch: under the branch prefix)."""
         return self.uri(str(layer), table)
+
+    def writable(self, layer: Layer | str, table: str) -> WritableTable:
+        uri = self.table_uri(layer, table)
+        self.check_writable(uri)
+        return WritableTable(uri, self.storage_options)
+
+    def check_writable(self, uri: str) -> None:
+        """Refuse any write outside this lake's prefix: the code-level fence around prod."""
+        inside = uri.startswith(self.root + "/")
+        branches = self.prod_uri(BRANCHES) + "/"
+        if self.is_branch:
+            # e.g. root .../branches/pr-1 must not write .../branches/pr-10
+            ok = inside and BRANCH_NAME.match(self.root[len(branches) :]) is not None
+        else:
+            ok = inside and not uri.startswith(branches)
+        if not ok:
+            raise WriteOutsidePrefixError(
+                f"{self.environment}: refusing to write {uri} (outside {self.root}/)"
+            )
+
+    # -- reading inputs (a branch falls back to prod, pinned) ----------------------------
+    @cached_property
+    def pins(self) -> BranchPins:
+        """The prod versions this branch reads; recorded at its first use (branch lakes only)."""
+        from lakehouse.branch import load_or_create_pins
+
+        if not self.is_branch:
+            raise ValueError(f"{self} is not a branch: it has no pins")
+        return load_or_create_pins(self)
+
+    def input_table(self, layer: Layer | str, table: str) -> TableRef:
+        """Where to read ``layer/table`` as an input: this lake's own table if it has one,
+        else (in a branch) prod's at the pinned version."""
+        own = self.table_uri(layer, table)
+        if not self.is_branch or delta.open_table(own, self.storage_options) is not None:
+            return TableRef(own)
+        pinned = self.pins.tables.get(f"{layer}/{table}")
+        if pinned is None:
+            return TableRef(own)  # prod had no such table when the branch was pinned
+        return TableRef(self.prod_uri(str(layer), table), pinned, from_prod=True)
+
+    def input_version(self, layer: Layer | str, table: str) -> int | None:
+        """The version of ``layer/table`` an input read sees (pinned in prod, or current)."""
+        ref = self.input_table(layer, table)
+        if ref.version is not None:
+            return ref.version
+        return delta.current_version(ref.uri, self.storage_options)
+
+    def open_input(
+        self, layer: Layer | str, table: str, version: int | None = None
+    ) -> DeltaTable | None:
+        """The input table (at ``version`` of wherever it resolves, default its pinned/current one)."""
+        ref = self.input_table(layer, table)
+        return delta.open_table(
+            ref.uri, self.storage_options, ref.version if version is None else version
+        )
 
     def landing_uri(self, source: str) -> str:
         return self.uri(LANDING, source)
@@ -118,14 +227,24 @@ class Lake:
 
     # -- landed files -----------------------------------------------------------------
     def list_landing(self, source: str, start_after: str | None = None) -> list[LandedFile]:
-        """Every file under landing/<source>/, sorted by key (the date-prefixed convention)."""
-        files = list(self._iter_s3(source, start_after) if self.is_s3 else self._iter_local(source))
+        """Every file under landing/<source>/, sorted by key (the date-prefixed convention).
+
+        A branch sees its own landed files and prod's as they were when it was pinned.
+        """
+        files = list(self._iter_landing(self.landing_uri(source), start_after))
+        if self.is_branch:
+            cutoff = self.pins.landing_as_of
+            prod = self._iter_landing(self.prod_uri(LANDING, source), start_after)
+            files += [f for f in prod if f.last_modified <= cutoff]
         if start_after and not self.is_s3:
             files = [f for f in files if f.relative_key > start_after]
-        return sorted(files, key=lambda f: f.relative_key)
+        return sorted(files, key=lambda f: (f.relative_key, f.uri))
 
-    def _iter_s3(self, source: str, start_after: str | None) -> Iterator[LandedFile]:
-        bucket, prefix = _split_s3(self.landing_uri(source) + "/")
+    def _iter_landing(self, base: str, start_after: str | None) -> Iterator[LandedFile]:
+        return self._iter_s3(base, start_after) if self.is_s3 else self._iter_local(base)
+
+    def _iter_s3(self, base: str, start_after: str | None) -> Iterator[LandedFile]:
+        bucket, prefix = _split_s3(base + "/")
         kwargs: dict[str, Any] = {"Bucket": bucket, "Prefix": prefix}
         if start_after:
             kwargs["StartAfter"] = prefix + start_after
@@ -142,8 +261,8 @@ class Lake:
                     fingerprint="etag:" + obj["ETag"].strip('"'),
                 )
 
-    def _iter_local(self, source: str) -> Iterator[LandedFile]:
-        base = Path(self.landing_uri(source))
+    def _iter_local(self, base_uri: str) -> Iterator[LandedFile]:
+        base = Path(base_uri)
         if not base.is_dir():
             return
         for path in base.rglob("*"):
@@ -159,10 +278,10 @@ class Lake:
             )
 
     def read_bytes(self, uri: str) -> bytes:
-        if uri.startswith("s3://"):
-            bucket, key = _split_s3(uri)
-            return self.s3.get_object(Bucket=bucket, Key=key)["Body"].read()
-        return Path(uri).read_bytes()
+        data = self.read_object(uri)
+        if data is None:
+            raise FileNotFoundError(uri)
+        return data
 
     def put_landing_file(self, source: str, relative_key: str, data: bytes) -> str:
         """Deliver a file into landing/<source>/ (used by the demo and tests, never by ingestion)."""
@@ -174,21 +293,97 @@ class Lake:
         ):
             raise ValueError(f"landing key {relative_key!r} would point outside landing/{source}/")
         uri = self.uri(LANDING, source, relative_key)
-        if self.is_s3:
-            bucket, key = _split_s3(uri)
-            self.s3.put_object(Bucket=bucket, Key=key, Body=data)
-        else:
-            path = Path(uri)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(f".{path.name}.partial")
-            tmp.write_bytes(data)
-            tmp.replace(path)  # atomic rename: a reader never sees half a file
+        self.write_object(uri, data)
         return uri
+
+    # -- small objects (landed files, branch pins) ---------------------------------------
+    def read_object(self, uri: str) -> bytes | None:
+        """An object's bytes, or None if there is none."""
+        if uri.startswith("s3://"):
+            bucket, key = _split_s3(uri)
+            try:
+                return self.s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+            except self.s3.exceptions.NoSuchKey:
+                return None
+        path = Path(uri)
+        return path.read_bytes() if path.is_file() else None
+
+    def write_object(self, uri: str, data: bytes, *, exclusive: bool = False) -> bool:
+        """Write an object atomically; with ``exclusive``, only if none exists (returns False then)."""
+        self.check_writable(uri)
+        if self.is_s3:
+            from botocore.exceptions import ClientError
+
+            bucket, key = _split_s3(uri)
+            try:
+                if exclusive:
+                    self.s3.put_object(Bucket=bucket, Key=key, Body=data, IfNoneMatch="*")
+                else:
+                    self.s3.put_object(Bucket=bucket, Key=key, Body=data)
+            except ClientError as exc:
+                if exclusive and exc.response["Error"]["Code"] in ("PreconditionFailed", "412"):
+                    return False
+                raise
+            return True
+        path = Path(uri)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.partial")
+        tmp.write_bytes(data)
+        if exclusive:
+            try:
+                path.hardlink_to(tmp)  # atomic, and fails if the target exists
+            except FileExistsError:
+                return False
+            finally:
+                tmp.unlink()
+            return True
+        tmp.replace(path)  # atomic rename: a reader never sees half a file
+        return True
 
     # -- whole-lake helpers -----------------------------------------------------------
     def delete_prefix(self, *parts: str) -> int:
-        """Delete everything under a location; returns the number of objects removed."""
+        """Delete everything under a location of this lake; returns the number of objects removed."""
         uri = self.uri(*parts)
+        self.check_writable(uri + "/")
+        return self._delete_under(uri)
+
+    def delete_branch(self, name: str) -> int:
+        """Delete ``branches/<name>/`` and nothing else (teardown); prod and local lakes only."""
+        if self.is_branch:
+            raise WriteOutsidePrefixError(f"{self.environment} cannot delete branch {name!r}")
+        if BRANCH_NAME.match(name) is None:
+            raise ValueError(f"{name!r} is not a branch name (pr-N)")
+        return self._delete_under(self.prod_uri(BRANCHES, name))
+
+    def iter_objects(self, uri: str) -> Iterator[StoredObject]:
+        """Every object under a location (recursively), with size and modification time."""
+        if self.is_s3:
+            bucket, prefix = _split_s3(uri.rstrip("/") + "/")
+            for page in self.s3.get_paginator("list_objects_v2").paginate(
+                Bucket=bucket, Prefix=prefix
+            ):
+                for obj in page.get("Contents", []):
+                    yield StoredObject(
+                        f"s3://{bucket}/{obj['Key']}",
+                        obj["Size"],
+                        obj["LastModified"],
+                        obj["ETag"].strip('"'),
+                    )
+            return
+        base = Path(uri)
+        if not base.is_dir():
+            return
+        for path in sorted(base.rglob("*")):
+            if path.is_file():
+                stat = path.stat()
+                yield StoredObject(
+                    str(path),
+                    stat.st_size,
+                    datetime.fromtimestamp(stat.st_mtime, tz=UTC),
+                    None,
+                )
+
+    def _delete_under(self, uri: str) -> int:
         if self.is_s3:
             bucket, prefix = _split_s3(uri + "/")
             n = 0

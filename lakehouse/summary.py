@@ -30,10 +30,10 @@ MART_TABLES = (
 
 
 def _summary(lake: Lake, layer: Layer, table: str, quarantine: bool) -> TableSummary:
-    dt = delta.open_table(lake.table_uri(layer, table), lake.storage_options)
+    dt = lake.open_input(layer, table)  # a branch shows what it reads: its own, or prod's
     quarantined = None
     if quarantine:
-        q = delta.open_table(lake.table_uri(Layer.QUARANTINE, table), lake.storage_options)
+        q = lake.open_input(Layer.QUARANTINE, table)
         quarantined = 0 if q is None else delta.row_count(q)
     return TableSummary(
         layer.value,

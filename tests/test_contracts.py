@@ -51,7 +51,7 @@ def damaged_copy(src: Lake, tmp: Lake, layer: Layer, table: str, mutate: Mutatio
         df = delta.read(src.table_uri(ref_layer, ref_table), src.storage_options)
         if (ref_layer, ref_table) == (layer, table):
             df = mutate(df)
-        delta.replace(tmp.table_uri(ref_layer, ref_table), {}, df, delta.Stamp("t", "t").commit())
+        delta.replace(tmp.writable(ref_layer, ref_table), df, delta.Stamp("t", "t").commit())
 
 
 def one_more_order(delivery: dict[str, Path], out: Path, **changes: str) -> Path:
@@ -262,7 +262,7 @@ def test_a_reference_to_a_table_not_built_yet_fails_that_check_only(
     tmp = Lake(LakehouseSettings(lake_root=str(tmp_path / "lake"), work_dir=tmp_path / "work"))
     df = delta.read(built_lake.table_uri(Layer.MARTS, "daily_location_revenue"), {})
     delta.replace(
-        tmp.table_uri(Layer.MARTS, "daily_location_revenue"), {}, df, delta.Stamp("t", "t").commit()
+        tmp.writable(Layer.MARTS, "daily_location_revenue"), df, delta.Stamp("t", "t").commit()
     )
     v = verify(tmp, Layer.MARTS, "daily_location_revenue")  # marts/locations does not exist
     assert {o.check.name for o in v.failed} == {"location_id__invalid__ref"}

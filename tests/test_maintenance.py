@@ -36,8 +36,7 @@ def test_compaction_checkpoint_and_vacuum(lake: Lake) -> None:
     uri = lake.table_uri(Layer.RAW, "orders")
     for i in range(12):
         delta.append(
-            uri,
-            lake.storage_options,
+            lake.writable(Layer.RAW, "orders"),
             pl.DataFrame({"id": [str(i)]}),
             delta.Stamp(f"r{i}", "raw/orders").commit(),
         )

@@ -76,12 +76,13 @@ def withdraw_for(
 ) -> dict[str, Any]:
     """Withdraw what this run wrote to ``layer/table``; metadata saying what happened."""
     key = dg.AssetKey([layer.value, table])
-    dt = delta.open_table(lake.table_uri(layer, table), lake.storage_options)
+    target = lake.writable(layer, table)
+    dt = target.open()
     if dt is None or all(c.get(delta.RUN_ID_KEY) != context.run.run_id for c in dt.history(1)):
         return {}  # this run did not write it: nothing to withdraw
     rejected = dt.version()
     stamp = delta.Stamp(context.run.run_id, key.to_user_string())
-    restored = delta.withdraw(dt, context.run.run_id, stamp, reason)
+    restored = delta.withdraw(target, context.run.run_id, stamp, reason)
     context.log.error(
         f"{key.to_user_string()} v{rejected} withdrawn ({reason}); readers see "
         f"{'version ' + str(restored) if restored is not None else 'an empty table'}"
@@ -116,7 +117,7 @@ def build_contract_checks(layer: Layer, table: str) -> dg.AssetChecksDefinition:
         context: dg.AssetCheckExecutionContext, lakehouse: LakehouseResource
     ) -> Iterator[dg.AssetCheckResult]:
         lake = lakehouse.lake()
-        if delta.current_version(lake.table_uri(layer, table), lake.storage_options) is None:
+        if lake.input_version(layer, table) is None:
             # Nothing landed yet: there is no table to judge. Not a pass, and it blocks
             # downstream only where checks block anyway.
             for spec in specs:

@@ -1,0 +1,207 @@
+"""Branch deployments: the prod versions a pull request reads, and its teardown.
+
+A branch lake (``Lake`` with a branch environment) reads every table it has not rebuilt
+from prod at the version recorded in ``branches/pr-N/_branch/pins.json`` when the branch
+was first used, so reruns see the same prod data however prod moves on. ``refresh_pins``
+moves the pins to prod's current versions on demand.
+
+Teardown works from the prod (or local) lake and deletes exactly ``branches/pr-N/``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from lakehouse import delta
+from lakehouse.settings import BRANCH_NAME, branch_name
+from lakehouse.storage import BRANCHES, Lake, Layer, _split_s3
+
+PINS_FILE = "_branch/pins.json"
+PROD_MANIFEST = "_branch/prod-manifest/manifest.json"
+"""prod's dbt manifest as of the pin: the state slim dbt CI (state:modified+) compares with."""
+DBT_STATE = "_dbt/manifest.json"
+"""Where a prod marts build leaves the manifest of the code that built it."""
+
+
+@dataclass(frozen=True)
+class BranchPins:
+    branch: str
+    prod_root: str
+    created_at: datetime
+    pinned_at: datetime
+    landing_as_of: datetime
+    """Prod's landed files modified after this are not the branch's."""
+    tables: dict[str, int] = field(default_factory=dict)
+    """``layer/table`` -> the prod Delta version the branch reads."""
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "branch": self.branch,
+                "prod_root": self.prod_root,
+                "created_at": self.created_at.isoformat(),
+                "pinned_at": self.pinned_at.isoformat(),
+                "landing_as_of": self.landing_as_of.isoformat(),
+                "tables": dict(sorted(self.tables.items())),
+            },
+            indent=2,
+        )
+
+    @classmethod
+    def from_json(cls, text: str) -> BranchPins:
+        data = json.loads(text)
+        return cls(
+            branch=data["branch"],
+            prod_root=data["prod_root"],
+            created_at=datetime.fromisoformat(data["created_at"]),
+            pinned_at=datetime.fromisoformat(data["pinned_at"]),
+            landing_as_of=datetime.fromisoformat(data["landing_as_of"]),
+            tables={k: int(v) for k, v in data["tables"].items()},
+        )
+
+
+def prod_tables(lake: Lake) -> dict[str, int]:
+    """Every Delta table under prod's layer folders, with its current version."""
+    found: dict[str, int] = {}
+    for layer in Layer:
+        for table in _table_names(lake, layer):
+            version = delta.current_version(lake.prod_uri(layer.value, table), lake.storage_options)
+            if version is not None:
+                found[f"{layer.value}/{table}"] = version
+    return found
+
+
+def _table_names(lake: Lake, layer: Layer) -> list[str]:
+    base = lake.prod_uri(layer.value)
+    if not lake.is_s3:
+        folder = Path(base)
+        return sorted(p.parent.name for p in folder.glob("*/_delta_log")) if folder.is_dir() else []
+    bucket, prefix = _split_s3(base + "/")
+    names = []
+    for page in lake.s3.get_paginator("list_objects_v2").paginate(
+        Bucket=bucket, Prefix=prefix, Delimiter="/"
+    ):
+        names += [p["Prefix"][len(prefix) :].rstrip("/") for p in page.get("CommonPrefixes", [])]
+    return sorted(names)
+
+
+def _snapshot(lake: Lake, created_at: datetime | None) -> BranchPins:
+    now = datetime.now(UTC)
+    manifest = lake.read_object(lake.prod_uri(DBT_STATE))
+    if manifest is not None:
+        lake.write_object(lake.uri(PROD_MANIFEST), manifest)
+    return BranchPins(
+        branch=lake.environment.branch or "",
+        prod_root=lake.prod_root,
+        created_at=created_at or now,
+        pinned_at=now,
+        landing_as_of=now,
+        tables=prod_tables(lake),
+    )
+
+
+def load_or_create_pins(lake: Lake) -> BranchPins:
+    """The branch's pins; the first caller records them (an exclusive create: one wins)."""
+    uri = lake.uri(PINS_FILE)
+    data = lake.read_object(uri)
+    if data is None:
+        pins = _snapshot(lake, None)
+        if lake.write_object(uri, pins.to_json().encode(), exclusive=True):
+            return pins
+        data = lake.read_object(uri)  # another run pinned first: use its pins
+        assert data is not None
+    return BranchPins.from_json(data.decode())
+
+
+def refresh_pins(lake: Lake) -> tuple[BranchPins, BranchPins]:
+    """Re-pin the branch to prod's current versions; returns (before, after).
+
+    Tables the branch has built itself stay as they are: rebuild them to pick up prod's news.
+    """
+    before = lake.pins
+    after = _snapshot(lake, before.created_at)
+    lake.write_object(lake.uri(PINS_FILE), after.to_json().encode())
+    lake.__dict__.pop("pins", None)  # the cached_property re-reads them
+    return before, after
+
+
+def prod_manifest_dir(lake: Lake) -> Path | None:
+    """A local folder holding prod's pinned dbt manifest (for ``--state``), if prod had one."""
+    data = lake.read_object(lake.uri(PROD_MANIFEST))
+    if data is None:
+        return None
+    folder = Path(lake.settings.work_dir) / f"prod-state-{lake.environment.branch}"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "manifest.json").write_bytes(data)
+    return folder
+
+
+@dataclass(frozen=True)
+class BranchInfo:
+    name: str
+    objects: int
+    bytes: int
+    last_activity: datetime
+
+    @property
+    def pull_request(self) -> int:
+        match = BRANCH_NAME.match(self.name)
+        assert match is not None
+        return int(match.group(1))
+
+
+@dataclass(frozen=True)
+class Deletion:
+    """What a teardown removed."""
+
+    branch: str
+    prefix: str
+    objects: int
+    last_activity: datetime | None = None
+
+    def describe(self) -> str:
+        idle = ""
+        if self.last_activity is not None:
+            idle = f", last written {self.last_activity:%Y-%m-%d %H:%M} UTC"
+        return f"deleted {self.prefix}/ ({self.objects} objects{idle})"
+
+
+def list_branches(lake: Lake) -> list[BranchInfo]:
+    """Every pr-N folder under branches/, with its size and latest write."""
+    base = lake.prod_uri(BRANCHES)
+    totals: dict[str, tuple[int, int, datetime]] = {}
+    for obj in lake.iter_objects(base):
+        name = obj.uri[len(base) + 1 :].split("/", 1)[0]
+        if BRANCH_NAME.match(name) is None:
+            continue  # not ours to judge: never listed, never deleted
+        n, size, last = totals.get(name, (0, 0, obj.last_modified))
+        totals[name] = (n + 1, size + obj.size, max(last, obj.last_modified))
+    return [
+        BranchInfo(name, n, size, last)
+        for name, (n, size, last) in sorted(totals.items(), key=lambda kv: kv[0])
+    ]
+
+
+def teardown(lake: Lake, pull_request: int) -> Deletion:
+    """Delete the branch of a closed pull request (``branches/pr-N/`` exactly)."""
+    name = branch_name(pull_request)
+    objects = lake.delete_branch(name)
+    return Deletion(name, lake.prod_uri(BRANCHES, name), objects)
+
+
+def remove_idle_branches(
+    lake: Lake, idle_for: timedelta, now: datetime | None = None
+) -> list[Deletion]:
+    """Delete every branch nothing has written to for longer than ``idle_for``."""
+    now = now or datetime.now(UTC)
+    deleted = []
+    for info in list_branches(lake):
+        if now - info.last_activity > idle_for:
+            objects = lake.delete_branch(info.name)
+            deleted.append(
+                Deletion(info.name, lake.prod_uri(BRANCHES, info.name), objects, info.last_activity)
+            )
+    return deleted
