@@ -7,9 +7,19 @@
     lakehouse verify LAYER/TABLE [--version N]
                         verify a table against soda_checks/LAYER/TABLE.yml; exit codes as
                         Soda's: 0 passed, 1 a check failed, 2 a check warned, 3 error
+    lakehouse validate-contracts
+                        check every contract in soda_checks/ without data (CI)
+    lakehouse branch list                  branches under <root>/branches/, size, last write
+    lakehouse branch pins [--refresh]      the prod versions a branch reads (re-pin them)
+    lakehouse branch diff [--pr N] [--output FILE]
+                        Markdown data diff of the branch's marts against prod
+    lakehouse branch teardown --pr N       delete branches/pr-N/ (a closed pull request)
+    lakehouse branch prune [--idle-days D] delete branches idle for more than D days
 
 Runs go through Dagster (so they appear in the UI when DAGSTER_HOME is set) on the lake
-named by LAKEHOUSE_LAKE_ROOT, by default ./lake in the checkout.
+named by LAKEHOUSE_LAKE_ROOT, by default ./lake in the checkout. The environment (local,
+branch or prod) comes from LAKEHOUSE_ENVIRONMENT / LAKEHOUSE_PULL_REQUEST_ID or the
+Dagster+ variables: in a branch every command reads and writes that branch.
 """
 
 from __future__ import annotations
@@ -74,6 +84,59 @@ def _verify(lake: Lake, name: str, version: int | None) -> int:
     return verification.exit_code
 
 
+def _validate_contracts() -> int:
+    from lakehouse.contracts import all_contracts, validate_contract
+
+    contracts = all_contracts()
+    problems = [p for c in contracts for p in validate_contract(c)]
+    for problem in problems:
+        print(problem, file=sys.stderr)
+    print(f"{len(contracts)} contracts, {len(problems)} problem(s)")
+    return 1 if problems else 0
+
+
+def _branch(lake: Lake, args: argparse.Namespace) -> int:
+    from datetime import timedelta
+
+    from lakehouse import branch
+
+    if args.branch_command == "list":
+        for info in branch.list_branches(lake):
+            print(
+                f"{info.name}\t{info.objects} objects\t{info.bytes:,} bytes\t"
+                f"last write {info.last_activity:%Y-%m-%d %H:%M} UTC"
+            )
+        return 0
+    if args.branch_command == "teardown":
+        print(branch.teardown(lake, args.pr).describe())
+        return 0
+    if args.branch_command == "prune":
+        deleted = branch.remove_idle_branches(lake, timedelta(days=args.idle_days))
+        for deletion in deleted:
+            print(deletion.describe())
+        print(f"{len(deleted)} idle branch(es) deleted")
+        return 0
+    target = lake.branch(args.pr) if args.pr is not None and not lake.is_branch else lake
+    if not target.is_branch:
+        print("not a branch: set LAKEHOUSE_ENVIRONMENT=branch or pass --pr N", file=sys.stderr)
+        return 2
+    if args.branch_command == "pins":
+        if args.refresh:
+            before, after = branch.refresh_pins(target)
+            moved = [t for t, v in after.tables.items() if before.tables.get(t) != v]
+            print(f"re-pinned {len(moved)} table(s): {', '.join(moved) or 'prod has not moved'}")
+        print(target.pins.to_json())
+        return 0
+    from lakehouse.defs.marts import dbt_project
+    from lakehouse.diff import diff_branch
+
+    markdown = diff_branch(target, dbt_project.manifest_path).markdown()
+    if args.output:
+        args.output.write_text(markdown)
+    print(markdown)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="lakehouse", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -92,9 +155,27 @@ def main(argv: list[str] | None = None) -> int:
     check = sub.add_parser("verify", help="verify a table against its Soda contract")
     check.add_argument("table", help="LAYER/TABLE, e.g. cleansed/orders")
     check.add_argument("--version", type=int, default=None, help="Delta version (default: current)")
+    sub.add_parser("validate-contracts", help="check every Soda contract without data")
+    branch = sub.add_parser("branch", help="branch deployments: pins, diff, teardown")
+    branch_sub = branch.add_subparsers(dest="branch_command", required=True)
+    branch_sub.add_parser("list", help="branches and their last write")
+    pins = branch_sub.add_parser("pins", help="show (or --refresh) the prod versions pinned")
+    pins.add_argument("--pr", type=int, default=None)
+    pins.add_argument("--refresh", action="store_true")
+    diff = branch_sub.add_parser("diff", help="Markdown data diff of the marts against prod")
+    diff.add_argument("--pr", type=int, default=None, help="default: this branch")
+    diff.add_argument("--output", type=Path, default=None)
+    down = branch_sub.add_parser("teardown", help="delete branches/pr-N/")
+    down.add_argument("--pr", type=int, required=True)
+    prune = branch_sub.add_parser("prune", help="delete idle branches")
+    prune.add_argument("--idle-days", type=float, default=14.0)
     args = parser.parse_args(argv)
 
+    if args.command == "validate-contracts":
+        return _validate_contracts()
     lake = Lake(LakehouseSettings())
+    if args.command == "branch":
+        return _branch(lake, args)
     if args.command == "summary":
         _print_summary(lake)
         return 0

@@ -357,3 +357,46 @@ def verify(
         con.close()
     logs = result.get_logs_str() if hasattr(result, "get_logs_str") else ""
     return Verification(contract, versions, outcomes, logs)
+
+
+def validate_contract(contract: Contract) -> list[str]:
+    """Problems with a contract itself, found without any data (CI runs this on every PR).
+
+    Its column types must be ones cleansing can cast to, every referenced table must have
+    a contract, and Soda must evaluate every declared check against an empty table of
+    the contract's own columns (a misspelt check type or column is not evaluated).
+    """
+    where = f"{contract.layer}/{contract.table}"
+    try:
+        contract.polars_schema()
+        refs = [load_contract(layer, table) for layer, table in contract.references]
+    except (ValueError, KeyError, FileNotFoundError) as exc:
+        return [f"{where}: {exc}"]
+    con = duckdb.connect()
+    try:
+        for ref in {(c.layer, c.table): c for c in (contract, *refs)}.values():
+            register_empty(con, ref)
+        contracts, duckdb_source = _soda()
+        result = contracts.verify_contract_locally(
+            data_sources=[duckdb_source.from_existing_cursor(con, name=DATA_SOURCE)],
+            contract_file_path=str(contract.path),
+            variables={NOW_VARIABLE: datetime.now(UTC).isoformat()},
+        )
+    except Exception as exc:  # Soda's own parse errors come in many types
+        return [f"{where}: Soda cannot run it: {exc}"]
+    finally:
+        con.close()
+    problems = []
+    if result.has_errors:
+        problems.append(f"{where}: Soda reported errors: {result.get_errors_str()}")
+    evaluated = [r for cvr in result.contract_verification_results for r in cvr.check_results]
+    if len(evaluated) != len(contract.checks):
+        problems.append(
+            f"{where}: {len(contract.checks)} checks declared, Soda evaluated {len(evaluated)}"
+        )
+    for r in evaluated:
+        if r.outcome.name == "NOT_EVALUATED":
+            problems.append(f"{where}: check {r.check.type} on {r.check.column_name} not evaluated")
+        if r.check.type == "schema" and r.outcome.name != "PASSED":
+            problems.append(f"{where}: its schema check fails on its own columns")
+    return problems

@@ -98,6 +98,30 @@ class MartWorkspace:
             con.close()
         return pinned
 
+    def load_marts(self) -> dict[str, str]:
+        """Copy every mart an input read resolves to (in a branch: prod's, pinned, unless the
+        branch rebuilt it) into DuckDB's ``marts`` schema, where deferred refs find them."""
+        self.directory.mkdir(parents=True, exist_ok=True)
+        loaded: dict[str, str] = {}
+        con = duckdb.connect(str(self.duckdb_path))
+        try:
+            con.execute("SET TimeZone = 'UTC'")
+            con.execute(f"CREATE SCHEMA IF NOT EXISTS {MARTS_SCHEMA}")
+            for model in mart_models():
+                ref = self.lake.input_table(Layer.MARTS, model)
+                dt = delta.open_table(ref.uri, self.lake.storage_options, ref.version)
+                if dt is None:
+                    continue
+                con.register("incoming", dt.to_pyarrow_dataset())
+                con.execute(
+                    f"CREATE OR REPLACE TABLE {MARTS_SCHEMA}.{model} AS SELECT * FROM incoming"
+                )
+                con.unregister("incoming")
+                loaded[model] = f"{'prod' if ref.from_prod else 'branch'} v{dt.version()}"
+        finally:
+            con.close()
+        return loaded
+
     def export(self, model: str, stamp: delta.Stamp, inputs: MartInputs) -> tuple[DeltaTable, bool]:
         """Write one dbt-built table to marts/<model> as a single atomic Delta commit.
 
@@ -117,6 +141,40 @@ class MartWorkspace:
             con.close()
         commit = stamp.commit(**{MART_INPUTS_KEY: inputs.to_json()})
         return delta.replace(target, table, commit), True
+
+
+def mart_models(manifest_path: Path = DBT_PROJECT_DIR / "target" / "manifest.json") -> list[str]:
+    manifest = json.loads(manifest_path.read_text())
+    return sorted(n["name"] for n in manifest["nodes"].values() if n["resource_type"] == "model")
+
+
+def slim_selection(lake: Lake) -> list[str] | None:
+    """dbt arguments for a branch's slim build, None outside a branch (or with no prod state).
+
+    Selected: models whose code differs from prod's pinned manifest (``state:modified+``)
+    and models downstream of any cleansed table the branch rebuilt itself.
+    """
+    from lakehouse.branch import prod_manifest_dir
+
+    if not lake.is_branch:
+        return None
+    state = prod_manifest_dir(lake)
+    if state is None:
+        return None  # prod has never built its marts: build all of them
+    rebuilt = [
+        f"source:{CLEANSED_SCHEMA}.{name}+"
+        for name in SOURCES
+        if delta.open_table(lake.table_uri(Layer.CLEANSED, name), lake.storage_options) is not None
+    ]
+    select = " ".join(["state:modified+", *rebuilt])
+    return ["--select", select, "--defer", "--state", str(state)]
+
+
+def save_dbt_state(lake: Lake, manifest_path: Path) -> None:
+    from lakehouse.branch import DBT_STATE
+
+    if manifest_path.exists():
+        lake.write_object(lake.uri(DBT_STATE), manifest_path.read_bytes())
 
 
 @dataclass(frozen=True)

@@ -56,8 +56,7 @@ def test_groups_and_jobs(graph: Any) -> None:
 
 
 def test_delivering_sample_data_from_the_ui_triggers_a_build() -> None:
-    from lakehouse.defs.sensors import build_after_sample_delivery
-
+    build_after_sample_delivery = defs.resolve_sensor_def("build_after_sample_delivery")
     run_id = "8a0f0c1e-5b1a-4c57-9d43-2f7d1f4c9a10"
 
     with dg.DagsterInstance.ephemeral() as instance:
@@ -72,7 +71,7 @@ def test_delivering_sample_data_from_the_ui_triggers_a_build() -> None:
                 event_type_value="PIPELINE_SUCCESS", job_name=run.job_name
             ),
         )
-        request = build_after_sample_delivery(context)
+        request = build_after_sample_delivery(context)  # type: ignore[operator]
     assert isinstance(request, dg.RunRequest)
     assert request.run_key == f"after-{run_id}"
     assert build_after_sample_delivery.job_name == "build_lakehouse"

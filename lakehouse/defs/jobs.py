@@ -9,7 +9,9 @@ import dagster as dg
 
 from lakehouse.defs.resources import LakehouseResource
 from lakehouse.landing import land_files
-from lakehouse.storage import INGEST_LOG_TABLE, Layer
+from lakehouse.storage import INGEST_LOG_TABLE, Lake, Layer
+
+DIFF_REPORT = "_branch/data-diff.md"
 
 build_lakehouse_job = dg.define_asset_job(
     "build_lakehouse",
@@ -85,3 +87,121 @@ def maintain_delta_tables(
 @dg.job(description="Delta maintenance: compaction, checkpoint, vacuum (files before/after).")
 def maintain_delta_tables_job() -> None:
     maintain_delta_tables()
+
+
+# -- branch deployments ------------------------------------------------------------------
+class BranchConfig(dg.Config):
+    pull_request: int | None = None
+    """The pull request; in a branch deployment, default its own."""
+
+
+def _branch_lake(lakehouse: LakehouseResource, pull_request: int | None) -> Lake:
+    lake = lakehouse.lake()
+    if pull_request is None:
+        if not lake.is_branch:
+            raise dg.Failure("pull_request is required outside a branch deployment")
+        return lake
+    if lake.is_branch and lake.environment.pull_request != pull_request:
+        raise dg.Failure(f"{lake.environment} cannot act on pull request {pull_request}")
+    return lake if lake.is_branch else lake.branch(pull_request)
+
+
+@dg.op(description="Compare every mart the branch rebuilt with prod's pinned version (Markdown).")
+def diff_branch_marts(
+    context: dg.OpExecutionContext, config: BranchConfig, lakehouse: LakehouseResource
+) -> dg.Output[str]:
+    from lakehouse.defs.marts import dbt_project
+    from lakehouse.diff import diff_branch
+
+    lake = _branch_lake(lakehouse, config.pull_request)
+    report = diff_branch(lake, dbt_project.manifest_path)
+    markdown = report.markdown()
+    lake.write_object(lake.uri(DIFF_REPORT), markdown.encode())
+    context.log.info(markdown)
+    return dg.Output(
+        markdown,
+        metadata={
+            "report": dg.MetadataValue.md(markdown),
+            "report_uri": dg.MetadataValue.path(lake.uri(DIFF_REPORT)),
+            "marts_rebuilt": sum(m.status != "not rebuilt" for m in report.marts),
+            "marts_changed": sum(m.changed for m in report.marts),
+        },
+    )
+
+
+@dg.job(description="Data diff of a branch's marts against prod, fit for a PR comment.")
+def diff_branch_marts_job() -> None:
+    diff_branch_marts()
+
+
+@dg.op(description="Move a branch's pins to prod's current Delta versions.")
+def refresh_branch_pins(
+    context: dg.OpExecutionContext, config: BranchConfig, lakehouse: LakehouseResource
+) -> None:
+    from lakehouse.branch import refresh_pins
+
+    before, after = refresh_pins(_branch_lake(lakehouse, config.pull_request))
+    moved = {
+        t: (before.tables.get(t), v) for t, v in after.tables.items() if before.tables.get(t) != v
+    }
+    context.log.info(f"pins moved: {moved or 'none (prod has not changed)'}")
+    context.add_output_metadata(
+        {"pins_moved": dg.MetadataValue.json({k: list(v) for k, v in moved.items()})}
+    )
+
+
+@dg.job(description="Re-pin a branch to prod's current versions (on demand).")
+def refresh_branch_pins_job() -> None:
+    refresh_branch_pins()
+
+
+class TeardownConfig(dg.Config):
+    pull_request: int
+
+
+@dg.op(description="Delete branches/pr-N/ of a closed pull request, and nothing else.")
+def teardown_branch(
+    context: dg.OpExecutionContext, config: TeardownConfig, lakehouse: LakehouseResource
+) -> None:
+    from lakehouse.branch import teardown
+
+    deletion = teardown(lakehouse.lake(), config.pull_request)
+    context.log.info(deletion.describe())
+    context.add_output_metadata(
+        {"deleted_prefix": deletion.prefix, "objects_deleted": deletion.objects}
+    )
+
+
+@dg.job(description="Tear down a closed pull request's branch data (run from prod).")
+def teardown_branch_job() -> None:
+    teardown_branch()
+
+
+class IdleConfig(dg.Config):
+    idle_days: float = 14.0
+
+
+@dg.op(description="Delete every branch nothing has written to for longer than idle_days.")
+def remove_idle_branches(
+    context: dg.OpExecutionContext, config: IdleConfig, lakehouse: LakehouseResource
+) -> None:
+    from datetime import timedelta
+
+    from lakehouse.branch import remove_idle_branches as remove
+
+    deleted = remove(lakehouse.lake(), timedelta(days=config.idle_days))
+    for deletion in deleted:
+        context.log.info(deletion.describe())
+    context.add_output_metadata(
+        {
+            "branches_deleted": len(deleted),
+            "deleted": dg.MetadataValue.md(
+                "\n".join(f"- {d.describe()}" for d in deleted) or "nothing idle"
+            ),
+        }
+    )
+
+
+@dg.job(description="Delete branches idle for longer than N days (scheduled nightly).")
+def remove_idle_branches_job() -> None:
+    remove_idle_branches()

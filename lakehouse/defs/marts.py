@@ -25,6 +25,8 @@ from lakehouse.marts import (
     dbt_code_fingerprint,
     dbt_executable,
     model_parents,
+    save_dbt_state,
+    slim_selection,
 )
 from lakehouse.openlineage import lineage_run
 from lakehouse.storage import Layer
@@ -99,12 +101,23 @@ def jaffle_marts(context: dg.AssetExecutionContext, lakehouse: LakehouseResource
         project_dir=str(DBT_PROJECT_DIR),
         profiles_dir=str(workspace.write_profile()),
         dbt_executable=dbt_executable(),
+        target=lake.environment.dbt_target,
     )
+    args = ["build"]
+    slim = slim_selection(lake)
+    if slim is not None:
+        # A branch rebuilds only what it changes; every other mart a model refs is prod's.
+        args += slim
+        context.log.info(f"branch: slim dbt build {' '.join(slim)}")
+        context.log.info(f"prod marts deferred to: {workspace.load_marts()}")
     # dbt holds the DuckDB file until it exits, so publish to Delta once it has finished;
     # the dbt test results (asset checks) follow the materializations they judge.
     # dbt's artifacts go to this lake's work dir, not into the checkout.
-    invocation = dbt.cli(["build"], context=context, target_path=workspace.directory / "target")
+    invocation = dbt.cli(args, context=context, target_path=workspace.directory / "target")
     events = list(invocation.stream())
+    if invocation.is_successful() and not lake.is_branch:
+        # The state a branch's slim build compares its code with (state:modified+).
+        save_dbt_state(lake, invocation.target_path / "manifest.json")
     compiled = invocation.target_path / "compiled" / dbt_project.name / "models" / "marts"
     for event in events:
         if not isinstance(event, dg.Output):

@@ -19,22 +19,35 @@ class LakehouseResource(dg.ConfigurableResource):
     s3_endpoint_url: str | None = None
     aws_region: str | None = None
     work_dir: str | None = None
+    environment: str | None = None
+    """local, branch or prod; unset: resolved from the deployment's variables."""
+    pull_request_id: str | None = None
+
+    _FIELDS = (
+        "lake_root",
+        "s3_endpoint_url",
+        "aws_region",
+        "work_dir",
+        "environment",
+        "pull_request_id",
+    )
 
     @classmethod
     def from_settings(cls, settings: LakehouseSettings) -> LakehouseResource:
         """A resource pointing where ``settings`` point (tests, scripts)."""
+        env = settings.environment
         return cls(
             lake_root=settings.lake_root,
             s3_endpoint_url=settings.s3_endpoint_url,
             aws_region=settings.aws_region,
             work_dir=str(settings.work_dir),
+            environment=env.kind.value,
+            pull_request_id=None if env.pull_request is None else str(env.pull_request),
         )
 
     def settings(self) -> LakehouseSettings:
         overrides = {
-            name: getattr(self, name)
-            for name in ("lake_root", "s3_endpoint_url", "aws_region", "work_dir")
-            if getattr(self, name) is not None
+            name: getattr(self, name) for name in self._FIELDS if getattr(self, name) is not None
         }
         return LakehouseSettings(**overrides)
 

@@ -12,15 +12,23 @@ from lakehouse.sources import SOURCES
 from lakehouse.storage import LandedFile, Layer
 
 
-@dg.run_status_sensor(
-    run_status=dg.DagsterRunStatus.SUCCESS,
-    monitored_jobs=[deliver_sample_data_job],
-    request_job=build_lakehouse_job,
-    default_status=dg.DefaultSensorStatus.RUNNING,
-    description="After sample data is delivered, build the lakehouse (the demo, from the UI).",
-)
-def build_after_sample_delivery(context: dg.RunStatusSensorContext) -> dg.RunRequest:
-    return dg.RunRequest(run_key=f"after-{context.dagster_run.run_id}")
+def sensor_status(running: bool) -> dg.DefaultSensorStatus:
+    return dg.DefaultSensorStatus.RUNNING if running else dg.DefaultSensorStatus.STOPPED
+
+
+def build_after_sample_delivery_sensor(running: bool = True) -> dg.SensorDefinition:
+    @dg.run_status_sensor(
+        name="build_after_sample_delivery",
+        run_status=dg.DagsterRunStatus.SUCCESS,
+        monitored_jobs=[deliver_sample_data_job],
+        request_job=build_lakehouse_job,
+        default_status=sensor_status(running),
+        description="After sample data is delivered, build the lakehouse (the demo, from the UI).",
+    )
+    def _sensor(context: dg.RunStatusSensorContext) -> dg.RunRequest:
+        return dg.RunRequest(run_key=f"after-{context.dagster_run.run_id}")
+
+    return _sensor
 
 
 FILES_PER_RUN = 100
@@ -51,12 +59,12 @@ def ingest_run_requests(source: str, files: list[LandedFile]) -> list[dg.RunRequ
     return requests
 
 
-def build_landing_sensor(source: str) -> dg.SensorDefinition:
+def build_landing_sensor(source: str, running: bool = True) -> dg.SensorDefinition:
     @dg.sensor(
         name=f"landing_{source}_sensor",
         target=dg.AssetSelection.assets(dg.AssetKey([Layer.RAW.value, source])),
         minimum_interval_seconds=30,
-        default_status=dg.DefaultSensorStatus.RUNNING,
+        default_status=sensor_status(running),
         description=f"Ingests new files under landing/{source}/ (listing starts after the "
         "newest key seen, minus a lookback; see the README's landing key convention).",
     )
@@ -74,14 +82,18 @@ def build_landing_sensor(source: str) -> dg.SensorDefinition:
     return _sensor
 
 
-landing_sensors = [build_landing_sensor(name) for name in SOURCES]
-
-
-lakehouse_automation = dg.AutomationConditionSensorDefinition(
-    "lakehouse_automation",
-    target=dg.AssetSelection.all(),
-    default_status=dg.DefaultSensorStatus.RUNNING,
-    minimum_interval_seconds=30,
-    description="Evaluates the automation conditions: cleansed tables follow raw, marts "
-    "follow cleansed; one evaluation launches one run for everything that is due.",
-)
+def lakehouse_sensors(running: bool) -> list[dg.SensorDefinition]:
+    """Every sensor, started by default or not (a branch deployment starts none unless asked)."""
+    automation = dg.AutomationConditionSensorDefinition(
+        "lakehouse_automation",
+        target=dg.AssetSelection.all(),
+        default_status=sensor_status(running),
+        minimum_interval_seconds=30,
+        description="Evaluates the automation conditions: cleansed tables follow raw, marts "
+        "follow cleansed; one evaluation launches one run for everything that is due.",
+    )
+    return [
+        build_after_sample_delivery_sensor(running),
+        automation,
+        *(build_landing_sensor(name, running) for name in SOURCES),
+    ]
