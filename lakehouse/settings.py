@@ -110,9 +110,9 @@ def resolve_environment(
     Contradictions raise rather than guess: a wrong guess could write into prod.
     """
     name = deployment_name.strip() if deployment_name and deployment_name.strip() else None
-    pr = _pull_request("LAKEHOUSE_PULL_REQUEST_ID", override_pull_request) or _pull_request(
-        "DAGSTER_CLOUD_PULL_REQUEST_ID", pull_request_id
-    )
+    own_pr = _pull_request("LAKEHOUSE_PULL_REQUEST_ID", override_pull_request)
+    cloud_pr = _pull_request("DAGSTER_CLOUD_PULL_REQUEST_ID", pull_request_id)
+    pr = own_pr or cloud_pr
     is_branch = _flag("DAGSTER_CLOUD_IS_BRANCH_DEPLOYMENT", is_branch_deployment)
     if override is not None and override.strip():
         try:
