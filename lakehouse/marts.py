@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -148,8 +149,46 @@ def mart_models(manifest_path: Path = DBT_PROJECT_DIR / "target" / "manifest.jso
     return sorted(n["name"] for n in manifest["nodes"].values() if n["resource_type"] == "model")
 
 
-def slim_selection(lake: Lake) -> list[str] | None:
-    """dbt arguments for a branch's slim build, None outside a branch (or with no prod state).
+@dataclass(frozen=True)
+class SlimBuild:
+    """A branch's slim dbt build: what to select, and prod's state to compare and defer to."""
+
+    select: str
+    state: Path
+
+    def models(self, workspace: MartWorkspace, target: str) -> set[str]:
+        """The models the selection names, per ``dbt ls`` against prod's state."""
+        result = subprocess.run(
+            [
+                dbt_executable(),
+                "ls",
+                "--quiet",
+                "--resource-type",
+                "model",
+                "--output",
+                "name",
+                "--select",
+                self.select,
+                "--state",
+                str(self.state),
+                "--project-dir",
+                str(DBT_PROJECT_DIR),
+                "--profiles-dir",
+                str(workspace.write_profile()),
+                "--target",
+                target,
+                "--target-path",
+                str(workspace.directory / "ls-target"),
+            ],
+            check=True,
+            capture_output=True,
+            text=True,
+        )
+        return {line.strip() for line in result.stdout.splitlines() if line.strip()}
+
+
+def slim_selection(lake: Lake) -> SlimBuild | None:
+    """A branch's slim build; None outside a branch (or when prod has no dbt state yet).
 
     Selected: models whose code differs from prod's pinned manifest (``state:modified+``)
     and models downstream of any cleansed table the branch rebuilt itself.
@@ -166,8 +205,7 @@ def slim_selection(lake: Lake) -> list[str] | None:
         for name in SOURCES
         if delta.open_table(lake.table_uri(Layer.CLEANSED, name), lake.storage_options) is not None
     ]
-    select = " ".join(["state:modified+", *rebuilt])
-    return ["--select", select, "--defer", "--state", str(state)]
+    return SlimBuild(" ".join(["state:modified+", *rebuilt]), state)
 
 
 def save_dbt_state(lake: Lake, manifest_path: Path) -> None:

@@ -6,6 +6,8 @@ Each pipeline test runs once on a local folder and once on S3 through moto's ser
 from __future__ import annotations
 
 import hashlib
+import json
+import shutil
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -205,3 +207,44 @@ def test_teardown_and_idle_jobs_report_what_they_deleted(tmp_path: Path) -> None
     assert meta["objects_deleted"].value == 1
     assert meta["deleted_prefix"].value == prod.prod_uri("branches/pr-3")
     assert list_branches(prod) == []
+
+
+def _materialize_marts(branch: Lake) -> set[str]:
+    """Materialize every mart asset in the branch, as a reviewer does from the UI."""
+    defs = build_definitions(LakehouseResource.from_settings(branch.settings))
+    marts = [k for k in defs.resolve_asset_graph().get_all_asset_keys() if k.path[0] == "marts"]
+    job = defs.resolve_implicit_global_asset_job_def()
+    with dg.DagsterInstance.ephemeral() as instance:
+        result = job.execute_in_process(asset_selection=marts, instance=instance)
+    assert result.success
+    return {e.asset_key.path[-1] for e in result.get_asset_materialization_events()}  # type: ignore[union-attr]
+
+
+@pytest.mark.slow
+def test_slim_dbt_in_a_branch_builds_only_what_differs_from_prod(
+    built_lake: Lake, tmp_path: Path
+) -> None:
+    shutil.copytree(built_lake.root, tmp_path / "lake")
+    prod = Lake(LakehouseSettings(lake_root=str(tmp_path / "lake"), work_dir=tmp_path / "work"))
+
+    # Same code as prod's state, no cleansed table rebuilt: nothing to build.
+    unchanged = prod.branch(8)
+    assert _materialize_marts(unchanged) == set()
+    assert list(unchanged.iter_objects(unchanged.uri(Layer.MARTS.value))) == []
+    assert "not rebuilt" in diff_branch(unchanged, dbt_project.manifest_path).markdown()
+
+    # prod's state says orders was built from other code: orders and what follows it
+    # rebuild, deferring to prod's pinned marts for the rest.
+    state_uri = prod.uri("_dbt", "manifest.json")
+    manifest = json.loads(prod.read_bytes(state_uri))
+    manifest["nodes"]["model.jaffle_lakehouse.orders"]["raw_code"] += "\n-- older code"
+    Path(state_uri).write_text(json.dumps(manifest))
+    changed = prod.branch(9)
+    assert _materialize_marts(changed) == {"orders", "customers", "daily_location_revenue"}
+    report = diff_branch(changed, dbt_project.manifest_path)
+    assert {m.model for m in report.marts if m.status == "rebuilt"} == {
+        "orders",
+        "customers",
+        "daily_location_revenue",
+    }
+    assert not any(m.changed for m in report.marts)  # the code is in fact prod's

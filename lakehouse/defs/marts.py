@@ -24,6 +24,7 @@ from lakehouse.marts import (
     column_lineage,
     dbt_code_fingerprint,
     dbt_executable,
+    mart_models,
     model_parents,
     save_dbt_state,
     slim_selection,
@@ -106,10 +107,21 @@ def jaffle_marts(context: dg.AssetExecutionContext, lakehouse: LakehouseResource
     args = ["build"]
     slim = slim_selection(lake)
     if slim is not None:
-        # A branch rebuilds only what it changes; every other mart a model refs is prod's.
-        args += slim
-        context.log.info(f"branch: slim dbt build {' '.join(slim)}")
+        # A branch rebuilds only what it changes (dagster-dbt adds its own --select, so
+        # the rest is excluded); every other mart a model refs is prod's, pinned.
+        wanted = slim.models(workspace, lake.environment.dbt_target)
+        everything = set(mart_models(dbt_project.manifest_path))
+        selected = {key.path[-1] for key in context.selected_asset_keys}
+        context.log.info(
+            f"branch: slim dbt build of {slim.select!r}: {sorted(wanted) or 'nothing'}"
+        )
+        if not wanted & selected:
+            context.log.info("no selected mart differs from prod: nothing to build")
+            return
         context.log.info(f"prod marts deferred to: {workspace.load_marts()}")
+        args += ["--defer", "--state", str(slim.state)]
+        if everything - wanted:
+            args += ["--exclude", " ".join(sorted(everything - wanted))]
     # dbt holds the DuckDB file until it exits, so publish to Delta once it has finished;
     # the dbt test results (asset checks) follow the materializations they judge.
     # dbt's artifacts go to this lake's work dir, not into the checkout.
