@@ -139,6 +139,25 @@ def prod_manifest_dir(lake: Lake) -> Path | None:
     return folder
 
 
+def vacuum_retention(lake: Lake, wanted: timedelta, now: datetime | None = None) -> timedelta:
+    """The retention prod's vacuum may use without deleting files a branch's pins still read.
+
+    A branch pinned ten days ago reads versions whose files a 7-day vacuum would delete;
+    the retention is stretched to cover the oldest pin (plus an hour of slack).
+    """
+    now = now or datetime.now(UTC)
+    oldest = None
+    for info in list_branches(lake):
+        data = lake.read_object(lake.prod_uri(BRANCHES, info.name, PINS_FILE))
+        if data is None:
+            continue
+        pinned_at = BranchPins.from_json(data.decode()).pinned_at
+        oldest = pinned_at if oldest is None else min(oldest, pinned_at)
+    if oldest is None:
+        return wanted
+    return max(wanted, now - oldest + timedelta(hours=1))
+
+
 @dataclass(frozen=True)
 class BranchInfo:
     name: str

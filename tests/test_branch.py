@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import dagster as dg
+import polars as pl
 import pytest
 
 from lakehouse import delta
@@ -248,3 +249,38 @@ def test_slim_dbt_in_a_branch_builds_only_what_differs_from_prod(
         "daily_location_revenue",
     }
     assert not any(m.changed for m in report.marts)  # the code is in fact prod's
+
+
+def test_prod_vacuum_keeps_what_a_branch_still_reads(lake: Lake) -> None:
+    from lakehouse.branch import vacuum_retention
+    from lakehouse.maintenance import maintain
+
+    prod = Lake(lake.settings.for_environment(DeploymentKind.PROD))
+    week = timedelta(days=7)
+    assert vacuum_retention(prod, week) == week  # no branch: the configured retention
+    for i in range(3):
+        delta.append(
+            prod.writable(Layer.RAW, "orders"),
+            pl.DataFrame({"id": [str(i)]}),
+            delta.Stamp(f"r{i}", "raw/orders").commit(),
+        )
+    branch = prod.branch(4)
+    assert branch.pins.tables["raw/orders"] == 2
+    later = datetime.now(UTC) + timedelta(days=10)
+    stretched = vacuum_retention(prod, week, now=later)
+    assert stretched > timedelta(days=10)
+    # Even a zero retention is stretched to cover the pin taken just now.
+    retention = vacuum_retention(prod, timedelta(0))
+    assert retention >= timedelta(hours=1)
+    delta.append(
+        prod.writable(Layer.RAW, "orders"),
+        pl.DataFrame({"id": ["3"]}),
+        delta.Stamp("r3", "raw/orders").commit(),
+    )
+    maintain(prod, Layer.RAW, "orders", delta.Stamp("m", "raw/orders"), retention)
+    assert delta.row_count(branch.open_input(Layer.RAW, "orders")) == 3  # type: ignore[arg-type]
+    assert sorted(branch.open_input(Layer.RAW, "orders").to_pyarrow_table()["id"].to_pylist()) == [  # type: ignore[union-attr]
+        "0",
+        "1",
+        "2",
+    ]

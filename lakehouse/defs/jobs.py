@@ -65,10 +65,14 @@ def maintain_delta_tables(
     from datetime import timedelta
 
     from lakehouse import delta
+    from lakehouse.branch import vacuum_retention
     from lakehouse.maintenance import maintain, maintained_tables
 
     lake = lakehouse.lake()
     retention = timedelta(days=config.retention_days)
+    if not lake.is_branch:  # never vacuum files a live branch's pins still read
+        retention = vacuum_retention(lake, retention)
+        context.log.info(f"vacuum retention: {retention} (covers every branch's pins)")
     for layer, table in maintained_tables():
         stamp = delta.Stamp(context.run_id, f"{layer.value}/{table}")
         report = maintain(lake, layer, table, stamp, retention)
