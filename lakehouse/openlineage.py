@@ -31,9 +31,14 @@ Dataset = tuple[str, str]
 """(layer or "landing", table or source)."""
 
 
-def dataset_ref(lake: Lake, layer: str, name: str) -> dict[str, str]:
-    """OpenLineage naming: ``s3://bucket`` + key path on S3, ``file`` + absolute path locally."""
+def dataset_ref(lake: Lake, layer: str, name: str, *, read: bool = False) -> dict[str, str]:
+    """OpenLineage naming: ``s3://bucket`` + key path on S3, ``file`` + absolute path locally.
+
+    An input a branch reads from prod is named as prod's table: that is what it read.
+    """
     uri = lake.uri(layer, name)
+    if read and lake.is_branch and layer in {item.value for item in Layer}:
+        uri = lake.input_table(layer, name).uri
     if uri.startswith("s3://"):
         bucket, _, key = uri.removeprefix("s3://").partition("/")
         return {"namespace": f"s3://{bucket}", "name": key}
@@ -128,7 +133,7 @@ def lineage_run(
                 },
             },
             "job": {"namespace": emitter.namespace, "name": job},
-            "inputs": [dataset_ref(lake, layer, name) for layer, name in inputs],
+            "inputs": [dataset_ref(lake, layer, name, read=True) for layer, name in inputs],
             "outputs": [
                 {
                     **dataset_ref(lake, layer, name),
