@@ -14,8 +14,11 @@ import json
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import duckdb
 import polars as pl
@@ -41,6 +44,12 @@ def dbt_executable() -> str:
 
 
 CLEANSED_SCHEMA = "cleansed"
+
+
+def _copy_in(con: duckdb.DuckDBPyConnection, table: str, data: Any) -> None:
+    con.register("incoming", data)
+    con.execute(f"CREATE OR REPLACE TABLE {table} AS SELECT * FROM incoming")
+    con.unregister("incoming")
 
 
 @dataclass(frozen=True)
@@ -71,14 +80,22 @@ class MartWorkspace:
         (self.profiles_dir / "profiles.yml").write_text(yaml.safe_dump(profiles, sort_keys=False))
         return self.profiles_dir
 
-    def load_cleansed(self, versions: dict[str, int] | None = None) -> dict[str, int]:
-        """Copy every cleansed table, at a pinned version, into DuckDB's ``cleansed`` schema."""
+    @contextmanager
+    def _loading(self, schema: str) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A connection to the DuckDB file with ``schema`` created, closed afterwards."""
         self.directory.mkdir(parents=True, exist_ok=True)
-        pinned: dict[str, int] = {}
         con = duckdb.connect(str(self.duckdb_path))
         try:
             con.execute("SET TimeZone = 'UTC'")
-            con.execute(f"CREATE SCHEMA IF NOT EXISTS {CLEANSED_SCHEMA}")
+            con.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
+            yield con
+        finally:
+            con.close()
+
+    def load_cleansed(self, versions: dict[str, int] | None = None) -> dict[str, int]:
+        """Copy every cleansed table, at a pinned version, into DuckDB's ``cleansed`` schema."""
+        pinned: dict[str, int] = {}
+        with self._loading(CLEANSED_SCHEMA) as con:
             for name in SOURCES:
                 ref = self.lake.input_table(Layer.CLEANSED, name)  # a branch may read prod's
                 dt = delta.open_table(ref.uri, self.lake.storage_options, ref.version)
@@ -89,38 +106,22 @@ class MartWorkspace:
                     continue
                 version = (versions or {}).get(name, dt.version())
                 frame = delta.read(ref.uri, self.lake.storage_options, version=version)
-                con.register("incoming", frame.to_arrow())
-                con.execute(
-                    f"CREATE OR REPLACE TABLE {CLEANSED_SCHEMA}.{name} AS SELECT * FROM incoming"
-                )
-                con.unregister("incoming")
+                _copy_in(con, f"{CLEANSED_SCHEMA}.{name}", frame.to_arrow())
                 pinned[name] = version
-        finally:
-            con.close()
         return pinned
 
     def load_marts(self) -> dict[str, str]:
         """Copy every mart an input read resolves to (in a branch: prod's, pinned, unless the
         branch rebuilt it) into DuckDB's ``marts`` schema, where deferred refs find them."""
-        self.directory.mkdir(parents=True, exist_ok=True)
         loaded: dict[str, str] = {}
-        con = duckdb.connect(str(self.duckdb_path))
-        try:
-            con.execute("SET TimeZone = 'UTC'")
-            con.execute(f"CREATE SCHEMA IF NOT EXISTS {MARTS_SCHEMA}")
+        with self._loading(MARTS_SCHEMA) as con:
             for model in mart_models():
                 ref = self.lake.input_table(Layer.MARTS, model)
                 dt = delta.open_table(ref.uri, self.lake.storage_options, ref.version)
                 if dt is None:
                     continue
-                con.register("incoming", dt.to_pyarrow_dataset())
-                con.execute(
-                    f"CREATE OR REPLACE TABLE {MARTS_SCHEMA}.{model} AS SELECT * FROM incoming"
-                )
-                con.unregister("incoming")
+                _copy_in(con, f"{MARTS_SCHEMA}.{model}", dt.to_pyarrow_dataset())
                 loaded[model] = f"{'prod' if ref.from_prod else 'branch'} v{dt.version()}"
-        finally:
-            con.close()
         return loaded
 
     def export(self, model: str, stamp: delta.Stamp, inputs: MartInputs) -> tuple[DeltaTable, bool]:
