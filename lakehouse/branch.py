@@ -33,7 +33,8 @@ class BranchPins:
     created_at: datetime
     pinned_at: datetime
     landing_as_of: datetime
-    """Prod's landed files modified after this are not the branch's."""
+    """Prod's landed files count for the branch only if modified strictly before this: the
+    storage's own timestamp of pins.json (S3's clock and resolution, not the runner's)."""
     tables: dict[str, int] = field(default_factory=dict)
     """``layer/table`` -> the prod Delta version the branch reads."""
 
@@ -44,21 +45,20 @@ class BranchPins:
                 "prod_root": self.prod_root,
                 "created_at": self.created_at.isoformat(),
                 "pinned_at": self.pinned_at.isoformat(),
-                "landing_as_of": self.landing_as_of.isoformat(),
                 "tables": dict(sorted(self.tables.items())),
             },
             indent=2,
         )
 
     @classmethod
-    def from_json(cls, text: str) -> BranchPins:
+    def from_json(cls, text: str, landing_as_of: datetime) -> BranchPins:
         data = json.loads(text)
         return cls(
             branch=data["branch"],
             prod_root=data["prod_root"],
             created_at=datetime.fromisoformat(data["created_at"]),
             pinned_at=datetime.fromisoformat(data["pinned_at"]),
-            landing_as_of=datetime.fromisoformat(data["landing_as_of"]),
+            landing_as_of=landing_as_of,
             tables={k: int(v) for k, v in data["tables"].items()},
         )
 
@@ -98,7 +98,7 @@ def _snapshot(lake: Lake, created_at: datetime | None) -> BranchPins:
         prod_root=lake.prod_root,
         created_at=created_at or now,
         pinned_at=now,
-        landing_as_of=now,
+        landing_as_of=now,  # not stored: read back as pins.json's own write time
         tables=prod_tables(lake),
     )
 
@@ -106,14 +106,17 @@ def _snapshot(lake: Lake, created_at: datetime | None) -> BranchPins:
 def load_or_create_pins(lake: Lake) -> BranchPins:
     """The branch's pins; the first caller records them (an exclusive create: one wins)."""
     uri = lake.uri(PINS_FILE)
+    if lake.read_object(uri) is None:
+        # Losing the race is fine: the winner's pins are read below.
+        lake.write_object(uri, _snapshot(lake, None).to_json().encode(), exclusive=True)
+    return _read_pins(lake)
+
+
+def _read_pins(lake: Lake) -> BranchPins:
+    uri = lake.uri(PINS_FILE)
     data = lake.read_object(uri)
-    if data is None:
-        pins = _snapshot(lake, None)
-        if lake.write_object(uri, pins.to_json().encode(), exclusive=True):
-            return pins
-        data = lake.read_object(uri)  # another run pinned first: use its pins
-        assert data is not None
-    return BranchPins.from_json(data.decode())
+    assert data is not None
+    return BranchPins.from_json(data.decode(), lake.modified_at(uri))
 
 
 def refresh_pins(lake: Lake) -> tuple[BranchPins, BranchPins]:
@@ -122,10 +125,9 @@ def refresh_pins(lake: Lake) -> tuple[BranchPins, BranchPins]:
     Tables the branch has built itself stay as they are: rebuild them to pick up prod's news.
     """
     before = lake.pins
-    after = _snapshot(lake, before.created_at)
-    lake.write_object(lake.uri(PINS_FILE), after.to_json().encode())
+    lake.write_object(lake.uri(PINS_FILE), _snapshot(lake, before.created_at).to_json().encode())
     lake.__dict__.pop("pins", None)  # the cached_property re-reads them
-    return before, after
+    return before, lake.pins
 
 
 def prod_manifest_dir(lake: Lake) -> Path | None:
@@ -151,7 +153,7 @@ def vacuum_retention(lake: Lake, wanted: timedelta, now: datetime | None = None)
         data = lake.read_object(lake.prod_uri(BRANCHES, info.name, PINS_FILE))
         if data is None:
             continue
-        pinned_at = BranchPins.from_json(data.decode()).pinned_at
+        pinned_at = datetime.fromisoformat(json.loads(data)["pinned_at"])
         oldest = pinned_at if oldest is None else min(oldest, pinned_at)
     if oldest is None:
         return wanted

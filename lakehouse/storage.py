@@ -235,7 +235,7 @@ class Lake:
         if self.is_branch:
             cutoff = self.pins.landing_as_of
             prod = self._iter_landing(self.prod_uri(LANDING, source), start_after)
-            files += [f for f in prod if f.last_modified <= cutoff]
+            files += [f for f in prod if f.last_modified < cutoff]
         if start_after and not self.is_s3:
             files = [f for f in files if f.relative_key > start_after]
         return sorted(files, key=lambda f: (f.relative_key, f.uri))
@@ -354,6 +354,13 @@ class Lake:
         if BRANCH_NAME.match(name) is None:
             raise ValueError(f"{name!r} is not a branch name (pr-N)")
         return self._delete_under(self.prod_uri(BRANCHES, name))
+
+    def modified_at(self, uri: str) -> datetime:
+        """When the storage last wrote an object, by its own clock (S3: whole seconds)."""
+        if self.is_s3:
+            bucket, key = _split_s3(uri)
+            return self.s3.head_object(Bucket=bucket, Key=key)["LastModified"]
+        return datetime.fromtimestamp(Path(uri).stat().st_mtime, tz=UTC)
 
     def iter_objects(self, uri: str) -> Iterator[StoredObject]:
         """Every object under a location (recursively), with size and modification time."""

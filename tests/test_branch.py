@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -284,3 +285,19 @@ def test_prod_vacuum_keeps_what_a_branch_still_reads(lake: Lake) -> None:
         "1",
         "2",
     ]
+
+
+def test_files_landed_once_the_branch_is_pinned_are_not_the_branchs(lake: Lake) -> None:
+    """The cutoff is pins.json's own write time on the storage's clock, compared strictly:
+    a file landed in the same (S3, whole) second as the pin is not the branch's."""
+    prod = Lake(lake.settings.for_environment(DeploymentKind.PROD))
+    before = prod.put_landing_file("orders", "2026/11/01/raw_orders.csv", b"id\n1\n")
+    time.sleep(1.1)  # S3 times are whole seconds: land it in an earlier second than the pin
+    branch = prod.branch(12)
+    pins = branch.pins
+    after = prod.put_landing_file("orders", "2026/11/02/raw_orders.csv", b"id\n2\n")
+    assert prod.modified_at(after) >= pins.landing_as_of
+    assert [f.uri for f in branch.list_landing("orders")] == [before]
+    own = branch.put_landing_file("orders", "2026/11/03/raw_orders.csv", b"id\n3\n")
+    assert [f.uri for f in branch.list_landing("orders")] == [before, own]
+    assert prod.branch(12).pins.landing_as_of == pins.landing_as_of  # a rerun sees the same
