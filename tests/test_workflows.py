@@ -74,7 +74,8 @@ def test_dagster_cloud_yaml_names_the_code_location() -> None:
     config = yaml.safe_load((PROJECT_DIR / "dagster_cloud.yaml").read_text())
     (location,) = config["locations"]
     source = location["code_source"]
-    assert source.get("module_name") == "lakehouse.definitions"
+    # `dagster-cloud ci check` refuses module_name together with attribute: `defs` is found.
+    assert source == {"module_name": "lakehouse.definitions"}
     from lakehouse import definitions
 
     assert isinstance(definitions.defs, type(definitions.build_definitions()))
