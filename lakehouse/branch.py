@@ -17,7 +17,7 @@ from pathlib import Path
 
 from lakehouse import delta
 from lakehouse.settings import BRANCH_NAME, branch_name
-from lakehouse.storage import BRANCHES, Lake, Layer, _split_s3
+from lakehouse.storage import BRANCHES, Lake, Layer
 
 PINS_FILE = "_branch/pins.json"
 PROD_MANIFEST = "_branch/prod-manifest/manifest.json"
@@ -67,25 +67,23 @@ def prod_tables(lake: Lake) -> dict[str, int]:
     """Every Delta table under prod's layer folders, with its current version."""
     found: dict[str, int] = {}
     for layer in Layer:
-        for table in _table_names(lake, layer):
+        for table in lake.folder_names(lake.prod_uri(layer.value)):
             version = delta.current_version(lake.prod_uri(layer.value, table), lake.storage_options)
-            if version is not None:
+            if version is not None:  # a folder that is not a Delta table is not pinned
                 found[f"{layer.value}/{table}"] = version
     return found
 
 
-def _table_names(lake: Lake, layer: Layer) -> list[str]:
-    base = lake.prod_uri(layer.value)
-    if not lake.is_s3:
-        folder = Path(base)
-        return sorted(p.parent.name for p in folder.glob("*/_delta_log")) if folder.is_dir() else []
-    bucket, prefix = _split_s3(base + "/")
-    names = []
-    for page in lake.s3.get_paginator("list_objects_v2").paginate(
-        Bucket=bucket, Prefix=prefix, Delimiter="/"
-    ):
-        names += [p["Prefix"][len(prefix) :].rstrip("/") for p in page.get("CommonPrefixes", [])]
-    return sorted(names)
+def branch_lake(lake: Lake, pull_request: int | None) -> Lake:
+    """The branch to act on: this lake if it is one (``pull_request`` None or its own),
+    else pull request N's branch over this lake's prod root."""
+    if lake.is_branch:
+        if pull_request not in (None, lake.environment.pull_request):
+            raise ValueError(f"{lake.environment} cannot act on pull request {pull_request}")
+        return lake
+    if pull_request is None:
+        raise ValueError("a pull request number is needed outside a branch deployment")
+    return lake.branch(pull_request)
 
 
 def _snapshot(lake: Lake, created_at: datetime | None) -> BranchPins:
@@ -167,12 +165,6 @@ class BranchInfo:
     bytes: int
     last_activity: datetime
 
-    @property
-    def pull_request(self) -> int:
-        match = BRANCH_NAME.match(self.name)
-        assert match is not None
-        return int(match.group(1))
-
 
 @dataclass(frozen=True)
 class Deletion:
@@ -200,17 +192,17 @@ def list_branches(lake: Lake) -> list[BranchInfo]:
             continue  # not ours to judge: never listed, never deleted
         n, size, last = totals.get(name, (0, 0, obj.last_modified))
         totals[name] = (n + 1, size + obj.size, max(last, obj.last_modified))
-    return [
-        BranchInfo(name, n, size, last)
-        for name, (n, size, last) in sorted(totals.items(), key=lambda kv: kv[0])
-    ]
+    return [BranchInfo(name, n, size, last) for name, (n, size, last) in sorted(totals.items())]
+
+
+def _delete(lake: Lake, name: str, last_activity: datetime | None = None) -> Deletion:
+    objects = lake.delete_branch(name)
+    return Deletion(name, lake.prod_uri(BRANCHES, name), objects, last_activity)
 
 
 def teardown(lake: Lake, pull_request: int) -> Deletion:
     """Delete the branch of a closed pull request (``branches/pr-N/`` exactly)."""
-    name = branch_name(pull_request)
-    objects = lake.delete_branch(name)
-    return Deletion(name, lake.prod_uri(BRANCHES, name), objects)
+    return _delete(lake, branch_name(pull_request))
 
 
 def remove_idle_branches(
@@ -218,11 +210,8 @@ def remove_idle_branches(
 ) -> list[Deletion]:
     """Delete every branch nothing has written to for longer than ``idle_for``."""
     now = now or datetime.now(UTC)
-    deleted = []
-    for info in list_branches(lake):
-        if now - info.last_activity > idle_for:
-            objects = lake.delete_branch(info.name)
-            deleted.append(
-                Deletion(info.name, lake.prod_uri(BRANCHES, info.name), objects, info.last_activity)
-            )
-    return deleted
+    return [
+        _delete(lake, info.name, info.last_activity)
+        for info in list_branches(lake)
+        if now - info.last_activity > idle_for
+    ]

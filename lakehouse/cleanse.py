@@ -238,7 +238,7 @@ def cleanse_source(lake: Lake, source: Source, stamp: delta.Stamp, pii_key: byte
     target_w = lake.writable(Layer.CLEANSED, source.name)
     quarantine_w = lake.writable(Layer.QUARANTINE, source.name)
 
-    raw_version = lake.input_version(Layer.RAW, source.name)
+    raw_version = lake.version_of(raw)
     target = target_w.open()
     done = delta.cursor(target)
     upstream = "prod" if raw.from_prod else "own"

@@ -116,9 +116,10 @@ def _branch(lake: Lake, args: argparse.Namespace) -> int:
             print(deletion.describe())
         print(f"{len(deleted)} idle branch(es) deleted")
         return 0
-    target = lake.branch(args.pr) if args.pr is not None and not lake.is_branch else lake
-    if not target.is_branch:
-        print("not a branch: set LAKEHOUSE_ENVIRONMENT=branch or pass --pr N", file=sys.stderr)
+    try:
+        target = branch.branch_lake(lake, args.pr)
+    except ValueError as exc:
+        print(f"{exc}: set LAKEHOUSE_ENVIRONMENT=branch or pass --pr N", file=sys.stderr)
         return 2
     if args.branch_command == "pins":
         if args.refresh:

@@ -27,6 +27,8 @@ log = logging.getLogger(__name__)
 PRODUCER = "https://github.com/lakehouse/lakehouse"
 SCHEMA_URL = "https://openlineage.io/spec/2-0-2/OpenLineage.json#/definitions/RunEvent"
 RUN_NAMESPACE = uuid.UUID("6f1d8c1e-2f3a-4c4e-9a57-3c2b1d0e9f10")
+TABLE_LAYERS = frozenset(item.value for item in Layer)
+"""Layers holding Delta tables (``landing`` holds files)."""
 Dataset = tuple[str, str]
 """(layer or "landing", table or source)."""
 
@@ -37,7 +39,7 @@ def dataset_ref(lake: Lake, layer: str, name: str, *, read: bool = False) -> dic
     An input a branch reads from prod is named as prod's table: that is what it read.
     """
     uri = lake.uri(layer, name)
-    if read and lake.is_branch and layer in {item.value for item in Layer}:
+    if read and lake.is_branch and layer in TABLE_LAYERS:
         uri = lake.input_table(layer, name).uri
     if uri.startswith("s3://"):
         bucket, _, key = uri.removeprefix("s3://").partition("/")
@@ -46,7 +48,7 @@ def dataset_ref(lake: Lake, layer: str, name: str, *, read: bool = False) -> dic
 
 
 def _output_facets(lake: Lake, layer: str, name: str) -> dict[str, Any]:
-    if layer not in {item.value for item in Layer}:
+    if layer not in TABLE_LAYERS:
         return {}
     dt = delta.open_table(lake.table_uri(layer, name), lake.storage_options)
     if dt is None:

@@ -14,6 +14,7 @@ created (zero-copy: the same files, read-only). Every write location is handed o
 from __future__ import annotations
 
 import hashlib
+import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -170,7 +171,10 @@ class Lake:
 
     def input_version(self, layer: Layer | str, table: str) -> int | None:
         """The version of ``layer/table`` an input read sees (pinned in prod, or current)."""
-        ref = self.input_table(layer, table)
+        return self.version_of(self.input_table(layer, table))
+
+    def version_of(self, ref: TableRef) -> int | None:
+        """A resolved input's version: the pinned one, else its current one (None: no table)."""
         if ref.version is not None:
             return ref.version
         return delta.current_version(ref.uri, self.storage_options)
@@ -236,46 +240,19 @@ class Lake:
             cutoff = self.pins.landing_as_of
             prod = self._iter_landing(self.prod_uri(LANDING, source), start_after)
             files += [f for f in prod if f.last_modified < cutoff]
-        if start_after and not self.is_s3:
-            files = [f for f in files if f.relative_key > start_after]
         return sorted(files, key=lambda f: (f.relative_key, f.uri))
 
     def _iter_landing(self, base: str, start_after: str | None) -> Iterator[LandedFile]:
-        return self._iter_s3(base, start_after) if self.is_s3 else self._iter_local(base)
-
-    def _iter_s3(self, base: str, start_after: str | None) -> Iterator[LandedFile]:
-        bucket, prefix = _split_s3(base + "/")
-        kwargs: dict[str, Any] = {"Bucket": bucket, "Prefix": prefix}
-        if start_after:
-            kwargs["StartAfter"] = prefix + start_after
-        for page in self.s3.get_paginator("list_objects_v2").paginate(**kwargs):
-            for obj in page.get("Contents", []):
-                key = obj["Key"]
-                if key.endswith("/"):
-                    continue
-                yield LandedFile(
-                    uri=f"s3://{bucket}/{key}",
-                    relative_key=key[len(prefix) :],
-                    size=obj["Size"],
-                    last_modified=obj["LastModified"],
-                    fingerprint="etag:" + obj["ETag"].strip('"'),
-                )
-
-    def _iter_local(self, base_uri: str) -> Iterator[LandedFile]:
-        base = Path(base_uri)
-        if not base.is_dir():
-            return
-        for path in base.rglob("*"):
-            if not path.is_file() or path.name.startswith("."):
-                continue
-            stat = path.stat()
-            yield LandedFile(
-                uri=str(path),
-                relative_key=path.relative_to(base).as_posix(),
-                size=stat.st_size,
-                last_modified=datetime.fromtimestamp(stat.st_mtime, tz=UTC),
-                fingerprint="sha256:" + _sha256_file(path),
+        for obj in self.iter_objects(base, start_after):
+            relative_key = obj.uri[len(base) + 1 :]
+            if relative_key.endswith("/"):
+                continue  # an S3 "folder" marker
+            if not self.is_s3 and relative_key.rsplit("/", 1)[-1].startswith("."):
+                continue  # e.g. a .partial file still being written
+            fingerprint = (
+                f"etag:{obj.etag}" if obj.etag else "sha256:" + _sha256_file(Path(obj.uri))
             )
+            yield LandedFile(obj.uri, relative_key, obj.size, obj.last_modified, fingerprint)
 
     def read_bytes(self, uri: str) -> bytes:
         data = self.read_object(uri)
@@ -355,6 +332,21 @@ class Lake:
             raise ValueError(f"{name!r} is not a branch name (pr-N)")
         return self._delete_under(self.prod_uri(BRANCHES, name))
 
+    def folder_names(self, uri: str) -> list[str]:
+        """The names of the folders directly under a location (S3: its common prefixes)."""
+        if not self.is_s3:
+            folder = Path(uri)
+            return sorted(p.name for p in folder.iterdir() if p.is_dir()) if folder.is_dir() else []
+        bucket, prefix = _split_s3(uri.rstrip("/") + "/")
+        names = []
+        for page in self.s3.get_paginator("list_objects_v2").paginate(
+            Bucket=bucket, Prefix=prefix, Delimiter="/"
+        ):
+            names += [
+                p["Prefix"][len(prefix) :].rstrip("/") for p in page.get("CommonPrefixes", [])
+            ]
+        return sorted(names)
+
     def modified_at(self, uri: str) -> datetime:
         """When the storage last wrote an object, by its own clock (S3: whole seconds)."""
         if self.is_s3:
@@ -362,13 +354,15 @@ class Lake:
             return self.s3.head_object(Bucket=bucket, Key=key)["LastModified"]
         return datetime.fromtimestamp(Path(uri).stat().st_mtime, tz=UTC)
 
-    def iter_objects(self, uri: str) -> Iterator[StoredObject]:
-        """Every object under a location (recursively), with size and modification time."""
+    def iter_objects(self, uri: str, start_after: str | None = None) -> Iterator[StoredObject]:
+        """Every object under a location (recursively), with size and modification time;
+        with ``start_after``, only those whose key below ``uri`` sorts after it."""
         if self.is_s3:
             bucket, prefix = _split_s3(uri.rstrip("/") + "/")
-            for page in self.s3.get_paginator("list_objects_v2").paginate(
-                Bucket=bucket, Prefix=prefix
-            ):
+            kwargs: dict[str, Any] = {"Bucket": bucket, "Prefix": prefix}
+            if start_after:
+                kwargs["StartAfter"] = prefix + start_after
+            for page in self.s3.get_paginator("list_objects_v2").paginate(**kwargs):
                 for obj in page.get("Contents", []):
                     yield StoredObject(
                         f"s3://{bucket}/{obj['Key']}",
@@ -381,7 +375,9 @@ class Lake:
         if not base.is_dir():
             return
         for path in sorted(base.rglob("*")):
-            if path.is_file():
+            if path.is_file() and not (
+                start_after and path.relative_to(base).as_posix() <= start_after
+            ):
                 stat = path.stat()
                 yield StoredObject(
                     str(path),
@@ -391,27 +387,17 @@ class Lake:
                 )
 
     def _delete_under(self, uri: str) -> int:
+        objects = [obj.uri for obj in self.iter_objects(uri)]
         if self.is_s3:
-            bucket, prefix = _split_s3(uri + "/")
-            n = 0
-            for page in self.s3.get_paginator("list_objects_v2").paginate(
-                Bucket=bucket, Prefix=prefix
-            ):
-                keys = [o["Key"] for o in page.get("Contents", [])]
-                if keys:
-                    self.s3.delete_objects(
-                        Bucket=bucket, Delete={"Objects": [{"Key": k} for k in keys]}
-                    )
-                    n += len(keys)
-            return n
-        import shutil
-
-        path = Path(uri)
-        if not path.exists():
-            return 0
-        n = sum(1 for p in path.rglob("*") if p.is_file())
-        shutil.rmtree(path)
-        return n
+            bucket, _ = _split_s3(uri)
+            for start in range(0, len(objects), 1000):  # S3's limit per request
+                chunk = objects[start : start + 1000]
+                self.s3.delete_objects(
+                    Bucket=bucket, Delete={"Objects": [{"Key": _split_s3(o)[1]} for o in chunk]}
+                )
+        elif Path(uri).exists():
+            shutil.rmtree(uri)
+        return len(objects)
 
 
 def _sha256_file(path: Path) -> str:

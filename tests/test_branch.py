@@ -301,3 +301,16 @@ def test_files_landed_once_the_branch_is_pinned_are_not_the_branchs(lake: Lake) 
     own = branch.put_landing_file("orders", "2026/11/03/raw_orders.csv", b"id\n3\n")
     assert [f.uri for f in branch.list_landing("orders")] == [before, own]
     assert prod.branch(12).pins.landing_as_of == pins.landing_as_of  # a rerun sees the same
+
+
+def test_the_branch_to_act_on_is_resolved_in_one_place(tmp_path: Path) -> None:
+    from lakehouse.branch import branch_lake
+
+    prod = Lake(LakehouseSettings(lake_root=str(tmp_path / "lake"), environment="prod"))
+    assert branch_lake(prod, 3).root == prod.branch(3).root
+    with pytest.raises(ValueError, match="pull request number is needed"):
+        branch_lake(prod, None)
+    own = prod.branch(3)
+    assert branch_lake(own, None) is own and branch_lake(own, 3) is own
+    with pytest.raises(ValueError, match="cannot act on pull request 4"):
+        branch_lake(own, 4)

@@ -100,14 +100,12 @@ class BranchConfig(dg.Config):
 
 
 def _branch_lake(lakehouse: LakehouseResource, pull_request: int | None) -> Lake:
-    lake = lakehouse.lake()
-    if pull_request is None:
-        if not lake.is_branch:
-            raise dg.Failure("pull_request is required outside a branch deployment")
-        return lake
-    if lake.is_branch and lake.environment.pull_request != pull_request:
-        raise dg.Failure(f"{lake.environment} cannot act on pull request {pull_request}")
-    return lake if lake.is_branch else lake.branch(pull_request)
+    from lakehouse.branch import branch_lake
+
+    try:
+        return branch_lake(lakehouse.lake(), pull_request)
+    except ValueError as exc:
+        raise dg.Failure(str(exc)) from exc
 
 
 @dg.op(description="Compare every mart the branch rebuilt with prod's pinned version (Markdown).")
