@@ -14,7 +14,7 @@ import json
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,14 +54,25 @@ def _copy_in(con: duckdb.DuckDBPyConnection, table: str, data: Any) -> None:
 
 @dataclass(frozen=True)
 class MartWorkspace:
-    """dbt's scratch space for one lake: a DuckDB file and a profile pointing at it."""
+    """dbt's scratch space for one lake: a DuckDB file and a profile pointing at it.
+
+    Given a ``run_id``, the space is that run's alone: concurrent runs never share a DuckDB
+    file (which one writer locks) or a dbt target directory, and nothing a run leaves
+    behind can stand in for the lake, so a fresh container builds exactly what a warm one
+    does. ``discard`` removes it afterwards.
+    """
 
     lake: Lake
+    run_id: str | None = None
 
     @property
     def directory(self) -> Path:
         slug = hashlib.sha256(self.lake.root.encode()).hexdigest()[:12]
-        return Path(self.lake.settings.work_dir) / f"dbt-{slug}"
+        shared = Path(self.lake.settings.work_dir) / f"dbt-{slug}"
+        return shared if self.run_id is None else shared / "runs" / self.run_id
+
+    def discard(self) -> None:
+        shutil.rmtree(self.directory, ignore_errors=True)
 
     @property
     def duckdb_path(self) -> Path:
@@ -110,18 +121,22 @@ class MartWorkspace:
                 pinned[name] = version
         return pinned
 
-    def load_marts(self) -> dict[str, str]:
-        """Copy every mart an input read resolves to (in a branch: prod's, pinned, unless the
-        branch rebuilt it) into DuckDB's ``marts`` schema, where deferred refs find them."""
+    def load_marts(self, rebuilt: Iterable[str] = ()) -> dict[str, str]:
+        """Copy the published marts (in a branch: prod's, pinned, unless the branch rebuilt
+        them) into DuckDB's ``marts`` schema, where refs to models dbt does not build, and
+        deferred refs, find them. Models in ``rebuilt`` are left for dbt to build."""
         loaded: dict[str, str] = {}
+        skip = set(rebuilt)
         with self._loading(MARTS_SCHEMA) as con:
             for model in mart_models():
+                if model in skip:
+                    continue
                 ref = self.lake.input_table(Layer.MARTS, model)
                 dt = delta.open_table(ref.uri, self.lake.storage_options, ref.version)
                 if dt is None:
                     continue
                 _copy_in(con, f"{MARTS_SCHEMA}.{model}", dt.to_pyarrow_dataset())
-                loaded[model] = f"{'prod' if ref.from_prod else 'branch'} v{dt.version()}"
+                loaded[model] = f"v{dt.version()}{' (prod, pinned)' if ref.from_prod else ''}"
         return loaded
 
     def export(self, model: str, stamp: delta.Stamp, inputs: MartInputs) -> tuple[DeltaTable, bool]:

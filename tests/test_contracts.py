@@ -264,6 +264,6 @@ def test_a_reference_to_a_table_not_built_yet_fails_that_check_only(
     delta.replace(
         tmp.writable(Layer.MARTS, "daily_location_revenue"), df, delta.Stamp("t", "t").commit()
     )
-    v = verify(tmp, Layer.MARTS, "daily_location_revenue")  # marts/locations does not exist
+    v = verify(tmp, Layer.MARTS, "daily_location_revenue")  # cleansed/stores does not exist
     assert {o.check.name for o in v.failed} == {"location_id__invalid__ref"}
-    assert v.versions["marts/locations"] == -1
+    assert v.versions["cleansed/stores"] == -1

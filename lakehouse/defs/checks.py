@@ -63,12 +63,21 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def materialized_version(context: dg.AssetCheckExecutionContext, key: dg.AssetKey) -> int | None:
-    """The Delta version the latest materialization of ``key`` reported writing."""
+def materialized_versions(
+    context: dg.AssetCheckExecutionContext, key: dg.AssetKey
+) -> tuple[int | None, dict[str, int]]:
+    """The Delta version the latest materialization of ``key`` reported writing, and the
+    cleansed versions it was built from (a mart's), so its references are judged against
+    the snapshot it was built from, not whatever has been written since."""
     event = context.instance.get_latest_materialization_event(key)
-    mat = event.asset_materialization if event else None
-    value = mat.metadata.get("delta_version") if mat else None
-    return None if value is None else int(value.value)
+    metadata = event.asset_materialization.metadata if event and event.asset_materialization else {}
+    version = metadata.get("delta_version")
+    built_from = metadata.get("cleansed_versions")
+    references = {
+        f"{Layer.CLEANSED.value}/{table}": int(v)
+        for table, v in (built_from.value if built_from is not None else {}).items()
+    }
+    return (None if version is None else int(version.value)), references
 
 
 def withdraw_for(
@@ -129,7 +138,8 @@ def build_contract_checks(layer: Layer, table: str) -> dg.AssetChecksDefinition:
                     metadata={"note": f"{key.to_user_string()} does not exist yet"},
                 )
             return
-        verification = verify(lake, layer, table, materialized_version(context, key))
+        version, built_from = materialized_versions(context, key)
+        verification = verify(lake, layer, table, version, reference_versions=built_from)
         context.log.info(verification.report())
         withdrawn: dict[str, Any] = {}
         if gated and verification.failed:

@@ -30,7 +30,7 @@ from lakehouse.marts import (
     slim_selection,
 )
 from lakehouse.openlineage import lineage_run
-from lakehouse.storage import Layer
+from lakehouse.storage import Lake, Layer
 
 
 class LakehouseDbtPreparer(DagsterDbtProjectPreparer):
@@ -94,7 +94,16 @@ class LakehouseDbtTranslator(DagsterDbtTranslator):
 )
 def jaffle_marts(context: dg.AssetExecutionContext, lakehouse: LakehouseResource) -> Iterator[Any]:
     lake = lakehouse.lake()
-    workspace = MartWorkspace(lake)
+    workspace = MartWorkspace(lake, context.run_id)
+    try:
+        yield from _build_marts(context, lake, workspace)
+    finally:
+        workspace.discard()
+
+
+def _build_marts(
+    context: dg.AssetExecutionContext, lake: Lake, workspace: MartWorkspace
+) -> Iterator[Any]:
     pinned = workspace.load_cleansed()
     context.log.info(f"dbt reads cleansed tables at versions {pinned}")
     inputs = MartInputs(pinned, dbt_code_fingerprint(dbt_project.manifest_path))
@@ -105,26 +114,29 @@ def jaffle_marts(context: dg.AssetExecutionContext, lakehouse: LakehouseResource
         target=lake.environment.dbt_target,
     )
     args = ["build"]
+    building = {key.path[-1] for key in context.selected_asset_keys}
     slim = slim_selection(lake)
     if slim is not None:
         # A branch rebuilds only what it changes (dagster-dbt adds its own --select, so
         # the rest is excluded); every other mart a model refs is prod's, pinned.
         wanted = slim.models(workspace, lake.environment.dbt_target)
         everything = set(mart_models(dbt_project.manifest_path))
-        selected = {key.path[-1] for key in context.selected_asset_keys}
         context.log.info(
             f"branch: slim dbt build of {slim.select!r}: {sorted(wanted) or 'nothing'}"
         )
-        if not wanted & selected:
+        building &= wanted
+        if not building:
             context.log.info("no selected mart differs from prod: nothing to build")
             return
-        context.log.info(f"prod marts deferred to: {workspace.load_marts()}")
         args += ["--defer", "--state", str(slim.state)]
         if everything - wanted:
             args += ["--exclude", " ".join(sorted(everything - wanted))]
+    # A model may ref a mart this run does not build (automation builds the marts whose
+    # inputs are ready): dbt reads it as published, never a copy an earlier run left.
+    context.log.info(f"marts read as published: {workspace.load_marts(rebuilt=building)}")
     # dbt holds the DuckDB file until it exits, so publish to Delta once it has finished;
     # the dbt test results (asset checks) follow the materializations they judge.
-    # dbt's artifacts go to this lake's work dir, not into the checkout.
+    # dbt's artifacts go to this run's work dir, not into the checkout.
     invocation = dbt.cli(args, context=context, target_path=workspace.directory / "target")
     events = list(invocation.stream())
     if invocation.is_successful() and not lake.is_branch:
