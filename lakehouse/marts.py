@@ -121,16 +121,13 @@ class MartWorkspace:
                 pinned[name] = version
         return pinned
 
-    def load_marts(self, rebuilt: Iterable[str] = ()) -> dict[str, str]:
-        """Copy the published marts (in a branch: prod's, pinned, unless the branch rebuilt
-        them) into DuckDB's ``marts`` schema, where refs to models dbt does not build, and
-        deferred refs, find them. Models in ``rebuilt`` are left for dbt to build."""
+    def load_marts(self, models: Iterable[str] | None = None) -> dict[str, str]:
+        """Copy published marts (default: all; in a branch: prod's, pinned, unless the branch
+        rebuilt them) into DuckDB's ``marts`` schema, where refs to models dbt does not
+        build, and deferred refs, find them."""
         loaded: dict[str, str] = {}
-        skip = set(rebuilt)
         with self._loading(MARTS_SCHEMA) as con:
-            for model in mart_models():
-                if model in skip:
-                    continue
+            for model in mart_models() if models is None else sorted(models):
                 ref = self.lake.input_table(Layer.MARTS, model)
                 dt = delta.open_table(ref.uri, self.lake.storage_options, ref.version)
                 if dt is None:

@@ -86,6 +86,8 @@ def test_a_mart_is_judged_against_the_snapshot_it_was_built_from(
     lake = Lake(local_settings)
     land_files(lake, sample_delivery, datetime(2026, 11, 1, tzinfo=UTC))
     defs = build_definitions(LakehouseResource.from_settings(local_settings))
+    # "Execute checks" on marts/orders: its Soda contract and its dbt tests, nothing built
+    # (so the dbt tests must find the published table in a workspace of their own).
     recheck = dg.define_asset_job(
         "recheck_marts_orders",
         selection=dg.AssetSelection.checks_for_assets(dg.AssetKey(["marts", "orders"])),
@@ -114,6 +116,8 @@ def test_a_mart_is_judged_against_the_snapshot_it_was_built_from(
         if c.check_name == "location_id__invalid__ref"
     ]
     assert ref.passed
+    dbt_tests = {c.check_name: c.passed for c in result.get_asset_check_evaluations()}
+    assert dbt_tests["unique_orders_order_id"] and dbt_tests["not_null_orders_customer_id"]
     checked = ref.metadata["delta_versions_checked"].value
     assert isinstance(checked, dict)
     assert checked["cleansed/stores"] == built_from["stores"]

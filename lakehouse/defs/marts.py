@@ -131,9 +131,16 @@ def _build_marts(
         args += ["--defer", "--state", str(slim.state)]
         if everything - wanted:
             args += ["--exclude", " ".join(sorted(everything - wanted))]
-    # A model may ref a mart this run does not build (automation builds the marts whose
-    # inputs are ready): dbt reads it as published, never a copy an earlier run left.
-    context.log.info(f"marts read as published: {workspace.load_marts(rebuilt=building)}")
+    # dbt reads the marts this run does not build as published, never as a copy an earlier
+    # run left: those a built model refs (automation builds the marts whose inputs are
+    # ready) and those whose dbt tests run alone ("Execute checks" in the UI).
+    read = {
+        table
+        for model in building
+        for layer, table in model_parents(dbt_project.manifest_path, model)
+        if layer == Layer.MARTS.value
+    } | {check.asset_key.path[-1] for check in context.selected_asset_check_keys}
+    context.log.info(f"marts read as published: {workspace.load_marts(read - building) or 'none'}")
     # dbt holds the DuckDB file until it exits, so publish to Delta once it has finished;
     # the dbt test results (asset checks) follow the materializations they judge.
     # dbt's artifacts go to this run's work dir, not into the checkout.
