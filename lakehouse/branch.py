@@ -128,12 +128,11 @@ def refresh_pins(lake: Lake) -> tuple[BranchPins, BranchPins]:
     return before, lake.pins
 
 
-def prod_manifest_dir(lake: Lake) -> Path | None:
-    """A local folder holding prod's pinned dbt manifest (for ``--state``), if prod had one."""
+def prod_manifest_dir(lake: Lake, folder: Path) -> Path | None:
+    """``folder``, holding prod's pinned dbt manifest (for ``--state``), if prod had one."""
     data = lake.read_object(lake.uri(PROD_MANIFEST))
     if data is None:
         return None
-    folder = Path(lake.settings.work_dir) / f"prod-state-{lake.environment.branch}"
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "manifest.json").write_bytes(data)
     return folder

@@ -7,7 +7,6 @@ for the model. The report is Markdown, written to be posted as a pull request co
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,6 +14,7 @@ from typing import Any
 import duckdb
 
 from lakehouse import delta
+from lakehouse.marts import read_manifest
 from lakehouse.storage import Lake, Layer
 
 EXAMPLES = 3
@@ -136,7 +136,7 @@ def _cell(value: str | None) -> str:
 
 def mart_keys(manifest_path: Path) -> dict[str, str]:
     """Model -> the column or expression its dbt ``unique`` test is on."""
-    manifest = json.loads(manifest_path.read_text())
+    manifest = read_manifest(manifest_path)
     keys: dict[str, str] = {}
     for node in manifest["nodes"].values():
         meta = node.get("test_metadata") or {}

@@ -17,6 +17,7 @@ import sys
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -54,22 +55,22 @@ def _copy_in(con: duckdb.DuckDBPyConnection, table: str, data: Any) -> None:
 
 @dataclass(frozen=True)
 class MartWorkspace:
-    """dbt's scratch space for one lake: a DuckDB file and a profile pointing at it.
+    """One run's dbt scratch space over a lake: a DuckDB file, a profile pointing at it,
+    dbt's target directory and prod's dbt state (in a branch).
 
-    Given a ``run_id``, the space is that run's alone: concurrent runs never share a DuckDB
-    file (which one writer locks) or a dbt target directory, and nothing a run leaves
-    behind can stand in for the lake, so a fresh container builds exactly what a warm one
-    does. ``discard`` removes it afterwards.
+    The space is the run's alone: concurrent runs never share a DuckDB file (which one
+    writer locks) or a target directory, and nothing a run leaves behind can stand in for
+    the lake, so a fresh container builds exactly what a warm one does. ``discard``
+    removes it afterwards.
     """
 
     lake: Lake
-    run_id: str | None = None
+    run_id: str
 
     @property
     def directory(self) -> Path:
         slug = hashlib.sha256(self.lake.root.encode()).hexdigest()[:12]
-        shared = Path(self.lake.settings.work_dir) / f"dbt-{slug}"
-        return shared if self.run_id is None else shared / "runs" / self.run_id
+        return Path(self.lake.settings.work_dir) / f"dbt-{slug}" / "runs" / self.run_id
 
     def discard(self) -> None:
         shutil.rmtree(self.directory, ignore_errors=True)
@@ -157,8 +158,20 @@ class MartWorkspace:
         return delta.replace(target, table, commit), True
 
 
+def read_manifest(manifest_path: Path) -> dict[str, Any]:
+    """The parsed dbt manifest, parsed once per file version (a large project's manifest
+    takes a while to parse, and a run consults it for every model). Do not mutate it."""
+    stat = manifest_path.stat()
+    return _parsed_manifest(str(manifest_path), stat.st_mtime_ns, stat.st_size)
+
+
+@lru_cache(maxsize=4)
+def _parsed_manifest(path: str, mtime_ns: int, size: int) -> dict[str, Any]:
+    return dict(json.loads(Path(path).read_text()))
+
+
 def mart_models(manifest_path: Path = DBT_PROJECT_DIR / "target" / "manifest.json") -> list[str]:
-    manifest = json.loads(manifest_path.read_text())
+    manifest = read_manifest(manifest_path)
     return sorted(n["name"] for n in manifest["nodes"].values() if n["resource_type"] == "model")
 
 
@@ -200,7 +213,7 @@ class SlimBuild:
         return {line.strip() for line in result.stdout.splitlines() if line.strip()}
 
 
-def slim_selection(lake: Lake) -> SlimBuild | None:
+def slim_selection(workspace: MartWorkspace) -> SlimBuild | None:
     """A branch's slim build; None outside a branch (or when prod has no dbt state yet).
 
     Selected: models whose code differs from prod's pinned manifest (``state:modified+``)
@@ -208,9 +221,10 @@ def slim_selection(lake: Lake) -> SlimBuild | None:
     """
     from lakehouse.branch import prod_manifest_dir
 
+    lake = workspace.lake
     if not lake.is_branch:
         return None
-    state = prod_manifest_dir(lake)
+    state = prod_manifest_dir(lake, workspace.directory / "prod-state")
     if state is None:
         return None  # prod has never built its marts: build all of them
     rebuilt = [
@@ -243,7 +257,7 @@ class MartInputs:
 
 def dbt_code_fingerprint(manifest_path: Path) -> str:
     """One hash over every model's SQL checksum: any model edit rebuilds all marts."""
-    manifest = json.loads(manifest_path.read_text())
+    manifest = read_manifest(manifest_path)
     checksums = sorted(
         f"{uid}={node['checksum']['checksum']}"
         for uid, node in manifest["nodes"].items()
@@ -254,7 +268,7 @@ def dbt_code_fingerprint(manifest_path: Path) -> str:
 
 def downstream_models(manifest_path: Path, model: str) -> list[str]:
     """Models built from ``model``, directly or not (from the dbt manifest's child map)."""
-    manifest = json.loads(manifest_path.read_text())
+    manifest = read_manifest(manifest_path)
     children: dict[str, list[str]] = manifest["child_map"]
     prefix = "model."
     start = next(
@@ -274,7 +288,7 @@ def downstream_models(manifest_path: Path, model: str) -> list[str]:
 
 def model_parents(manifest_path: Path, model: str) -> list[tuple[str, str]]:
     """(layer, table) of what a model reads: cleansed sources and other marts."""
-    manifest = json.loads(manifest_path.read_text())
+    manifest = read_manifest(manifest_path)
     node = next(
         n
         for n in manifest["nodes"].values()

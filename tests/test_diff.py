@@ -48,10 +48,10 @@ def test_a_model_edit_shows_up_in_the_diff(built_lake: Lake, tmp_path: Path) -> 
     branch = prod.branch(21)
 
     # The branch's dbt build, as the marts asset runs it: slim, deferring to prod's state.
-    workspace = MartWorkspace(branch)
+    workspace = MartWorkspace(branch, "test-diff")
     pinned = workspace.load_cleansed()  # prod's cleansed tables, pinned
     workspace.load_marts()  # prod's marts, for the refs dbt defers
-    slim = slim_selection(branch)
+    slim = slim_selection(workspace)
     assert slim is not None and slim.select == "state:modified+"  # no cleansed rebuilt
     target = tmp_path / "target"
     subprocess.run(

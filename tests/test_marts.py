@@ -15,7 +15,7 @@ from lakehouse.contracts import verify
 from lakehouse.definitions import build_definitions
 from lakehouse.defs.resources import LakehouseResource
 from lakehouse.landing import land_files
-from lakehouse.marts import read_mart
+from lakehouse.marts import read_manifest, read_mart
 from lakehouse.settings import LakehouseSettings
 from lakehouse.sources import SOURCES
 from lakehouse.storage import Lake, Layer
@@ -128,3 +128,12 @@ def test_a_mart_is_judged_against_the_snapshot_it_was_built_from(
     # Checked against today's cleansed/stores instead, the same orders fail.
     today = verify(lake, Layer.MARTS, "orders")
     assert "location_id__invalid__ref" in {o.check.name for o in today.failed}
+
+
+def test_the_manifest_is_parsed_once_per_version_of_the_file(tmp_path: Path) -> None:
+    manifest = tmp_path / "manifest.json"
+    manifest.write_text('{"nodes": {}}')
+    first = read_manifest(manifest)
+    assert read_manifest(manifest) is first  # parsed once
+    manifest.write_text('{"nodes": {"model.x": {}}}')  # dbt parse rewrote it
+    assert read_manifest(manifest) == {"nodes": {"model.x": {}}}

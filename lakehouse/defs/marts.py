@@ -115,7 +115,7 @@ def _build_marts(
     )
     args = ["build"]
     building = {key.path[-1] for key in context.selected_asset_keys}
-    slim = slim_selection(lake)
+    slim = slim_selection(workspace)
     if slim is not None:
         # A branch rebuilds only what it changes (dagster-dbt adds its own --select, so
         # the rest is excluded); every other mart a model refs is prod's, pinned.
