@@ -216,11 +216,26 @@ class LakehouseSettings(BaseSettings):
         default="lakehouse", description="OpenLineage job namespace."
     )
 
+    fault_point: str | None = Field(
+        default=None,
+        description="Tests only: SIGKILL this process at a named commit boundary "
+        "(``<point>[:<table>][@<n>]``, see lakehouse/faults.py). Unset in every deployment.",
+    )
+
     @field_validator("openlineage_url")
     @classmethod
     def _lineage_target(cls, value: str | None) -> str | None:
         if value and not value.startswith(("http://", "https://", "file://")):
             raise ValueError(f"openlineage_url {value!r}: use http(s):// or file:///path")
+        return value or None
+
+    @field_validator("fault_point")
+    @classmethod
+    def _known_fault_point(cls, value: str | None) -> str | None:
+        from lakehouse.faults import FaultPlan
+
+        if value:
+            FaultPlan.parse(value)  # a typo must not make a fault test pass vacuously
         return value or None
 
     @field_validator("lake_root")

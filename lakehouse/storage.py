@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from deltalake import DeltaTable
 
-from lakehouse import delta
+from lakehouse import delta, faults
 from lakehouse.delta import WritableTable
 from lakehouse.settings import BRANCH_NAME, DeploymentKind, Environment, LakehouseSettings
 
@@ -96,6 +96,7 @@ class Lake:
 
     def __init__(self, settings: LakehouseSettings) -> None:
         self.settings = settings
+        faults.arm(settings.fault_point)
         self.environment: Environment = settings.environment
         self.prod_root = settings.lake_root
         """The lake's own root: prod's tables (and the branches/ folder)."""
