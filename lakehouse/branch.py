@@ -64,12 +64,15 @@ class BranchPins:
 
 
 def prod_tables(lake: Lake) -> dict[str, int]:
-    """Every Delta table under prod's layer folders, with its current version."""
+    """Every Delta table under prod's layer folders, with the version prod's readers see
+    (the published one: a branch never pins a version that has not passed its checks)."""
     found: dict[str, int] = {}
     for layer in Layer:
         for table in lake.folder_names(lake.prod_uri(layer.value)):
-            version = delta.current_version(lake.prod_uri(layer.value, table), lake.storage_options)
-            if version is not None:  # a folder that is not a Delta table is not pinned
+            version = delta.readable_version(
+                lake.prod_uri(layer.value, table), lake.storage_options
+            )
+            if version is not None:  # not a Delta table, or nothing published yet: not pinned
                 found[f"{layer.value}/{table}"] = version
     return found
 

@@ -1,24 +1,36 @@
 """Raw -> cleansed: typed, deduplicated, PII-protected; rows that fail go to quarantine.
 
 Each run reads only the rows raw gained since the cleansed table's cursor (the raw
-version recorded in its last commit), through Delta's change data feed. Rows that fail
-typing or a required-field rule go to quarantine/<table> with the reason; the rest are
-deduplicated on the business key (latest delivery wins) and MERGEd, so replaying a
-batch changes nothing. Every run reconciles: read = written + duplicates + quarantined.
+version its last commit caught up with, a Delta app transaction committed with the data),
+through Delta's change data feed. Rows that cannot be typed, and rows that break a
+contract rule whose action is ``quarantine`` (see ``lakehouse.expectations``), go to
+quarantine/<table> with the rule and the reason; a rule whose action is ``fail`` stops the
+batch, as does a quarantine rate above the threshold. The rest are deduplicated on the
+business key (latest delivery wins) and MERGEd, so replaying a batch changes nothing.
+Rows held for a missing reference are judged again every run and released once it exists.
+
+The new version is then judged by the table's contract and published or withdrawn
+(``lakehouse.publish``). Every commit is made on the snapshot it was decided on, so a crash
+at any point or another run at the same time never loses or doubles a row: the next
+attempt re-reads and carries on from what was committed. Every run reconciles:
+read + released = written + duplicates + quarantined.
 """
 
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
 from typing import Any
 
 import polars as pl
-from deltalake import DeltaTable
 
-from lakehouse import delta
-from lakehouse.contracts import load_contract
+from lakehouse import delta, publish, quarantine
+from lakehouse.contracts import Action, load_contract
+from lakehouse.expectations import HELD_FOR, REASONS, RULES, SAMPLE_ROWS, Violation, judge
+from lakehouse.faults import fault_point
 from lakehouse.pii import mask, pseudonymize
+from lakehouse.publish import Verdict
 from lakehouse.sources import (
     INGESTED_AT,
     LINEAGE_COLUMNS,
@@ -32,7 +44,7 @@ from lakehouse.sources import (
     Source,
     cleansed_value_columns,
 )
-from lakehouse.storage import Lake, Layer
+from lakehouse.storage import Lake, Layer, TableRef
 
 COMMIT_VERSION = "_commit_version"
 
@@ -191,21 +203,46 @@ def latest_delivery_wins(valid: pl.DataFrame, source: Source) -> pl.DataFrame:
 
 
 # -- one incremental run against the lake ------------------------------------------------
+class BatchRejectedError(RuntimeError):
+    """A batch broke a rule whose action is ``fail``, or quarantined too many of its rows:
+    nothing was written, the batch is judged again next run (or accepted by an operator)."""
+
+
+@dataclass(frozen=True)
+class QuarantinePolicy:
+    """When quarantining stops being a remedy and becomes a failure of the batch."""
+
+    max_rate: float = 0.05
+    """Fail a batch that would quarantine more than this share of its rows..."""
+    min_rows: int = 10
+    """...once at least this many (a handful of bad rows in a tiny batch is not a trend)."""
+    accept_reason: str | None = None
+    """An operator accepted this batch: ``fail`` rules quarantine and no rate applies."""
+
+
 @dataclass(frozen=True)
 class CleanseReport:
     table: str
     raw_version: int | None
     up_to_date: bool
     rows_read: int = 0
+    rows_released: int = 0
     rows_inserted: int = 0
     rows_updated: int = 0
     rows_unchanged: int = 0
     duplicates_in_batch: int = 0
     rows_quarantined: int = 0
+    rows_warned: int = 0
     cleansed_version: int | None = None
+    """The version this run wrote (None: it wrote none)."""
     quarantine_version: int | None = None
     cleansed_rows: int = 0
     quarantine_samples: tuple[str, ...] = ()
+    violations: tuple[Violation, ...] = ()
+    reference_versions: dict[str, int] = field(default_factory=dict)
+    verdict: Verdict | None = None
+    recovered: Verdict | None = None
+    """A version a crashed (or concurrent) run had left unjudged, judged before this run."""
 
     @property
     def rows_written(self) -> int:
@@ -219,120 +256,379 @@ class CleanseReport:
         return {
             "raw_version_processed": self.raw_version,
             "rows_read": self.rows_read,
+            "rows_released": self.rows_released,
             "rows_written": self.rows_written,
             "rows_inserted": self.rows_inserted,
             "rows_updated": self.rows_updated,
             "duplicates_collapsed": self.duplicates_collapsed,
             "rows_quarantined": self.rows_quarantined,
+            "rows_warned": self.rows_warned,
             "reconciliation": (
-                f"{self.rows_read} read = {self.rows_written} written + "
-                f"{self.duplicates_collapsed} duplicates collapsed + {self.rows_quarantined} quarantined"
+                f"{self.rows_read} read + {self.rows_released} released = {self.rows_written} "
+                f"written + {self.duplicates_collapsed} duplicates collapsed + "
+                f"{self.rows_quarantined} quarantined"
             ),
         }
 
 
-def cleanse_source(lake: Lake, source: Source, stamp: delta.Stamp, pii_key: bytes) -> CleanseReport:
-    """Bring cleansed/<source> (and its quarantine) up to the current raw version."""
-    so = lake.storage_options
-    raw = lake.input_table(Layer.RAW, source.name)  # a branch may read prod's, pinned
-    target_w = lake.writable(Layer.CLEANSED, source.name)
-    quarantine_w = lake.writable(Layer.QUARANTINE, source.name)
+UPSTREAM_KEY = "lakehouse_source_table"
 
-    raw_version = lake.version_of(raw)
-    target = target_w.open()
-    done = delta.cursor(target)
-    upstream = "prod" if raw.from_prod else "own"
-    _check_same_upstream(target, upstream, source.name)
-    if raw_version is None or done == raw_version:
+
+def _upstream(raw: TableRef, table: str) -> str:
+    """What the raw cursor counts versions of: this lake's raw table or prod's (a branch)."""
+    return f"{'prod:' if raw.from_prod else ''}{Layer.RAW.value}/{table}"
+
+
+def cursor_apps(table: str) -> tuple[str, ...]:
+    """Every cursor a cleansed table keeps (a withdrawal puts each back)."""
+    raw = f"{Layer.RAW.value}/{table}"
+    return (
+        delta.cursor_app(raw),
+        delta.cursor_app(f"prod:{raw}"),
+        delta.cursor_app(f"{Layer.QUARANTINE.value}/{table}"),
+    )
+
+
+def _describe(row: dict[str, Any]) -> str:
+    return f"{row[SOURCE_FILE_URI]} row {row[SOURCE_ROW_NUMBER]}"
+
+
+def cleanse_source(
+    lake: Lake,
+    source: Source,
+    stamp: delta.Stamp,
+    pii_key: bytes,
+    *,
+    policy: QuarantinePolicy | None = None,
+    now: datetime | None = None,
+) -> CleanseReport:
+    """Bring cleansed/<source> (and its quarantine) up to the current raw version, judge
+    the new version and publish or withdraw it."""
+    policy = policy or QuarantinePolicy()
+    table = source.name
+    recovered = publish.audit_pending(
+        lake, Layer.CLEANSED, table, stamp, cursor_apps=cursor_apps(table)
+    )
+    report = delta.retry_on_conflict(
+        lambda: _cleanse_once(lake, source, stamp, pii_key, policy, now or datetime.now(UTC)),
+        f"cleansed/{table}",
+    )
+    if report.cleansed_version is None:
+        return replace(report, recovered=recovered)
+    verdict = publish.judge(
+        lake,
+        Layer.CLEANSED,
+        table,
+        report.cleansed_version,
+        stamp,
+        reference_versions=report.reference_versions,
+        cursor_apps=cursor_apps(table),
+    )
+    return replace(report, verdict=verdict, recovered=recovered)
+
+
+def _raw_rows(raw: TableRef, lake: Lake, keys: pl.DataFrame) -> pl.DataFrame:
+    """The raw rows (as landed, in clear) of the quarantined rows identified by ``keys``."""
+    if keys.height == 0 or raw.version is None:
+        return pl.DataFrame()
+    files = keys[SOURCE_FILE_URI].unique().to_list()
+    rows = (
+        pl.scan_delta(
+            raw.uri, version=raw.version, storage_options=delta.polars_options(lake.storage_options)
+        )
+        .filter(pl.col(SOURCE_FILE_URI).is_in(files))
+        .collect()
+    )
+    return rows.join(keys.select(quarantine.ROW_KEY), on=list(quarantine.ROW_KEY), how="semi")
+
+
+def _cleanse_once(
+    lake: Lake,
+    source: Source,
+    stamp: delta.Stamp,
+    pii_key: bytes,
+    policy: QuarantinePolicy,
+    now: datetime,
+) -> CleanseReport:
+    table = source.name
+    raw = lake.input_table(Layer.RAW, table)  # a branch may read prod's, pinned
+    target = lake.writable(Layer.CLEANSED, table)
+    q_target = lake.writable(Layer.QUARANTINE, table)
+    upstream = _upstream(raw, table)
+    q_upstream = f"{Layer.QUARANTINE.value}/{table}"
+
+    publish.audit_pending(lake, Layer.CLEANSED, table, stamp, cursor_apps=cursor_apps(table))
+    snapshot = target.snapshot()
+    q_snapshot = q_target.snapshot()
+    _check_same_upstream(snapshot, upstream, table)
+    done = snapshot.cursor(upstream)
+    merged_from_quarantine = snapshot.cursor(q_upstream)
+
+    held = quarantine.read(lake, table, version=q_snapshot.version) if q_snapshot.dt else None
+    held = held if held is not None else pl.DataFrame(schema=quarantine.schema(source))
+    status = pl.col(quarantine.STATUS)
+    released_unmerged = held.filter(
+        (status == quarantine.Status.RELEASED.value)
+        & (pl.col(quarantine.STATUS_VERSION) > (merged_from_quarantine or -1))
+    )
+    to_judge_again = held.filter(
+        (
+            (status == quarantine.Status.QUARANTINED.value)
+            & pl.col(quarantine.HELD_FOR).is_not_null()
+        )
+        | (status == quarantine.Status.RELEASE_REQUESTED.value)
+    )
+    raw_version = raw.version
+    if raw_version is None or (
+        done == raw_version and released_unmerged.height == 0 and to_judge_again.height == 0
+    ):
+        current = snapshot.dt
         return CleanseReport(
-            source.name,
+            table,
             raw_version,
             up_to_date=True,
-            cleansed_version=None if target is None else target.version(),
-            cleansed_rows=0 if target is None else delta.row_count(target),
+            cleansed_rows=0 if current is None else delta.row_count(current),
         )
 
-    batch = delta.read_inserts(raw.uri, so, done, raw_version)
-    typed = type_rows(batch, source, pii_key, stamp.run_id)
-    cursor = {delta.CURSOR_KEY: str(raw_version), UPSTREAM_KEY: upstream}
+    # New raw rows, minus those a crashed or concurrent run has quarantined already.
+    batch = (
+        delta.read_inserts(raw.uri, lake.storage_options, done, raw_version)
+        if done != raw_version
+        else pl.DataFrame()
+    )
+    rows_read = batch.height
+    in_range = held.filter(pl.col(quarantine.RAW_VERSION).is_between((done or -1) + 1, raw_version))
+    already = (
+        batch.join(in_range.select(quarantine.ROW_KEY), on=list(quarantine.ROW_KEY), how="semi")
+        if batch.height
+        else batch
+    )
+    if batch.height:
+        batch = batch.join(
+            in_range.select(quarantine.ROW_KEY), on=list(quarantine.ROW_KEY), how="anti"
+        )
+    contract = load_contract(Layer.CLEANSED, table)
+    typed = type_rows(batch, source, pii_key, stamp.run_id) if batch.height else None
+    judged = (
+        judge(lake, contract, typed.valid.drop(COMMIT_VERSION, strict=False), now, _describe)
+        if typed is not None and typed.valid.height
+        else None
+    )
+    references = dict(judged.reference_versions) if judged else {}
+    fail = [] if judged is None else judged.of(Action.FAIL)
+    rule_quarantined = judged.quarantined if judged is not None else pl.DataFrame()
+    if fail and policy.accept_reason is None:
+        raise BatchRejectedError(_rejection_message(table, done, raw_version, fail, None))
 
-    # Quarantine first, only for raw versions it has not yet recorded: a run that died
-    # after this write and before the merge must not quarantine the same rows twice.
-    quarantine = quarantine_w.open()
-    q_done = delta.cursor(quarantine)
-    q_rows = typed.quarantined
-    if q_done is not None:
-        q_rows = q_rows.filter(pl.col(COMMIT_VERSION) > q_done)
-    quarantine_version = None if quarantine is None else quarantine.version()
-    if q_rows.height:
-        quarantine = delta.append(quarantine_w, q_rows.drop(COMMIT_VERSION), stamp.commit(**cursor))
-        quarantine_version = quarantine.version()
+    # Held and release-requested rows: judged again from their raw rows, as landed.
+    again = _raw_rows(raw, lake, to_judge_again)
+    released_keys = pl.DataFrame(schema={k: held.schema[k] for k in quarantine.ROW_KEY})
+    changes: list[quarantine.StatusChange] = []
+    released_valid = pl.DataFrame()
+    if again.height:
+        re_typed = type_rows(again, source, pii_key, stamp.run_id)
+        re_judged = (
+            judge(lake, contract, re_typed.valid, now, _describe, reference_versions=references)
+            if re_typed.valid.height
+            else None
+        )
+        if re_judged is not None:
+            references |= re_judged.reference_versions
+            released_valid = re_judged.passed
+            released_keys = quarantine.identity(re_judged.passed)
+        if released_keys.height:
+            changes.append(
+                quarantine.StatusChange(
+                    released_keys, quarantine.Status.RELEASED, "passes every rule now"
+                )
+            )
+        requested = to_judge_again.filter(status == quarantine.Status.RELEASE_REQUESTED.value)
+        still = quarantine.identity(requested).join(
+            released_keys, on=list(quarantine.ROW_KEY), how="anti"
+        )
+        if still.height:
+            changes.append(
+                quarantine.StatusChange(
+                    still, quarantine.Status.QUARANTINED, "release requested: still fails its rules"
+                )
+            )
 
-    deduped = latest_delivery_wins(typed.valid, source).drop(COMMIT_VERSION)
-    before = 0 if target is None else delta.row_count(target)
-    if target is None:
-        target = delta.append(target_w, deduped, stamp.commit(**cursor))
+    # Rows quarantined by this run: typing failures, then rule violations (as landed).
+    inserts = []
+    if typed is not None and typed.quarantined.height:
+        inserts.append(
+            quarantine.new_rows(
+                typed.quarantined,
+                source,
+                rule=quarantine.TYPING_RULE,
+                reason=pl.col(QUARANTINE_REASON),
+                held_for=None,
+                run_id=stamp.run_id,
+                now=now,
+                status_reason=_accepted(policy),
+            )
+        )
+    if rule_quarantined.height:
+        landed = batch.join(
+            rule_quarantined.select(*quarantine.ROW_KEY, RULES, REASONS, HELD_FOR),
+            on=list(quarantine.ROW_KEY),
+            how="inner",
+        )
+        inserts.append(
+            quarantine.new_rows(
+                landed,
+                source,
+                rule=pl.col(RULES),
+                reason=pl.col(REASONS),
+                held_for=pl.col(HELD_FOR),
+                run_id=stamp.run_id,
+                now=now,
+                status_reason=_accepted(policy),
+            )
+        )
+    new_quarantined = (
+        pl.concat(inserts, how="vertical")
+        if inserts
+        else pl.DataFrame(schema=quarantine.schema(source))
+    )
+    rate = new_quarantined.height / rows_read if rows_read else 0.0
+    if (
+        policy.accept_reason is None
+        and new_quarantined.height >= policy.min_rows
+        and rate > policy.max_rate
+    ):
+        raise BatchRejectedError(
+            _rejection_message(table, done, raw_version, [], (new_quarantined, rate, policy))
+        )
+
+    q_version = quarantine.write(
+        q_snapshot, source, stamp, inserts=new_quarantined, changes=changes, now=now
+    )
+    if q_version is not None:
+        fault_point("cleansed.after_quarantine", table)
+    q_cursor = q_snapshot.version
+
+    # Everything that publishes: good new rows, rows released now, rows released earlier
+    # whose merge a crash interrupted (read again from raw).
+    earlier = _raw_rows(raw, lake, released_unmerged)
+    earlier_valid = (
+        type_rows(earlier, source, pii_key, stamp.run_id).valid
+        if earlier.height
+        else pl.DataFrame()
+    )
+    good = judged.passed if judged is not None else pl.DataFrame()
+    parts = [
+        p
+        for p in (good, released_valid, earlier_valid.drop(COMMIT_VERSION, strict=False))
+        if p.height
+    ]
+    values = pl.concat(parts, how="vertical") if parts else None
+    rows_released = released_valid.height + earlier_valid.height
+    deduped = latest_delivery_wins(values, source) if values is not None else None
+
+    txns = {delta.cursor_app(upstream): raw_version}
+    if q_cursor is not None:
+        txns[delta.cursor_app(q_upstream)] = q_cursor
+    before = 0 if snapshot.dt is None else delta.row_count(snapshot.dt)
+    if deduped is None:
+        deduped = conform(
+            pl.DataFrame(schema=contract.polars_schema()), contract.polars_schema(), table
+        )
+    if snapshot.dt is None:
+        snapshot.append(deduped, stamp, txns=txns, extra={UPSTREAM_KEY: upstream})
         inserted, updated = deduped.height, 0
     else:
-        key_match = " AND ".join(f"t.{k} = s.{k}" for k in source.key)
-        metrics = (
-            target.merge(
-                deduped.to_arrow(),
-                predicate=key_match,
-                source_alias="s",
-                target_alias="t",
-                commit_properties=stamp.commit(**cursor),
-            )
-            .when_matched_update_all(
-                predicate=f"s.{ROW_HASH} <> t.{ROW_HASH} AND s.{INGESTED_AT} >= t.{INGESTED_AT}"
-            )
-            .when_not_matched_insert_all()
-            .execute()
+        metrics = snapshot.merge(
+            deduped,
+            stamp,
+            on=list(source.key),
+            update_when=f"s.{ROW_HASH} <> t.{ROW_HASH} AND s.{INGESTED_AT} >= t.{INGESTED_AT}",
+            txns=txns,
+            extra={UPSTREAM_KEY: upstream},
         )
         inserted = int(metrics["num_target_rows_inserted"])
         updated = int(metrics["num_target_rows_updated"])
-        target = target_w.open()
-        assert target is not None
-    after = delta.row_count(target)
+    fault_point("cleansed.after_commit", table)
+    assert snapshot.dt is not None
+    state = snapshot.state()
+    wrote = state is not None and state.written == snapshot.version
+    after = delta.row_count(snapshot.dt)
 
+    quarantined_total = new_quarantined.height + already.height
     report = CleanseReport(
-        table=source.name,
+        table=table,
         raw_version=raw_version,
         up_to_date=False,
-        rows_read=batch.height,
+        rows_read=rows_read,
+        rows_released=rows_released,
         rows_inserted=inserted,
         rows_updated=updated,
         rows_unchanged=deduped.height - inserted - updated,
-        duplicates_in_batch=typed.valid.height - deduped.height,
-        rows_quarantined=typed.quarantined.height,
-        cleansed_version=target.version(),
-        quarantine_version=quarantine_version,
+        duplicates_in_batch=(values.height if values is not None else 0) - deduped.height,
+        rows_quarantined=quarantined_total,
+        rows_warned=sum(v.rows for v in judged.of(Action.WARN)) if judged else 0,
+        cleansed_version=snapshot.version if wrote else None,
+        quarantine_version=q_version,
         cleansed_rows=after,
         quarantine_samples=tuple(
             f"{r[SOURCE_FILE_URI]} row {r[SOURCE_ROW_NUMBER]}: {r[QUARANTINE_REASON]}"
-            for r in typed.quarantined.head(5).iter_rows(named=True)
+            for r in new_quarantined.head(5).iter_rows(named=True)
         ),
+        violations=tuple(judged.violations) if judged else (),
+        reference_versions=references,
     )
     _reconcile(report, before, after)
     return report
 
 
-UPSTREAM_KEY = "lakehouse_source_table"
-"""Commit-info key: whose raw table the cursor counts versions of, "own" or (a branch
-reading it pinned) "prod"."""
+def _accepted(policy: QuarantinePolicy) -> str | None:
+    return None if policy.accept_reason is None else f"batch accepted: {policy.accept_reason}"
 
 
-def _check_same_upstream(target: DeltaTable | None, upstream: str, table: str) -> None:
+def _rejection_message(
+    table: str,
+    done: int | None,
+    raw_version: int,
+    fail: list[Violation],
+    rate: tuple[pl.DataFrame, float, QuarantinePolicy] | None,
+) -> str:
+    lines = [
+        f"cleansed/{table}: the batch of raw versions {(done if done is not None else -1) + 1}.."
+        f"{raw_version} was stopped; nothing was written."
+    ]
+    for v in fail:
+        lines.append(f"  rule {v.rule} (action fail) broken by {v.rows} row(s), e.g.:")
+        lines += [f"    {s}" for s in v.sample]
+    if rate is not None:
+        rows, share, policy = rate
+        lines.append(
+            f"  {rows.height} row(s) would be quarantined ({share:.0%} of the batch, above "
+            f"the {policy.max_rate:.0%} threshold), e.g.:"
+        )
+        lines += [
+            f"    {r[SOURCE_FILE_URI]} row {r[SOURCE_ROW_NUMBER]}: {r[quarantine.RULE]}: "
+            f"{r[QUARANTINE_REASON]}"
+            for r in rows.head(SAMPLE_ROWS).iter_rows(named=True)
+        ]
+    lines.append(
+        f"  Fix and re-deliver the data (or the rule), or accept the batch into quarantine: "
+        f"lakehouse quarantine accept cleansed/{table} --reason '...'"
+    )
+    return "\n".join(lines)
+
+
+def _check_same_upstream(snapshot: delta.Snapshot, upstream: str, table: str) -> None:
     """A cursor counts versions of one raw table: refuse to apply it to another.
 
     In a branch, cleansed built from prod's pinned raw cannot continue from a raw table
     the branch has since rebuilt itself (its versions count differently).
     """
-    built_from = None if target is None else delta.latest_value(target, UPSTREAM_KEY)
-    if built_from is not None and built_from != upstream:
+    other = upstream.removeprefix("prod:") if upstream.startswith("prod:") else f"prod:{upstream}"
+    if snapshot.cursor(upstream) is None and snapshot.cursor(other) is not None:
+        built_from, now_from = ("prod", "own") if other.startswith("prod:") else ("own", "prod")
         raise ValueError(
             f"cleansed/{table} was built from {built_from} raw/{table} but raw/{table} is now "
-            f"read from {upstream}: its cursor does not apply. Tear the branch down (or delete "
+            f"read from {now_from}: its cursor does not apply. Tear the branch down (or delete "
             f"cleansed/{table} in it) and rebuild."
         )
 
@@ -340,7 +636,10 @@ def _check_same_upstream(target: DeltaTable | None, upstream: str, table: str) -
 def _reconcile(r: CleanseReport, rows_before: int, rows_after: int) -> None:
     """Fail loudly if any row is unaccounted for."""
     problems = []
-    if r.rows_read != r.rows_written + r.duplicates_collapsed + r.rows_quarantined:
+    if (
+        r.rows_read + r.rows_released
+        != r.rows_written + r.duplicates_collapsed + r.rows_quarantined
+    ):
         problems.append(r.metadata()["reconciliation"])
     if r.rows_unchanged < 0:
         problems.append(f"merge reported more writes than source rows ({r.rows_unchanged})")

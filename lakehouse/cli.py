@@ -15,6 +15,18 @@
                         Markdown data diff of the branch's marts against prod
     lakehouse branch teardown --pr N       delete branches/pr-N/ (a closed pull request)
     lakehouse branch prune [--idle-days D] delete branches idle for more than D days
+    lakehouse quarantine list              rows set aside, per table, rule and status
+    lakehouse quarantine show TABLE [--rule R] [--status S] [--limit N]
+                        the rows themselves: file, row, rule, reason, values as landed
+    lakehouse quarantine files             landed files rejected whole, and why
+    lakehouse quarantine release TABLE --reason R [--rule R] [--file URI] [--row N]
+                        judge the rows again on the next build (after a fix)
+    lakehouse quarantine discard TABLE --reason R [--rule R] [--file URI] [--row N]
+                        give up on the rows, recording why (they stay for the record)
+    lakehouse quarantine accept TABLE --reason R
+                        build, accepting a stopped batch of TABLE into quarantine
+    lakehouse quarantine reingest --file URI --reason R
+                        read a rejected landed file again on the next build
 
 Runs go through Dagster (so they appear in the UI when DAGSTER_HOME is set) on the lake
 named by LAKEHOUSE_LAKE_ROOT, by default ./lake in the checkout. The environment (local,
@@ -26,10 +38,12 @@ from __future__ import annotations
 
 import argparse
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import dagster as dg
+from pydantic import ValidationError
 
 from lakehouse.settings import LakehouseSettings
 from lakehouse.sources import SOURCES
@@ -38,27 +52,66 @@ from lakehouse.summary import format_summary, lake_summary
 
 
 def _instance() -> dg.DagsterInstance:
-    """The DAGSTER_HOME instance when there is one (runs then show in the UI), else a throwaway."""
+    """The DAGSTER_HOME instance when there is one (runs then show in the UI), else a throwaway.
+
+    Opening a new SQLite DAGSTER_HOME creates its schema: two processes doing that at once
+    corrupt it, so opening is serialized with a file lock (SQLite serializes the rest)."""
+    import fcntl
+    import os
+
     from dagster._core.errors import DagsterHomeNotSetError
 
+    home = os.environ.get("DAGSTER_HOME")  # Dagster's own variable, as DagsterInstance.get reads it
     try:
-        return dg.DagsterInstance.get()
+        if not home:
+            raise DagsterHomeNotSetError("DAGSTER_HOME is not set")
+        Path(home).mkdir(parents=True, exist_ok=True)
+        with (Path(home) / ".lakehouse-open.lock").open("w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            return dg.DagsterInstance.get()
     except (DagsterHomeNotSetError, dg.DagsterInvariantViolationError):
         return dg.DagsterInstance.ephemeral()
 
 
-def _run(job_name: str, run_config: dict[str, Any] | None = None) -> bool:
+def _run(lake: Lake, job_name: str, run_config: dict[str, Any] | None = None) -> bool:
     from lakehouse.definitions import defs
+    from lakehouse.runs import fail_dead_runs, remove_dead_scratch, run_tags
+    from lakehouse.storage import StorageUnreachableError
 
     job = defs.resolve_job_def(job_name)
+    try:
+        lake.check_reachable()
+    except StorageUnreachableError as exc:
+        print(f"FAILED before the run: {exc}", file=sys.stderr)
+        return False
     with _instance() as instance:
+        for run_id in fail_dead_runs(instance):
+            print(f"marked run {run_id} failed: its process had died", file=sys.stderr)
+        remove_dead_scratch(lake.settings.work_dir)
         config = {"loggers": {"console": {"config": {"log_level": "INFO"}}}, **(run_config or {})}
-        result = job.execute_in_process(run_config=config, instance=instance, raise_on_error=False)
+        result = job.execute_in_process(
+            run_config=config, instance=instance, raise_on_error=False, tags=run_tags()
+        )
     if not result.success:
         for event in result.all_events:
-            if event.is_failure:
-                print(f"FAILED {event.step_key}: {event.message}", file=sys.stderr)
+            if event.is_step_failure:
+                print(f"FAILED {event.step_key}: {_failure_cause(event)}", file=sys.stderr)
     return result.success
+
+
+def _failure_cause(event: dg.DagsterEvent) -> str:
+    """Why a step failed, in its own words: a ``Failure``'s description (its first line is
+    the cause, the rest the rows at fault), else the innermost exception, not Dagster's
+    wrapper around it. A step that could not reach its storage says so; no traceback."""
+    data = event.step_failure_data
+    if data.user_failure_data is not None and data.user_failure_data.description:
+        return data.user_failure_data.description
+    error = data.error
+    if error is None:
+        return event.message or "failed"
+    while error.cause is not None:
+        error = error.cause
+    return error.message.strip()
 
 
 def _print_summary(lake: Lake) -> None:
@@ -138,6 +191,101 @@ def _branch(lake: Lake, args: argparse.Namespace) -> int:
     return 0
 
 
+def _cleansed_table(name: str) -> str:
+    table = name.removeprefix("cleansed/").removeprefix("quarantine/")
+    if table not in SOURCES:
+        raise SystemExit(f"no such table {name!r}: use one of {', '.join(SOURCES)}")
+    return table
+
+
+def _quarantine(lake: Lake, args: argparse.Namespace) -> int:
+    import polars as pl
+
+    from lakehouse import delta, quarantine
+    from lakehouse.ingest import FileStatus, request_reingest
+
+    stamp = delta.Stamp("cli-" + datetime.now(UTC).strftime("%Y%m%dT%H%M%S"), "quarantine")
+    command = args.quarantine_command
+    if command == "list":
+        for table in SOURCES:
+            rows = quarantine.summary(lake, table)
+            for row in rows.iter_rows(named=True):
+                print(
+                    f"quarantine/{table}\t{row[quarantine.STATUS]}\t{row['rows']}\t{row[quarantine.RULE]}"
+                )
+        return 0
+    if command == "files":
+        from lakehouse.storage import INGEST_LOG_TABLE, Layer
+
+        log_uri = lake.table_uri(Layer.RAW, INGEST_LOG_TABLE)
+        if delta.open_table(log_uri, lake.storage_options) is None:
+            return 0
+        entries = delta.read(log_uri, lake.storage_options).sort("ingested_at")
+        newest = entries.unique(["file_uri", "fingerprint"], keep="last", maintain_order=True)
+        for row in newest.filter(pl.col("status") == FileStatus.REJECTED.value).iter_rows(
+            named=True
+        ):
+            print(f"{row['source']}\t{row['file_uri']}\t{row['reason']}")
+        return 0
+    if command == "reingest":
+        try:
+            n = request_reingest(lake, args.file, stamp, args.reason)
+        except ValueError as exc:
+            raise SystemExit(str(exc)) from exc
+        print(f"{n} rejected version(s) of {args.file} will be read again by the next build")
+        return 0 if n else 1
+    table = _cleansed_table(args.table)
+    if command == "show":
+        found = quarantine.read(lake, table)
+        if found is None:
+            return 0
+        rows = found
+        if args.rule:
+            rows = rows.filter(pl.col(quarantine.RULE).str.contains(args.rule, literal=True))
+        if args.status:
+            rows = rows.filter(pl.col(quarantine.STATUS) == args.status)
+        values = SOURCES[table].landed_columns
+        for row in rows.head(args.limit).iter_rows(named=True):
+            landed = ", ".join(f"{c}={row[c]!r}" for c in values)
+            print(
+                f"{row[quarantine.SOURCE_FILE_URI]} row {row[quarantine.SOURCE_ROW_NUMBER]}"
+                f"\t{row[quarantine.STATUS]}\t{row[quarantine.RULE]}: {row[quarantine.QUARANTINE_REASON]}"
+                f"\t{landed}"
+            )
+        return 0
+    if command in ("release", "discard"):
+        status = (
+            quarantine.Status.RELEASE_REQUESTED
+            if command == "release"
+            else quarantine.Status.DISCARDED
+        )
+        n = quarantine.operator_change(
+            lake,
+            SOURCES[table],
+            stamp,
+            status,
+            args.reason,
+            rule=args.rule,
+            file=args.file,
+            row=args.row,
+        )
+        verb = (
+            "marked for release (judged again by the next build)"
+            if command == "release"
+            else "discarded"
+        )
+        print(f"{n} row(s) of quarantine/{table} {verb}")
+        return 0 if n else 1
+    # accept: a build in which this table's stopped batch goes to quarantine.
+    ok = _run(
+        lake,
+        "build_lakehouse",
+        {"ops": {f"cleansed__{table}": {"config": {"accept_reason": args.reason}}}},
+    )
+    _print_summary(lake)
+    return 0 if ok else 1
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="lakehouse", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -170,16 +318,47 @@ def main(argv: list[str] | None = None) -> int:
     down.add_argument("--pr", type=int, required=True)
     prune = branch_sub.add_parser("prune", help="delete idle branches")
     prune.add_argument("--idle-days", type=float, default=14.0)
+    q = sub.add_parser("quarantine", help="rows set aside: list, show, release, discard, accept")
+    q_sub = q.add_subparsers(dest="quarantine_command", required=True)
+    q_sub.add_parser("list", help="rows per table, rule and status")
+    q_sub.add_parser("files", help="landed files rejected whole, and why")
+    show = q_sub.add_parser("show", help="the quarantined rows of a table")
+    show.add_argument("table", help="e.g. orders or cleansed/orders")
+    show.add_argument("--rule", default=None)
+    show.add_argument("--status", default=None)
+    show.add_argument("--limit", type=int, default=50)
+    for name, text in (
+        ("release", "judge rows again on the next build"),
+        ("discard", "give up on rows, recording why"),
+    ):
+        act = q_sub.add_parser(name, help=text)
+        act.add_argument("table")
+        act.add_argument("--reason", required=True)
+        act.add_argument("--rule", default=None, help="only rows that broke this rule")
+        act.add_argument("--file", default=None, help="only rows from this landed file")
+        act.add_argument("--row", type=int, default=None, help="only this row of --file")
+    accept = q_sub.add_parser("accept", help="build, accepting a stopped batch into quarantine")
+    accept.add_argument("table")
+    accept.add_argument("--reason", required=True)
+    reingest = q_sub.add_parser("reingest", help="read a rejected landed file again")
+    reingest.add_argument("--file", required=True)
+    reingest.add_argument("--reason", required=True)
     args = parser.parse_args(argv)
 
     if args.command == "validate-contracts":
         return _validate_contracts()
-    lake = Lake(LakehouseSettings())
+    try:
+        lake = Lake(LakehouseSettings())
+    except ValidationError as exc:  # inputs are hidden: a value may be the PII secret
+        print(f"invalid settings: {exc}", file=sys.stderr)
+        return 2
     if args.command == "branch":
         return _branch(lake, args)
     if args.command == "summary":
         _print_summary(lake)
         return 0
+    if args.command == "quarantine":
+        return _quarantine(lake, args)
     if args.command == "verify":
         return _verify(lake, args.table, args.version)
     if args.command == "land":
@@ -201,10 +380,12 @@ def main(argv: list[str] | None = None) -> int:
             "scale": args.scale,
             "seed": args.seed,
         }
-        ok = _run("deliver_sample_data_job", {"ops": {"deliver_sample_data": {"config": config}}})
+        ok = _run(
+            lake, "deliver_sample_data_job", {"ops": {"deliver_sample_data": {"config": config}}}
+        )
         if not ok:
             return 1
-    ok = _run("build_lakehouse")
+    ok = _run(lake, "build_lakehouse")
     _print_summary(lake)
     return 0 if ok else 1
 

@@ -40,6 +40,24 @@ class Outcome(StrEnum):
     EXCLUDED = "excluded"
 
 
+class Action(StrEnum):
+    """What a violated rule does (``attributes: {action: ...}`` on a check), as DLT's
+    expectations: ``warn`` publishes and flags, ``quarantine`` sets the offending rows
+    aside and publishes the rest, ``fail`` stops the batch."""
+
+    WARN = "warn"
+    QUARANTINE = "quarantine"
+    FAIL = "fail"
+
+
+ROW_LEVEL_TYPES = frozenset({"missing", "invalid", "failed_rows"})
+"""Check types that judge each row on its own: they default to quarantine."""
+
+
+class VerificationError(RuntimeError):
+    """Soda could not judge the data (an error, a check not evaluated): not a data failure."""
+
+
 class ExitCode(IntEnum):
     """Soda's CLI exit codes, which ``lakehouse verify`` keeps."""
 
@@ -59,10 +77,40 @@ class CheckRef:
     description: str | None = None
     body: Mapping[str, Any] = field(default_factory=dict, compare=False, hash=False)
 
+    layer: Layer | None = field(default=None, compare=False, hash=False)
+
     @property
     def name(self) -> str:
         """A stable identifier: ``[column__]type[__qualifier]`` (Dagster asset check name)."""
         return "__".join(p for p in (self.column, self.type, self.qualifier) if p)
+
+    @property
+    def row_level(self) -> bool:
+        return self.type in ROW_LEVEL_TYPES
+
+    @property
+    def reference(self) -> tuple[Layer, str] | None:
+        """The table a referential check looks values up in."""
+        ref = self.body.get("valid_reference_data")
+        return parse_dataset(ref["dataset"]) if ref else None
+
+    @property
+    def action(self) -> Action:
+        """The declared action, else the default: raw only warns (it keeps everything),
+        row-level rules quarantine, table-level rules fail."""
+        declared = (self.body.get("attributes") or {}).get("action")
+        if declared is not None:
+            return Action(declared)
+        if self.layer is Layer.RAW:
+            return Action.WARN
+        if self.layer is Layer.CLEANSED and self.row_level:
+            return Action.QUARANTINE
+        return Action.FAIL  # marts are rebuilt whole by dbt: there is no row to set aside
+
+    @property
+    def blocking(self) -> bool:
+        """Whether a failure stops publication (everything but ``warn``)."""
+        return self.action is not Action.WARN
 
 
 @dataclass(frozen=True)
@@ -82,9 +130,9 @@ class Contract:
 
     @property
     def checks(self) -> list[CheckRef]:
-        refs = [_check_ref(c, None) for c in self.doc.get("checks") or []]
+        refs = [_check_ref(c, None, self.layer) for c in self.doc.get("checks") or []]
         for col in self.doc.get("columns") or []:
-            refs += [_check_ref(c, str(col["name"])) for c in col.get("checks") or []]
+            refs += [_check_ref(c, str(col["name"]), self.layer) for c in col.get("checks") or []]
         return refs
 
     @property
@@ -104,32 +152,32 @@ class Contract:
         return {name: polars_type(spec) for name, spec in self.columns.items()}
 
 
-def _check_ref(check: Mapping[str, Any], column: str | None) -> CheckRef:
+def _check_ref(check: Mapping[str, Any], column: str | None, layer: Layer | None) -> CheckRef:
     (kind, body) = next(iter(check.items()))
     body = body or {}
-    return CheckRef(kind, column, body.get("qualifier"), body.get("name"), body)
+    return CheckRef(kind, column, body.get("qualifier"), body.get("name"), body, layer)
 
 
 SAMPLE_ROWS = 5
 
 
-def failing_rows_query(check: CheckRef, view: str) -> str | None:
-    """SQL selecting the rows that fail ``check`` in ``view``, where the check type allows it.
+def substitute_variables(text: str, now: datetime) -> str:
+    """Resolve the one contract variable our expressions use, ``${var.NOW}``, as Soda does."""
+    return text.replace("${var." + NOW_VARIABLE + "}", now.isoformat())
 
-    Soda v4 run locally reports counts, not the rows; this gives the UI a few examples.
+
+def failing_predicate(check: CheckRef, now: datetime) -> str | None:
+    """A SQL condition true exactly for the rows that fail a row-level ``check`` (None for
+    a table-level check, or one whose failing rows SQL cannot single out).
+
+    The same condition gives the UI its failing-row samples and decides, before a batch is
+    written, which rows a rule quarantines: what Soda counts is what gets set aside.
     """
     col, body = check.column, check.body
     if check.type == "missing" and col:
-        return f'SELECT * FROM {view} WHERE "{col}" IS NULL'
-    if check.type == "duplicate":
-        keys = [col] if col else list(body.get("columns") or [])
-        if not keys:
-            return None
-        cols = ", ".join(f'"{k}"' for k in keys)
-        dupes = f"SELECT {cols} FROM {view} GROUP BY ALL HAVING count(*) > 1"
-        return f"SELECT t.* FROM {view} t JOIN ({dupes}) d USING ({cols})"
+        return f'"{col}" IS NULL'
     if check.type == "failed_rows" and body.get("expression"):
-        return f"SELECT * FROM {view} WHERE {body['expression']}"
+        return f"({substitute_variables(str(body['expression']), now)})"
     if check.type == "invalid" and col:
         rules = []
         if "valid_min" in body:
@@ -142,10 +190,29 @@ def failing_rows_query(check: CheckRef, view: str) -> str | None:
         if "valid_reference_data" in body:
             ref = body["valid_reference_data"]
             ref_layer, ref_table = parse_dataset(ref["dataset"])
-            rules.append(f'"{col}" NOT IN (SELECT "{ref["column"]}" FROM {ref_layer}.{ref_table})')
+            rules.append(
+                f'"{col}" NOT IN (SELECT "{ref["column"]}" FROM {ref_layer}.{ref_table} '
+                f'WHERE "{ref["column"]}" IS NOT NULL)'
+            )
         if rules:
-            return f'SELECT * FROM {view} WHERE "{col}" IS NOT NULL AND ({" OR ".join(rules)})'
+            return f'("{col}" IS NOT NULL AND ({" OR ".join(rules)}))'
     return None
+
+
+def failing_rows_query(check: CheckRef, view: str, now: datetime | None = None) -> str | None:
+    """SQL selecting the rows that fail ``check`` in ``view``, where the check type allows it.
+
+    Soda v4 run locally reports counts, not the rows; this gives the UI a few examples.
+    """
+    if check.type == "duplicate":
+        keys = [check.column] if check.column else list(check.body.get("columns") or [])
+        if not keys:
+            return None
+        cols = ", ".join(f'"{k}"' for k in keys)
+        dupes = f"SELECT {cols} FROM {view} GROUP BY ALL HAVING count(*) > 1"
+        return f"SELECT t.* FROM {view} t JOIN ({dupes}) d USING ({cols})"
+    predicate = failing_predicate(check, now or datetime.now(UTC))
+    return None if predicate is None else f"SELECT * FROM {view} WHERE {predicate}"
 
 
 def parse_dataset(dataset: str) -> tuple[Layer, str]:
@@ -224,6 +291,16 @@ class Verification:
         return [o for o in self.outcomes if o.outcome is Outcome.FAILED]
 
     @property
+    def blocking_failures(self) -> list[CheckOutcome]:
+        """Failures that stop publication: every failed check whose action is not ``warn``."""
+        return [o for o in self.failed if o.check.blocking]
+
+    @property
+    def passed(self) -> bool:
+        """Publishable: no blocking check failed (warnings are published and flagged)."""
+        return not self.blocking_failures
+
+    @property
     def exit_code(self) -> ExitCode:
         if any(o.outcome is Outcome.NOT_EVALUATED for o in self.outcomes) or not self.outcomes:
             return ExitCode.ERROR
@@ -240,7 +317,10 @@ class Verification:
         ]
         for o in self.outcomes:
             rows = "" if o.failing_rows is None else f" ({o.failing_rows} failing rows)"
-            lines.append(f"  {o.outcome.value.upper():<13} {o.check.name}{rows}")
+            action = f" [{o.check.action.value}]" if o.outcome is Outcome.FAILED else ""
+            lines.append(f"  {o.outcome.value.upper():<13} {o.check.name}{action}{rows}")
+            for row in o.sample:
+                lines.append("      " + ", ".join(f"{k}={v}" for k, v in row.items()))
         return "\n".join(lines)
 
 
@@ -257,7 +337,7 @@ def register(
 ) -> None:
     """Expose one Delta table version as the view ``<layer>.<table>`` (a lazy Arrow scan)."""
     try:
-        dt = lake.open_input(layer, table, version)
+        dt = lake.published_table(layer, table, version)
     except DeltaError as exc:
         raise FileNotFoundError(f"{layer}/{table} has no version {version}: {exc}") from exc
     if dt is None:
@@ -267,8 +347,10 @@ def register(
     con.execute(f"CREATE OR REPLACE VIEW {layer}.{table} AS SELECT * FROM __{layer}__{table}")
 
 
-def _sample(con: duckdb.DuckDBPyConnection, check: CheckRef, view: str) -> list[dict[str, Any]]:
-    query = failing_rows_query(check, view)
+def _sample(
+    con: duckdb.DuckDBPyConnection, check: CheckRef, view: str, now: datetime
+) -> list[dict[str, Any]]:
+    query = failing_rows_query(check, view, now)
     if query is None:
         return []
     try:
@@ -299,10 +381,12 @@ def verify(
     reference_versions: Mapping[str, int] | None = None,
     now: datetime | None = None,
 ) -> Verification:
-    """Verify ``<layer>/<table>`` at ``version`` (default: current) against its contract.
+    """Verify ``<layer>/<table>`` at ``version`` (default: the published one) against its contract.
 
     Referenced tables are read at ``reference_versions[<layer>/<table>]`` when given,
-    else at their current version; every version used is reported.
+    else at their published version; every version used is reported. Raises
+    ``VerificationError`` when Soda cannot judge (never a data failure), and
+    ``FileNotFoundError`` when there is no such table or version.
     """
     contract = load_contract(layer, table)
     layer = Layer(layer)
@@ -318,7 +402,7 @@ def verify(
             if pinned is None:
                 pinned = lake.input_version(ref_layer, ref_table)
             if pinned is None and (ref_layer, ref_table) == (layer, table):
-                raise FileNotFoundError(f"{key} does not exist: cannot verify it")
+                raise FileNotFoundError(f"{key} has no published version: nothing to verify")
             if pinned is None:
                 # A referenced table not built yet references nothing: its checks fail.
                 register_empty(con, load_contract(ref_layer, ref_table))
@@ -326,37 +410,65 @@ def verify(
                 continue
             register(con, lake, ref_layer, ref_table, pinned)
             versions[key] = pinned
-        contracts, duckdb_source = _soda()
+        return verify_registered(con, contract, versions, now=now)
+    finally:
+        con.close()
+
+
+def verify_registered(
+    con: duckdb.DuckDBPyConnection,
+    contract: Contract,
+    versions: Mapping[str, int],
+    *,
+    now: datetime | None = None,
+) -> Verification:
+    """Run ``contract`` on a connection where ``<layer>.<table>`` and every table it references
+    already exist (Delta versions registered, or a dbt build's own DuckDB tables)."""
+    now = now or datetime.now(UTC)
+    contracts, duckdb_source = _soda()
+    try:
         result = contracts.verify_contract_locally(
             data_sources=[duckdb_source.from_existing_cursor(con, name=DATA_SOURCE)],
             contract_file_path=str(contract.path),
-            variables={NOW_VARIABLE: (now or datetime.now(UTC)).isoformat()},
+            variables={NOW_VARIABLE: now.isoformat()},
         )
-        declared = {c.name: c for c in contract.checks}
-        outcomes = []
-        for cvr in result.contract_verification_results:
-            for r in cvr.check_results:
-                ref = CheckRef(
-                    r.check.type, r.check.column_name, getattr(r.check, "qualifier", None)
+    except Exception as exc:  # Soda's own failures come in many types; none is a data verdict
+        raise VerificationError(
+            f"{contract.layer}/{contract.table}: Soda could not run the contract: {exc}"
+        ) from exc
+    if result.has_errors:
+        raise VerificationError(
+            f"{contract.layer}/{contract.table}: Soda reported errors: {result.get_errors_str()}"
+        )
+    declared = {c.name: c for c in contract.checks}
+    outcomes = []
+    view = f"{contract.layer}.{contract.table}"
+    for cvr in result.contract_verification_results:
+        for r in cvr.check_results:
+            ref = CheckRef(
+                r.check.type,
+                r.check.column_name,
+                getattr(r.check, "qualifier", None),
+                layer=contract.layer,
+            )
+            check = declared.get(ref.name, ref)
+            outcome = Outcome(r.outcome.name.lower())
+            if outcome is Outcome.NOT_EVALUATED:
+                raise VerificationError(
+                    f"{view}: check {check.name} was not evaluated: the data could not be judged"
                 )
-                check = declared.get(ref.name, ref)
-                outcome = Outcome(r.outcome.name.lower())
-                sample = (
-                    _sample(con, check, f"{layer}.{table}") if outcome is Outcome.FAILED else []
+            sample = _sample(con, check, view, now) if outcome is Outcome.FAILED else []
+            outcomes.append(
+                CheckOutcome(
+                    check=check,
+                    outcome=outcome,
+                    diagnostics=dict(r.diagnostic_metric_values or {}),
+                    summary=str(getattr(r.check, "name", "") or ""),
+                    sample=sample,
                 )
-                outcomes.append(
-                    CheckOutcome(
-                        check=check,
-                        outcome=outcome,
-                        diagnostics=dict(r.diagnostic_metric_values or {}),
-                        summary=str(getattr(r.check, "name", "") or ""),
-                        sample=sample,
-                    )
-                )
-    finally:
-        con.close()
+            )
     logs = result.get_logs_str() if hasattr(result, "get_logs_str") else ""
-    return Verification(contract, versions, outcomes, logs)
+    return Verification(contract, dict(versions), outcomes, logs)
 
 
 def validate_contract(contract: Contract) -> list[str]:
@@ -399,4 +511,30 @@ def validate_contract(contract: Contract) -> list[str]:
             problems.append(f"{where}: check {r.check.type} on {r.check.column_name} not evaluated")
         if r.check.type == "schema" and r.outcome.name != "PASSED":
             problems.append(f"{where}: its schema check fails on its own columns")
+    return problems + _action_problems(contract)
+
+
+def _action_problems(contract: Contract) -> list[str]:
+    """A check's action must be known, and ``quarantine`` must be one we can carry out:
+    a row-level rule of a cleansed table whose failing rows SQL can single out."""
+    where = f"{contract.layer}/{contract.table}"
+    problems = []
+    for check in contract.checks:
+        try:
+            action = check.action
+        except ValueError:
+            declared = (check.body.get("attributes") or {}).get("action")
+            problems.append(
+                f"{where}: check {check.name}: unknown action {declared!r} "
+                f"(use {', '.join(a.value for a in Action)})"
+            )
+            continue
+        if action is Action.QUARANTINE and (
+            contract.layer is not Layer.CLEANSED
+            or failing_predicate(check, datetime.now(UTC)) is None
+        ):
+            problems.append(
+                f"{where}: check {check.name} cannot quarantine: only row-level rules of "
+                "cleansed tables whose failing rows can be selected can"
+            )
     return problems

@@ -15,7 +15,9 @@ from lakehouse.defs.jobs import (
     deliver_sample_data_job,
     diff_branch_marts_job,
     maintain_delta_tables_job,
+    quarantine_action_job,
     refresh_branch_pins_job,
+    reingest_file_job,
     remove_idle_branches_job,
     teardown_branch_job,
 )
@@ -38,6 +40,8 @@ def build_definitions(lakehouse: LakehouseResource | None = None) -> dg.Definiti
             build_lakehouse_job,
             deliver_sample_data_job,
             maintain_delta_tables_job,
+            quarantine_action_job,
+            reingest_file_job,
             diff_branch_marts_job,
             refresh_branch_pins_job,
             teardown_branch_job,

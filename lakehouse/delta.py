@@ -1,38 +1,94 @@
-"""The few Delta verbs the pipeline uses, each commit stamped with who made it.
+"""The few Delta verbs the pipeline uses: every commit stamped, based, and remembered.
 
-Every commit carries ``dagster_run_id`` and ``dagster_asset_key`` in its commit info,
-so ``DESCRIBE HISTORY`` on any table answers "which run wrote this version?".
+**Stamped.** Every commit carries ``dagster_run_id`` and ``dagster_asset_key`` in its
+commit info, so a table's history answers "which run wrote this version?".
+
+**Based.** A write is made on a ``Snapshot``: the table as its caller read it. It
+commits exactly at the next version or not at all (``CommitConflictError``). delta-rs's own
+retry, which would rebase the commit onto whatever another writer committed meanwhile,
+is off, so a decision is never applied to data it was not made on; callers re-read
+and try again (``retry_on_conflict``). Creating a table is exclusive in the same way.
+Raw appends are the one exception: they let delta-rs rebase onto other appends, and
+stay exactly-once because each carries one app transaction per landed file, which
+delta-rs refuses to commit twice (``ConcurrentTransaction``).
+
+**Remembered.** Delta's app-level transactions (``txn`` actions, Spark's
+``txnAppId``/``txnVersion``) are recorded in the same atomic commit as the data and read
+back from the snapshot in O(1), checkpoints included. They hold what must never drift
+from the data: which upstream version a table has caught up with (``cursor``), which
+landed files raw already holds (``file_app``), and write-audit-publish's state: the
+newest version written (``WRITTEN``) and the newest version that passed its checks
+(``PUBLISHED``). Readers read ``TableState.readable``, never merely the latest.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
+import random
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
-from deltalake import CommitProperties, DeltaTable, write_deltalake
-from deltalake.exceptions import TableNotFoundError
+from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
+from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundError
+
+log = logging.getLogger(__name__)
 
 RUN_ID_KEY = "dagster_run_id"
 ASSET_KEY_KEY = "dagster_asset_key"
-CURSOR_KEY = "lakehouse_source_version"
-"""Commit-info key recording the upstream table version a commit has caught up with."""
+REJECTED_KEY = "lakehouse_rejected_version"
+"""Commit-info key of a restore that withdrew a version whose contract checks failed."""
+MAINTENANCE_KEY = "lakehouse_maintenance"
+
+PUBLISHED = "lakehouse.published"
+"""App id whose version is the newest table version that passed its blocking checks."""
+WRITTEN = "lakehouse.written"
+"""App id whose version is the newest version that changed a gated table's data."""
+REJECTED = "lakehouse.rejected"
+"""App id whose version is the newest version withdrawn because its checks failed."""
 
 
-@dataclass(frozen=True)
-class WritableTable:
-    """A table location the caller may write. Only ``Lake.writable`` makes them (after
-    checking that a branch stays inside its prefix), and only they are accepted by the
-    verbs here that write."""
+def cursor_app(upstream: str) -> str:
+    """App id of a cursor: the version of ``upstream`` (e.g. ``raw/orders``) caught up with."""
+    return f"lakehouse.cursor.{upstream}"
 
-    uri: str
-    storage_options: dict[str, str]
 
-    def open(self) -> DeltaTable | None:
-        return open_table(self.uri, self.storage_options)
+def file_app(uri: str, fingerprint: str) -> str:
+    """App id recording that a landed file (this content at this URI) is in the table."""
+    digest = hashlib.sha256(f"{uri}\n{fingerprint}".encode()).hexdigest()[:40]
+    return f"lakehouse.file.{digest}"
+
+
+class CommitConflictError(RuntimeError):
+    """Another writer committed first: what this one decided may no longer hold. Re-read."""
+
+
+T = TypeVar("T")
+
+
+def retry_on_conflict(attempt: Callable[[], T], what: str, attempts: int = 8) -> T:
+    """Run ``attempt`` (which must re-read what it decides on) until it commits.
+
+    Backs off with jitter, so racing writers spread out instead of colliding again.
+    """
+    for n in range(1, attempts + 1):
+        try:
+            return attempt()
+        except CommitConflictError as exc:
+            if n == attempts:
+                raise CommitConflictError(
+                    f"{what}: gave up after {attempts} conflicting commits: {exc}"
+                ) from exc
+            delay = min(5.0, 0.05 * 2**n) * (0.5 + random.random())
+            log.info("%s: another writer committed first (%s); retrying in %.2fs", what, exc, delay)
+            time.sleep(delay)
+    raise AssertionError("unreachable")
 
 
 @dataclass(frozen=True)
@@ -42,10 +98,56 @@ class Stamp:
     run_id: str
     asset_key: str
 
-    def commit(self, **extra: Any) -> CommitProperties:
+    def metadata(self, **extra: Any) -> dict[str, str]:
         meta = {RUN_ID_KEY: self.run_id, ASSET_KEY_KEY: self.asset_key}
-        meta |= {k: v if isinstance(v, str) else json.dumps(v) for k, v in extra.items()}
-        return CommitProperties(custom_metadata=meta)
+        return meta | {k: v if isinstance(v, str) else json.dumps(v) for k, v in extra.items()}
+
+    def commit(self, **extra: Any) -> CommitProperties:
+        """Commit properties for maintenance verbs (compaction, vacuum), which never conflict
+        with what they rewrite (delta-rs checks that itself)."""
+        return CommitProperties(custom_metadata=self.metadata(**extra))
+
+
+@dataclass(frozen=True)
+class TableState:
+    """Write-audit-publish state of a table, from its newest snapshot."""
+
+    latest: int
+    published: int | None
+    written: int | None
+    rejected: int | None = None
+
+    @property
+    def pending(self) -> bool:
+        """A version changed the data and has not been judged by its checks yet."""
+        return self.written is not None and (
+            self.published is None or self.written > self.published
+        )
+
+    @property
+    def readable(self) -> int | None:
+        """The version readers read: the latest, unless a data change is pending, then the
+        published one (None: nothing published yet). A table never gated reads latest."""
+        return self.published if self.pending else self.latest
+
+    def describe(self) -> str:
+        if self.written is None and self.published is None:
+            return f"v{self.latest}"
+        text = f"published v{self.readable}" if self.readable is not None else "nothing published"
+        if self.pending:
+            text += f", v{self.written} pending audit"
+        if self.rejected is not None:
+            text += f", v{self.rejected} rejected"
+        return text
+
+
+def table_state(dt: DeltaTable) -> TableState:
+    return TableState(
+        latest=dt.version(),
+        published=dt.transaction_version(PUBLISHED),
+        written=dt.transaction_version(WRITTEN),
+        rejected=dt.transaction_version(REJECTED),
+    )
 
 
 def open_table(
@@ -59,8 +161,15 @@ def open_table(
 
 
 def current_version(uri: str, storage_options: dict[str, str]) -> int | None:
+    """The newest version (published or not); readers want ``readable_version``."""
     dt = open_table(uri, storage_options)
     return None if dt is None else dt.version()
+
+
+def readable_version(uri: str, storage_options: dict[str, str]) -> int | None:
+    """The version a reader should read (see ``TableState.readable``); None: nothing to read."""
+    dt = open_table(uri, storage_options)
+    return None if dt is None else table_state(dt).readable
 
 
 def read(
@@ -71,79 +180,46 @@ def read(
 ) -> pl.DataFrame:
     """A whole table (or some columns of it) at a pinned version."""
     return pl.read_delta(
-        uri, version=version, columns=columns, storage_options=storage_options or None
+        uri, version=version, columns=columns, storage_options=polars_options(storage_options)
     )
 
 
+def polars_options(storage_options: Mapping[str, str]) -> dict[str, Any] | None:
+    """The same options as polars' own object store takes them (numbers as numbers)."""
+    if not storage_options:
+        return None
+    out: dict[str, Any] = dict(storage_options)
+    if "max_retries" in out:
+        out["max_retries"] = int(out["max_retries"])
+    return out
+
+
 def row_count(dt: DeltaTable) -> int:
-    """Rows in the current snapshot, from the log's file statistics (no data is read)."""
+    """Rows in the snapshot, from the log's file statistics (no data is read)."""
     actions = pa.table(dt.get_add_actions(flatten=True))
     if actions.num_rows == 0:
         return 0
     return int(pc.sum(actions.column("num_records")).as_py() or 0)
 
 
-def last_commit(dt: DeltaTable) -> dict[str, Any]:
-    """The newest commit's info: operation, metrics and our custom metadata."""
-    return dict(dt.history(1)[0])
+def commit_info(dt: DeltaTable, version: int | None = None) -> dict[str, Any]:
+    """One commit's info (default the newest): operation, metrics and our custom metadata."""
+    latest = dt.version()
+    version = latest if version is None else version
+    for commit in dt.history(latest - version + 1):
+        if int(commit.get("version", -1)) == version:
+            return dict(commit)
+    return {}
 
 
-def cursor(dt: DeltaTable | None, at_or_before: int | None = None) -> int | None:
-    """The upstream version this table has caught up with, from its newest stamped commit.
-
-    Maintenance commits (OPTIMIZE, VACUUM) carry no cursor, so older commits are searched.
-    ``at_or_before`` asks what the cursor was as of that table version.
-    """
-    if dt is None:
-        return None
+def latest_value(dt: DeltaTable, key: str, at_or_before: int | None = None) -> str | None:
+    """``key`` from the newest commit (at or before a version) that is not maintenance."""
     for commit in dt.history():
         if at_or_before is not None and int(commit.get("version", -1)) > at_or_before:
             continue
-        if CURSOR_KEY in commit:
-            return int(commit[CURSOR_KEY])
-    return None
-
-
-def latest_value(dt: DeltaTable, key: str) -> str | None:
-    """``key`` from the newest commit that has it, skipping maintenance commits.
-
-    A restore stamps what it restored; a compaction or vacuum stamps nothing of ours.
-    """
-    for commit in dt.history():
-        if commit.get("lakehouse_maintenance"):
+        if commit.get(MAINTENANCE_KEY):
             continue
         return str(commit[key]) if key in commit else None
-    return None
-
-
-REJECTED_KEY = "lakehouse_rejected_version"
-"""Commit-info key of a restore that withdrew a version whose contract checks failed."""
-
-
-def withdraw(target: WritableTable, run_id: str, stamp: Stamp, reason: str) -> int | None:
-    """Make the table what it was before ``run_id`` wrote to it; returns the version restored.
-
-    The restore is a new commit (time travel keeps the rejected version for inspection)
-    that carries the cursor of the restored version, so the rejected input is processed
-    again next time. A table that ``run_id`` created is emptied instead (schema kept).
-    """
-    dt = target.open()
-    if dt is None:
-        raise FileNotFoundError(f"{target.uri}: no table to withdraw a version from")
-    rejected = dt.version()
-    good = next(
-        (int(c["version"]) for c in dt.history() if c.get(RUN_ID_KEY) != run_id),
-        None,
-    )
-    extra: dict[str, Any] = {REJECTED_KEY: str(rejected), "lakehouse_rejected_because": reason}
-    if good is not None:
-        previous = cursor(dt, at_or_before=good)
-        if previous is not None:
-            extra[CURSOR_KEY] = str(previous)
-        dt.restore(good, commit_properties=stamp.commit(**extra))
-        return good
-    empty = pa.Table.from_batches([], schema=pa.schema(dt.schema().to_arrow()))
-    write_deltalake(dt, empty, mode="overwrite", commit_properties=stamp.commit(**extra))
     return None
 
 
@@ -164,40 +240,286 @@ def read_inserts(
     return df.drop(["_change_type", "_commit_timestamp"], strict=False)
 
 
-def append(
-    target: WritableTable,
-    df: pl.DataFrame,
-    commit: CommitProperties,
-    *,
-    change_data_feed: bool = False,
-) -> DeltaTable:
-    """Append rows in one commit; new columns are added to the schema (raw keeps what lands)."""
-    configuration = {"delta.enableChangeDataFeed": "true"} if change_data_feed else None
-    write_deltalake(
-        target.uri,
-        df.to_arrow(),
-        mode="append",
-        schema_mode="merge",
-        configuration=configuration,
-        commit_properties=commit,
-        storage_options=target.storage_options or None,
-    )
-    return DeltaTable(target.uri, storage_options=target.storage_options or None)
+# -- writing -----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class WritableTable:
+    """A table location the caller may write. Only ``Lake.writable`` makes them (after
+    checking that a branch stays inside its prefix), and only they are accepted by the
+    verbs here that write. ``gated`` tables are write-audit-publish: every data commit
+    records itself as ``WRITTEN`` and readers wait for ``PUBLISHED``."""
+
+    uri: str
+    storage_options: dict[str, str]
+    gated: bool = False
+
+    def open(self, version: int | None = None) -> DeltaTable | None:
+        return open_table(self.uri, self.storage_options, version)
+
+    def snapshot(self) -> Snapshot:
+        return Snapshot(self, self.open())
 
 
-def replace(
-    target: WritableTable,
-    table: pa.Table | pl.DataFrame,
-    commit: CommitProperties,
-) -> DeltaTable:
-    """Replace a table's contents in a single atomic commit: readers see old or new, never half."""
-    data = table.to_arrow() if isinstance(table, pl.DataFrame) else table
-    write_deltalake(
-        target.uri,
-        data,
-        mode="overwrite",
-        schema_mode="overwrite",
-        commit_properties=commit,
-        storage_options=target.storage_options or None,
-    )
-    return DeltaTable(target.uri, storage_options=target.storage_options or None)
+def _conflict(exc: Exception, uri: str) -> CommitConflictError:
+    return CommitConflictError(f"{uri}: {exc}")
+
+
+def _is_create_race(exc: DeltaError) -> bool:
+    return "already exists" in str(exc)
+
+
+@dataclass
+class Snapshot:
+    """A table as read by a writer (``dt`` None: no table yet); writes commit on it.
+
+    Every verb commits exactly at ``next_version`` or raises ``CommitConflictError``.
+    """
+
+    target: WritableTable
+    dt: DeltaTable | None
+
+    @property
+    def version(self) -> int | None:
+        return None if self.dt is None else self.dt.version()
+
+    @property
+    def next_version(self) -> int:
+        return 0 if self.dt is None else self.dt.version() + 1
+
+    def state(self) -> TableState | None:
+        return None if self.dt is None else table_state(self.dt)
+
+    def cursor(self, upstream: str) -> int | None:
+        if self.dt is None:
+            return None
+        version = self.dt.transaction_version(cursor_app(upstream))
+        return None if version is None or version < 0 else version  # -1: reset to "nothing yet"
+
+    def _properties(
+        self,
+        stamp: Stamp,
+        *,
+        data_change: bool,
+        txns: Mapping[str, int],
+        extra: Mapping[str, Any],
+        strict: bool = True,
+    ) -> CommitProperties:
+        apps = dict(txns)
+        if data_change and self.target.gated:
+            apps[WRITTEN] = self.next_version
+        return CommitProperties(
+            custom_metadata=stamp.metadata(**extra),
+            app_transactions=[Transaction(app, v) for app, v in apps.items()],
+            max_commit_retries=0 if strict else None,
+        )
+
+    def _write(self, data: pa.Table, mode: str, properties: CommitProperties, **kwargs: Any) -> int:
+        expected = self.next_version
+        try:
+            if self.dt is None:
+                kwargs.pop("schema_mode", None)  # a new table takes the data's schema
+                write_deltalake(
+                    self.target.uri,
+                    data,
+                    mode="error",  # create, or fail if another writer just did
+                    commit_properties=properties,
+                    storage_options=self.target.storage_options or None,
+                    **kwargs,
+                )
+            elif mode == "append":
+                write_deltalake(
+                    self.dt, data, mode="append", commit_properties=properties, **kwargs
+                )
+            else:
+                write_deltalake(
+                    self.dt, data, mode="overwrite", commit_properties=properties, **kwargs
+                )
+        except CommitFailedError as exc:
+            raise _conflict(exc, self.target.uri) from exc
+        except DeltaError as exc:
+            if self.dt is None and _is_create_race(exc):
+                raise _conflict(exc, self.target.uri) from exc
+            raise
+        return self._committed(expected)
+
+    def _committed(self, expected: int) -> int:
+        """Point this snapshot at the version just committed (``expected``: strict commits
+        land exactly there); returns it."""
+        if self.dt is None or self.dt.version() != expected:
+            self.dt = self.target.open(expected)
+        return expected
+
+    def append(
+        self,
+        table: pa.Table | pl.DataFrame,
+        stamp: Stamp,
+        *,
+        txns: Mapping[str, int] | None = None,
+        extra: Mapping[str, Any] | None = None,
+        schema_merge: bool = False,
+        configuration: Mapping[str, str] | None = None,
+    ) -> int:
+        """Append rows (possibly none: a commit of cursors and markers only)."""
+        data = table.to_arrow() if isinstance(table, pl.DataFrame) else table
+        kwargs: dict[str, Any] = {}
+        if schema_merge:
+            kwargs["schema_mode"] = "merge"
+        if configuration and self.dt is None:
+            kwargs["configuration"] = dict(configuration)
+        props = self._properties(
+            stamp, data_change=data.num_rows > 0, txns=txns or {}, extra=extra or {}
+        )
+        return self._write(data, "append", props, **kwargs)
+
+    def append_files(
+        self,
+        table: pa.Table | pl.DataFrame,
+        stamp: Stamp,
+        files: list[str],
+        *,
+        extra: Mapping[str, Any] | None = None,
+        configuration: Mapping[str, str] | None = None,
+    ) -> int:
+        """Append rows of landed files, one app transaction per file (``file_app``).
+
+        Unlike the other verbs this lets delta-rs rebase onto commits made since the
+        snapshot: appends of other files do not conflict, while another commit of any of
+        the same files does (delta-rs raises ConcurrentTransaction), so no file's rows
+        are ever committed twice. Creating the table stays exclusive.
+        """
+        data = table.to_arrow() if isinstance(table, pl.DataFrame) else table
+        props = self._properties(
+            stamp,
+            data_change=True,
+            txns=dict.fromkeys(files, 1),
+            extra=extra or {},
+            strict=self.dt is None,
+        )
+        kwargs: dict[str, Any] = {}
+        if self.dt is None and configuration:
+            kwargs["configuration"] = dict(configuration)
+        elif self.dt is not None:
+            kwargs["schema_mode"] = "merge"  # raw keeps whatever columns land
+        try:
+            if self.dt is None:
+                write_deltalake(
+                    self.target.uri,
+                    data,
+                    mode="error",
+                    commit_properties=props,
+                    storage_options=self.target.storage_options or None,
+                    **kwargs,
+                )
+            else:
+                write_deltalake(self.dt, data, mode="append", commit_properties=props, **kwargs)
+        except CommitFailedError as exc:
+            raise _conflict(exc, self.target.uri) from exc
+        except DeltaError as exc:
+            if self.dt is None and _is_create_race(exc):
+                raise _conflict(exc, self.target.uri) from exc
+            raise
+        if self.dt is None:
+            return self._committed(0)
+        return self.dt.version()  # delta-rs moved the table object to the commit it made
+
+    def replace(
+        self,
+        table: pa.Table | pl.DataFrame,
+        stamp: Stamp,
+        *,
+        txns: Mapping[str, int] | None = None,
+        extra: Mapping[str, Any] | None = None,
+    ) -> int:
+        """Replace the contents in one commit: readers see old or new, never half."""
+        data = table.to_arrow() if isinstance(table, pl.DataFrame) else table
+        props = self._properties(stamp, data_change=True, txns=txns or {}, extra=extra or {})
+        return self._write(data, "overwrite", props, schema_mode="overwrite")
+
+    def merge(
+        self,
+        source: pa.Table | pl.DataFrame,
+        stamp: Stamp,
+        *,
+        on: list[str],
+        update: Mapping[str, str] | None = None,
+        update_when: str | None = None,
+        insert: Mapping[str, str] | None = None,
+        insert_when: str | None = None,
+        txns: Mapping[str, int] | None = None,
+        extra: Mapping[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """MERGE ``source`` on the ``on`` columns: matched rows are updated (all columns, or
+        the ``update`` expressions) where ``update_when`` holds; the rest are inserted (all
+        columns, or the ``insert`` expressions) where ``insert_when`` holds.
+
+        With ``txns``, always commits (a MERGE that changes nothing commits its txns alone),
+        so cursors move exactly when the data they describe does. Returns delta-rs's metrics.
+        """
+        assert self.dt is not None, "merge needs an existing table"
+        data = source.to_arrow() if isinstance(source, pl.DataFrame) else source
+        expected = self.next_version
+        if data.num_rows:
+            props = self._properties(stamp, data_change=True, txns=txns or {}, extra=extra or {})
+            predicate = " AND ".join(f"t.{k} = s.{k}" for k in on)
+            try:
+                merger = self.dt.merge(
+                    data,
+                    predicate=predicate,
+                    source_alias="s",
+                    target_alias="t",
+                    commit_properties=props,
+                )
+                merger = (
+                    merger.when_matched_update_all(predicate=update_when)
+                    if update is None
+                    else merger.when_matched_update(dict(update), predicate=update_when)
+                )
+                merger = (
+                    merger.when_not_matched_insert_all(predicate=insert_when)
+                    if insert is None
+                    else merger.when_not_matched_insert(dict(insert), predicate=insert_when)
+                )
+                metrics = dict(merger.execute())
+            except CommitFailedError as exc:
+                raise _conflict(exc, self.target.uri) from exc
+        else:
+            metrics = {"num_target_rows_inserted": 0, "num_target_rows_updated": 0}
+        if self.dt.version() == expected:
+            return metrics
+        if txns:  # delta-rs commits nothing when a MERGE changes nothing: the txns alone
+            self.append(data.slice(0, 0), stamp, txns=txns, extra=extra)
+        return metrics
+
+    def mark(
+        self,
+        stamp: Stamp,
+        *,
+        txns: Mapping[str, int],
+        extra: Mapping[str, Any] | None = None,
+    ) -> int:
+        """A commit of app transactions (and commit info) only: no data changes."""
+        assert self.dt is not None, "nothing to mark: no table"
+        empty = pa.Table.from_batches([], schema=pa.schema(self.dt.schema().to_arrow()))
+        props = self._properties(stamp, data_change=False, txns=txns, extra=extra or {})
+        return self._write(empty, "append", props)
+
+    def restore(
+        self,
+        version: int | None,
+        stamp: Stamp,
+        *,
+        txns: Mapping[str, int],
+        extra: Mapping[str, Any] | None = None,
+    ) -> int:
+        """Make the data what it was at ``version`` (None: empty, schema kept), as a new
+        commit (time travel keeps what it replaced)."""
+        assert self.dt is not None, "nothing to restore: no table"
+        props = self._properties(stamp, data_change=False, txns=txns, extra=extra or {})
+        if version is None:
+            empty = pa.Table.from_batches([], schema=pa.schema(self.dt.schema().to_arrow()))
+            return self._write(empty, "overwrite", props)
+        expected = self.next_version
+        try:
+            self.dt.restore(version, commit_properties=props)
+        except CommitFailedError as exc:
+            raise _conflict(exc, self.target.uri) from exc
+        return self._committed(expected)

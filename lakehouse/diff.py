@@ -269,7 +269,8 @@ def diff_branch(lake: Lake, manifest_path: Path) -> DiffReport:
                     lake.prod_uri(Layer.MARTS.value, model), lake.storage_options, prod_version
                 )
             )
-            branch = delta.open_table(lake.table_uri(Layer.MARTS, model), lake.storage_options)
+            own = delta.open_table(lake.table_uri(Layer.MARTS, model), lake.storage_options)
+            branch = None if own is None else lake.published_table(Layer.MARTS, model)
             if branch is None:
                 if prod is not None:
                     marts.append(

@@ -1,9 +1,17 @@
-"""Landing -> raw: every landed row, as landed, with where it came from.
+"""Landing -> raw: every landed row, as landed, with where it came from, exactly once.
 
-A landed file is identified by its URI and fingerprint (S3 ETag, or SHA-256 locally).
-``raw/_ingest_log`` records every file handled (loaded, empty or rejected), so a run
-reads only files it has not seen, and a re-sent identical file adds nothing while a
-same-named file with new content loads as a new delivery. Landed files are only read.
+A landed file is identified by its URI and fingerprint (S3 ETag, or SHA-256 locally): a
+re-sent identical file adds nothing, while a same-named file with new content loads as a
+new delivery. Landed files are only read.
+
+Exactly once, whatever the crash point and however many runs at once: the commit that
+appends a file's rows also records the file itself, as a Delta app transaction of raw's
+(``delta.file_app``), in the same atomic commit. A file is loaded if and only if raw's
+snapshot says so; two runs committing the same file collide in Delta and the loser
+re-reads and skips it. ``raw/_ingest_log`` is the human-readable record of every file
+handled (loaded, empty, rejected, re-ingest requested): it lets a run skip files without
+looking into raw, and lets an operator see and retry rejections, but a lost log entry
+(a crash right after the raw commit) only costs a look-up, never a second load.
 
 Raw keeps values as strings, exactly as delivered, whatever the format; typing is the
 cleansed layer's job, so a bad value can always be traced back to what arrived.
@@ -16,26 +24,30 @@ import gzip
 import io
 import json
 import logging
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
 
 import polars as pl
-from deltalake import DeltaTable
 
 from lakehouse import delta
+from lakehouse.faults import fault_point
 from lakehouse.sources import (
     INGEST_RUN_ID,
     INGESTED_AT,
     SOURCE_FILE_FINGERPRINT,
     SOURCE_FILE_URI,
     SOURCE_ROW_NUMBER,
+    SOURCES,
     Source,
 )
-from lakehouse.storage import INGEST_LOG_TABLE, Lake, LandedFile, Layer
+from lakehouse.storage import INGEST_LOG_TABLE, Lake, LandedFile, Layer, s3_error_code
 
 log = logging.getLogger(__name__)
+
+csv.field_size_limit(sys.maxsize)  # a landed field is as long as it is: no 128 kB cap
 
 FILES_KEY = "lakehouse_files"
 """Commit-info key on raw appends listing the files in the commit: the log can be rebuilt from it."""
@@ -60,6 +72,8 @@ class FileOutcome:
     rows: int = 0
     reason: str | None = None
     warnings: list[str] = field(default_factory=list)
+    note: str | None = None
+    """Set when this run found the file in raw already and only logged it."""
 
 
 @dataclass
@@ -120,18 +134,24 @@ def _read_csv(uri: str, data: bytes) -> pl.DataFrame:
         header = next(reader)
     except StopIteration:
         return pl.DataFrame()
+    except csv.Error as exc:
+        raise LandedFileError(f"{uri}: row 0 (header): {exc}") from exc
     header = [h.strip() for h in header]
     if len(set(header)) != len(header) or any(not h for h in header):
         raise LandedFileError(f"{uri}: row 0 (header): empty or repeated column names {header}")
     rows: list[list[str]] = []
-    for row_number, row in enumerate(reader, start=1):
-        if not row:
-            continue  # a blank line is not a record
-        if len(row) != len(header):
-            raise LandedFileError(
-                f"{uri}: row {row_number}: {len(row)} fields where the header has {len(header)}"
-            )
-        rows.append(row)
+    row_number = 0
+    try:
+        for row_number, row in enumerate(reader, start=1):
+            if not row:
+                continue  # a blank line is not a record
+            if len(row) != len(header):
+                raise LandedFileError(
+                    f"{uri}: row {row_number}: {len(row)} fields where the header has {len(header)}"
+                )
+            rows.append(row)
+    except csv.Error as exc:  # e.g. an unterminated quote
+        raise LandedFileError(f"{uri}: row {row_number + 1}: {exc}") from exc
     columns = list(zip(*rows, strict=True)) if rows else [() for _ in header]
     return pl.DataFrame(
         {
@@ -143,7 +163,11 @@ def _read_csv(uri: str, data: bytes) -> pl.DataFrame:
 
 def _read_json_lines(uri: str, data: bytes) -> pl.DataFrame:
     records: list[dict[str, str | None]] = []
-    for line_number, line in enumerate(data.decode("utf-8-sig").splitlines(), start=1):
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise LandedFileError(f"{uri}: not UTF-8 text at byte {exc.start}") from exc
+    for line_number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
         try:
@@ -216,32 +240,26 @@ def _log_frame(
     )
 
 
-def seen_files(lake: Lake, source: str) -> set[tuple[str, str]]:
-    """(uri, fingerprint) of every file already handled for ``source``.
+class LogStatus(StrEnum):
+    """Ingest log events beyond a file's outcome."""
 
-    Also trusts raw's own commits: if a run appended to raw but died before writing the
-    log, the files named in those commits count as seen, so they never load twice.
-    """
-    seen: set[tuple[str, str]] = set()
-    logged_version = -1
-    if delta.open_table(lake.ingest_log_uri, lake.storage_options) is not None:
-        entries = delta.read(
-            lake.ingest_log_uri,
-            lake.storage_options,
-            columns=["source", "file_uri", "fingerprint", "raw_version"],
-        )
-        entries = entries.filter(pl.col("source") == source)
-        seen = set(
-            zip(entries["file_uri"].to_list(), entries["fingerprint"].to_list(), strict=True)
-        )
-        if entries["raw_version"].drop_nulls().len():
-            logged_version = int(entries["raw_version"].max())  # type: ignore[arg-type]
-    raw = delta.open_table(lake.table_uri(Layer.RAW, source), lake.storage_options)
-    if raw is not None and raw.version() > logged_version:
-        for commit in raw.history(raw.version() - logged_version):
-            if commit.get("version", -1) > logged_version and FILES_KEY in commit:
-                seen.update(tuple(pair) for pair in json.loads(commit[FILES_KEY]))
-    return seen
+    RETRY = "retry_requested"
+    """An operator asked for a rejected file to be read again."""
+
+
+def handled_files(lake: Lake, source: str) -> set[tuple[str, str]]:
+    """(uri, fingerprint) of files whose newest log event is an outcome (loaded, empty,
+    rejected): a run need not look at them again. A re-ingest request reopens a file."""
+    if delta.open_table(lake.ingest_log_uri, lake.storage_options) is None:
+        return set()
+    entries = delta.read(
+        lake.ingest_log_uri,
+        lake.storage_options,
+        columns=["source", "file_uri", "fingerprint", "status", "ingested_at"],
+    ).filter(pl.col("source") == source)
+    newest = entries.sort("ingested_at").unique(["file_uri", "fingerprint"], keep="last")
+    done = newest.filter(pl.col("status") != LogStatus.RETRY.value)
+    return set(zip(done["file_uri"].to_list(), done["fingerprint"].to_list(), strict=True))
 
 
 # -- ingest one source ------------------------------------------------------------------
@@ -258,53 +276,141 @@ def ingest_source(
     every file under landing/<source>/ not yet handled is read.
     """
     now = now or datetime.now(UTC)
-    seen = seen_files(lake, source.name)
     landed = lake.list_landing(source.name)
     if only is not None:
         wanted = set(only)
         landed = [f for f in landed if f.uri in wanted]
-    new = [f for f in landed if (f.uri, f.fingerprint) not in seen]
-
-    outcomes: list[FileOutcome] = []
-    frames: list[pl.DataFrame] = []
-    for f in new:
-        outcome, frame = _ingest_file(lake, source, f, stamp.run_id, now)
-        outcomes.append(outcome)
-        if frame is not None:
-            frames.append(frame)
-        for problem in ([outcome.reason] if outcome.reason else []) + outcome.warnings:
-            log.warning("%s: %s", f.uri, problem)
-
+    handled = handled_files(lake, source.name)
+    candidates = [f for f in landed if (f.uri, f.fingerprint) not in handled]
     raw_target = lake.writable(Layer.RAW, source.name)
-    raw_version = delta.current_version(raw_target.uri, lake.storage_options)
-    rows_added = 0
-    if frames:
-        batch = pl.concat(frames, how="diagonal")
-        loaded = [
-            [o.file.uri, o.file.fingerprint] for o in outcomes if o.status is FileStatus.LOADED
-        ]
-        dt: DeltaTable = delta.append(
-            raw_target,
-            batch,
-            stamp.commit(**{FILES_KEY: loaded}),
-            change_data_feed=True,
-        )
-        raw_version = dt.version()
-        rows_added = batch.height
-    if outcomes:
-        delta.append(
-            lake.writable(Layer.RAW, INGEST_LOG_TABLE),
-            _log_frame(outcomes, source.name, raw_version, stamp.run_id, now),
-            stamp.commit(),
-        )
-    return IngestResult(source.name, outcomes, raw_version, rows_added, files_seen=len(landed))
+
+    # Read every candidate once; a commit that loses a race is retried without re-reading.
+    read: dict[str, tuple[FileOutcome, pl.DataFrame | None]] = {}
+
+    def attempt() -> IngestResult:
+        snapshot = raw_target.snapshot()
+        in_raw = {
+            f.uri: f
+            for f in candidates
+            if snapshot.dt is not None
+            and snapshot.dt.transaction_version(delta.file_app(f.uri, f.fingerprint)) is not None
+        }
+        outcomes: list[FileOutcome] = []
+        frames: list[pl.DataFrame] = []
+        for f in candidates:
+            if f.uri in in_raw:
+                # In raw already (a run that crashed before logging it, or a concurrent run):
+                # log it, never load it again.
+                outcomes.append(FileOutcome(f, FileStatus.LOADED, note="loaded by an earlier run"))
+                continue
+            if f.uri not in read:
+                read[f.uri] = _ingest_file(lake, source, f, stamp.run_id, now)
+                outcome = read[f.uri][0]
+                for problem in ([outcome.reason] if outcome.reason else []) + outcome.warnings:
+                    log.warning("%s: %s", f.uri, problem)
+            outcome, frame = read[f.uri]
+            outcomes.append(outcome)
+            if frame is not None:
+                frames.append(frame)
+        raw_version = snapshot.version
+        rows_added = 0
+        if frames:
+            batch = pl.concat(frames, how="diagonal")
+            loaded = [o for o in outcomes if o.status is FileStatus.LOADED and o.note is None]
+            fault_point("raw.before_commit", source.name)
+            raw_version = snapshot.append_files(
+                batch,
+                stamp,
+                [delta.file_app(o.file.uri, o.file.fingerprint) for o in loaded],
+                extra={FILES_KEY: [[o.file.uri, o.file.fingerprint, o.rows] for o in loaded]},
+                configuration={"delta.enableChangeDataFeed": "true"},
+            )
+            rows_added = batch.height
+            fault_point("raw.after_commit", source.name)
+        if outcomes:
+            _append_log(lake, outcomes, source.name, raw_version, stamp, now)
+            fault_point("raw.after_log", source.name)
+        return IngestResult(source.name, outcomes, raw_version, rows_added, files_seen=len(landed))
+
+    return delta.retry_on_conflict(attempt, f"raw/{source.name}")
+
+
+def _append_log(
+    lake: Lake,
+    outcomes: Sequence[FileOutcome],
+    source: str,
+    raw_version: int | None,
+    stamp: delta.Stamp,
+    now: datetime,
+) -> None:
+    log_target = lake.writable(Layer.RAW, INGEST_LOG_TABLE)
+    frame = _log_frame(outcomes, source, raw_version, stamp.run_id, now)
+    delta.retry_on_conflict(
+        lambda: log_target.snapshot().append(frame, stamp), f"raw/{INGEST_LOG_TABLE}"
+    )
+
+
+def landed_source(lake: Lake, file_uri: str) -> str:
+    """The source whose landing folder holds ``file_uri``, or a ValueError saying where
+    landed files live."""
+    for source in SOURCES:
+        if file_uri.startswith(lake.landing_uri(source) + "/"):
+            return source
+    raise ValueError(f"{file_uri} is not under {lake.landing_uri('<source>')}/")
+
+
+def request_reingest(lake: Lake, file_uri: str, stamp: delta.Stamp, reason: str) -> int:
+    """Ask for a rejected file to be read again by the next run; returns how many of its
+    logged versions (fingerprints) were reopened."""
+    if not reason.strip():
+        raise ValueError("say why: the reason is recorded in the ingest log")
+    source = landed_source(lake, file_uri)
+    if delta.open_table(lake.ingest_log_uri, lake.storage_options) is None:
+        return 0
+    entries = delta.read(lake.ingest_log_uri, lake.storage_options).filter(
+        (pl.col("source") == source) & (pl.col("file_uri") == file_uri)
+    )
+    newest = entries.sort("ingested_at").unique(["file_uri", "fingerprint"], keep="last")
+    rejected = newest.filter(pl.col("status") == FileStatus.REJECTED.value)
+    if rejected.height == 0:
+        return 0
+    now = datetime.now(UTC)
+    events = rejected.with_columns(
+        pl.lit(LogStatus.RETRY.value).alias("status"),
+        pl.lit(f"re-ingest requested: {reason}").alias("reason"),
+        pl.lit(0, pl.Int64).alias("rows"),
+        pl.lit(None, pl.Int64).alias("raw_version"),
+        pl.lit(now).cast(pl.Datetime("us", "UTC")).alias("ingested_at"),
+        pl.lit(stamp.run_id).alias("run_id"),
+    )
+    log_target = lake.writable(Layer.RAW, INGEST_LOG_TABLE)
+    delta.retry_on_conflict(
+        lambda: log_target.snapshot().append(events, stamp), f"raw/{INGEST_LOG_TABLE}"
+    )
+    return rejected.height
+
+
+def _read_bytes(lake: Lake, f: LandedFile) -> bytes:
+    """A landed file's bytes; a file this process may not read is the file's problem (it
+    is rejected), a storage that does not answer is the run's (the error propagates)."""
+    if f.unreadable:
+        raise LandedFileError(f"{f.uri}: {f.unreadable}")
+    try:
+        return lake.read_bytes(f.uri)
+    except PermissionError as exc:
+        raise LandedFileError(f"{f.uri}: cannot read the file: {exc.strerror or exc}") from exc
+    except Exception as exc:
+        code = s3_error_code(exc)
+        if code in ("AccessDenied", "InvalidObjectState"):  # e.g. archived to Glacier
+            raise LandedFileError(f"{f.uri}: cannot read the object: {code}") from exc
+        raise
 
 
 def _ingest_file(
     lake: Lake, source: Source, f: LandedFile, run_id: str, now: datetime
 ) -> tuple[FileOutcome, pl.DataFrame | None]:
     try:
-        df = read_landed(f.uri, lake.read_bytes(f.uri))
+        df = read_landed(f.uri, _read_bytes(lake, f))
     except LandedFileError as exc:
         return FileOutcome(f, FileStatus.REJECTED, reason=str(exc).removeprefix(f"{f.uri}: ")), None
     if df.height == 0:

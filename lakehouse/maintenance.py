@@ -59,20 +59,24 @@ def maintain(
     stamp: delta.Stamp,
     retention: timedelta = DEFAULT_RETENTION,
 ) -> MaintenanceReport | None:
-    """Compact, checkpoint and vacuum one table; None if it does not exist (yet)."""
+    """Compact, checkpoint and vacuum one table; None if it does not exist (yet) or has a
+    version pending audit (the next writer judges it first; vacuum must not remove what
+    readers of the published version still read)."""
     uri = lake.writable(layer, table).uri
     dt = delta.open_table(uri, lake.storage_options)
-    if dt is None:
+    if dt is None or delta.table_state(dt).pending:
         return None
     before, files_before = dt.version(), len(dt.file_uris())
-    metrics = dt.optimize.compact(commit_properties=stamp.commit(lakehouse_maintenance="compact"))
+    metrics = dt.optimize.compact(
+        commit_properties=stamp.commit(**{delta.MAINTENANCE_KEY: "compact"})
+    )
     dt = DeltaTable(uri, storage_options=lake.storage_options or None)
     dt.create_checkpoint()
     vacuumed = dt.vacuum(
         retention_hours=int(retention.total_seconds() // 3600),
         dry_run=False,
         enforce_retention_duration=False,  # the retention is ours to choose, even below 7 days
-        commit_properties=stamp.commit(lakehouse_maintenance="vacuum"),
+        commit_properties=stamp.commit(**{delta.MAINTENANCE_KEY: "vacuum"}),
     )
     dt = DeltaTable(uri, storage_options=lake.storage_options or None)
     return MaintenanceReport(

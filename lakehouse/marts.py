@@ -1,10 +1,12 @@
 """Cleansed -> marts: dbt builds in a scratch DuckDB, the lake gets Delta tables.
 
-dbt reads the cleansed tables at pinned Delta versions, copied into the DuckDB file's
-``cleansed`` schema, so a whole dbt run sees one consistent snapshot. Each model it
-builds is then written to marts/<model> in a single Delta commit (readers see the old
-table or the new one, never half) that records the cleansed versions it was built from.
-The DuckDB file is working space: delete it and the next run rebuilds it.
+dbt reads the cleansed tables at their published Delta versions, copied into the DuckDB
+file's ``cleansed`` schema, so a whole dbt run sees one consistent snapshot. Each model
+it builds is judged by its contract right there, in the scratch database (write-audit-
+publish with the audit before the write), and only a model that passes is written to
+marts/<model>: one Delta commit (readers see the old table or the new one, never half)
+that records the cleansed versions it was built from and marks itself published. The
+DuckDB file is working space: delete it and the next run rebuilds it.
 """
 
 from __future__ import annotations
@@ -110,13 +112,12 @@ class MartWorkspace:
         with self._loading(CLEANSED_SCHEMA) as con:
             for name in SOURCES:
                 ref = self.lake.input_table(Layer.CLEANSED, name)  # a branch may read prod's
-                dt = delta.open_table(ref.uri, self.lake.storage_options, ref.version)
-                if dt is None:
-                    # Not built yet: no stale copy may stand in for it. Only models that
-                    # do not read it can be built (automation selects exactly those).
+                if ref.version is None:
+                    # Nothing published yet: no stale copy may stand in for it. Only models
+                    # that do not read it can be built (automation selects exactly those).
                     con.execute(f"DROP TABLE IF EXISTS {CLEANSED_SCHEMA}.{name}")
                     continue
-                version = (versions or {}).get(name, dt.version())
+                version = (versions or {}).get(name, ref.version)
                 frame = delta.read(ref.uri, self.lake.storage_options, version=version)
                 _copy_in(con, f"{CLEANSED_SCHEMA}.{name}", frame.to_arrow())
                 pinned[name] = version
@@ -130,32 +131,50 @@ class MartWorkspace:
         with self._loading(MARTS_SCHEMA) as con:
             for model in mart_models() if models is None else sorted(models):
                 ref = self.lake.input_table(Layer.MARTS, model)
-                dt = delta.open_table(ref.uri, self.lake.storage_options, ref.version)
+                dt = self.lake.published_table(Layer.MARTS, model)
                 if dt is None:
                     continue
                 _copy_in(con, f"{MARTS_SCHEMA}.{model}", dt.to_pyarrow_dataset())
                 loaded[model] = f"v{dt.version()}{' (prod, pinned)' if ref.from_prod else ''}"
         return loaded
 
-    def export(self, model: str, stamp: delta.Stamp, inputs: MartInputs) -> tuple[DeltaTable, bool]:
-        """Write one dbt-built table to marts/<model> as a single atomic Delta commit.
+    def connect(self) -> duckdb.DuckDBPyConnection:
+        """A read-only connection to the scratch database (after dbt has released it)."""
+        con = duckdb.connect(str(self.duckdb_path), read_only=True)
+        con.execute("SET TimeZone = 'UTC'")
+        return con
 
-        Skipped when the table's last commit was built from the same inputs (cleansed
-        versions and dbt code): a rerun with nothing new leaves every version unchanged.
-        Returns the table and whether a new version was written.
+    def export(
+        self, con: duckdb.DuckDBPyConnection, model: str, stamp: delta.Stamp, inputs: MartInputs
+    ) -> tuple[DeltaTable, bool]:
+        """Write one dbt-built (and already judged) table to marts/<model> as a single
+        atomic Delta commit that also publishes it.
+
+        Skipped when the published table was built from the same inputs (cleansed
+        versions and dbt code), or from newer ones (another run got there first): a rerun
+        with nothing new leaves every version unchanged, and a slow run never overwrites a
+        newer build. Returns the table and whether a new version was written.
         """
         target = self.lake.writable(Layer.MARTS, model)
-        current = target.open()
-        if current is not None and delta.latest_value(current, MART_INPUTS_KEY) == inputs.to_json():
-            return current, False
-        con = duckdb.connect(str(self.duckdb_path), read_only=True)
-        try:
-            con.execute("SET TimeZone = 'UTC'")
+
+        def attempt() -> tuple[DeltaTable, bool]:
+            snapshot = target.snapshot()
+            current = snapshot.dt
+            if current is not None:
+                built = delta.latest_value(current, MART_INPUTS_KEY)
+                if built is not None and MartInputs.from_json(built).covers(inputs):
+                    return current, False
             table = con.sql(f"SELECT * FROM {MARTS_SCHEMA}.{model}").to_arrow_table()
-        finally:
-            con.close()
-        commit = stamp.commit(**{MART_INPUTS_KEY: inputs.to_json()})
-        return delta.replace(target, table, commit), True
+            snapshot.replace(
+                table,
+                stamp,
+                txns={delta.PUBLISHED: snapshot.next_version},
+                extra={MART_INPUTS_KEY: inputs.to_json()},
+            )
+            assert snapshot.dt is not None
+            return snapshot.dt, True
+
+        return delta.retry_on_conflict(attempt, f"marts/{model}")
 
 
 def read_manifest(manifest_path: Path) -> dict[str, Any]:
@@ -252,6 +271,17 @@ class MartInputs:
     def to_json(self) -> str:
         return json.dumps(
             {"cleansed_versions": self.cleansed_versions, "dbt_code": self.dbt_code}, sort_keys=True
+        )
+
+    @classmethod
+    def from_json(cls, text: str) -> MartInputs:
+        data = json.loads(text)
+        return cls({k: int(v) for k, v in data["cleansed_versions"].items()}, data["dbt_code"])
+
+    def covers(self, other: MartInputs) -> bool:
+        """Built from the same code and from the same or newer versions of every table."""
+        return self.dbt_code == other.dbt_code and all(
+            self.cleansed_versions.get(t, -1) >= v for t, v in other.cleansed_versions.items()
         )
 
 

@@ -158,6 +158,8 @@ class LakehouseSettings(BaseSettings):
         extra="ignore",
         frozen=True,
         populate_by_name=True,
+        # A validation error must never echo what was given: it may be the PII secret.
+        hide_input_in_errors=True,
     )
 
     # -- which deployment this is (see resolve_environment) ----------------------------
@@ -198,6 +200,21 @@ class LakehouseSettings(BaseSettings):
         default=None, description="For S3-compatible stores (MinIO, moto); unset for AWS."
     )
     aws_region: str | None = Field(default=None, description="Defaults to the AWS chain's region.")
+    s3_connect_timeout_seconds: float = Field(
+        default=5.0, gt=0, description="Give up connecting to S3 after this long (per attempt)."
+    )
+    s3_request_timeout_seconds: float = Field(
+        default=30.0, gt=0, description="Give up on one S3 request after this long (per attempt)."
+    )
+    s3_max_retries: int = Field(
+        default=3, ge=0, description="Retries of a failed S3 request (timeouts, 5xx, throttling)."
+    )
+    s3_retry_timeout_seconds: float = Field(
+        default=60.0,
+        gt=0,
+        description="No S3 request is retried once this long has passed since its first attempt: "
+        "a stalled store fails the step in bounded time, and Dagster's retry policy takes over.",
+    )
     pii_secret: SecretStr | None = Field(
         default=None,
         description="HMAC key for customer pseudonyms. Unset means the insecure demo key.",
@@ -214,6 +231,19 @@ class LakehouseSettings(BaseSettings):
     )
     openlineage_namespace: str = Field(
         default="lakehouse", description="OpenLineage job namespace."
+    )
+
+    quarantine_max_rate: float = Field(
+        default=0.05,
+        ge=0.0,
+        le=1.0,
+        description="A cleansing batch that would quarantine more than this share of its rows "
+        "is stopped instead (see quarantine_min_rows).",
+    )
+    quarantine_min_rows: int = Field(
+        default=10,
+        ge=0,
+        description="...but only once at least this many rows would be quarantined.",
     )
 
     fault_point: str | None = Field(

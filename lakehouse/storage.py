@@ -49,16 +49,25 @@ BRANCHES = "branches"
 """<root>/branches/pr-N/: everything a branch deployment writes. Nothing else writes there."""
 
 
+class StorageUnreachableError(RuntimeError):
+    """The lake's storage did not answer (refused, timed out, no such bucket)."""
+
+
 class WriteOutsidePrefixError(PermissionError):
     """A write outside this lake's own prefix: a branch never writes to prod (nor prod to a branch)."""
 
 
+GATED_LAYERS = frozenset({Layer.CLEANSED, Layer.MARTS})
+"""Write-audit-publish layers: readers see a version only once it passed its blocking checks."""
+
+
 @dataclass(frozen=True)
 class TableRef:
-    """Where to read a table: its location and, for a table pinned in prod, the version."""
+    """Where to read a table: its location and the version readers see there (the
+    published one; for a table read from prod, the pinned one). None: nothing to read."""
 
     uri: str
-    version: int | None = None
+    version: int | None
     from_prod: bool = False
 
 
@@ -71,6 +80,8 @@ class LandedFile:
     size: int
     last_modified: datetime
     fingerprint: str
+    unreadable: str | None = None
+    """Why the file could not even be fingerprinted (e.g. no read permission); None if it could."""
 
     @property
     def name(self) -> str:
@@ -133,7 +144,7 @@ class Lake:
     def writable(self, layer: Layer | str, table: str) -> WritableTable:
         uri = self.table_uri(layer, table)
         self.check_writable(uri)
-        return WritableTable(uri, self.storage_options)
+        return WritableTable(uri, self.storage_options, gated=layer in GATED_LAYERS)
 
     def check_writable(self, uri: str) -> None:
         """Refuse any write outside this lake's prefix: the code-level fence around prod."""
@@ -160,34 +171,31 @@ class Lake:
         return load_or_create_pins(self)
 
     def input_table(self, layer: Layer | str, table: str) -> TableRef:
-        """Where to read ``layer/table`` as an input: this lake's own table if it has one,
-        else (in a branch) prod's at the pinned version."""
+        """Where to read ``layer/table`` as an input: this lake's own table at its published
+        version if it has one, else (in a branch) prod's at the pinned version."""
         own = self.table_uri(layer, table)
-        if not self.is_branch or delta.open_table(own, self.storage_options) is not None:
-            return TableRef(own)
+        dt = delta.open_table(own, self.storage_options)
+        if dt is not None or not self.is_branch:
+            return TableRef(own, None if dt is None else delta.table_state(dt).readable)
         pinned = self.pins.tables.get(f"{layer}/{table}")
         if pinned is None:
-            return TableRef(own)  # prod had no such table when the branch was pinned
+            return TableRef(own, None)  # prod had no such table when the branch was pinned
         return TableRef(self.prod_uri(str(layer), table), pinned, from_prod=True)
 
     def input_version(self, layer: Layer | str, table: str) -> int | None:
-        """The version of ``layer/table`` an input read sees (pinned in prod, or current)."""
-        return self.version_of(self.input_table(layer, table))
+        """The version of ``layer/table`` an input read sees (published, or pinned in prod)."""
+        return self.input_table(layer, table).version
 
-    def version_of(self, ref: TableRef) -> int | None:
-        """A resolved input's version: the pinned one, else its current one (None: no table)."""
-        if ref.version is not None:
-            return ref.version
-        return delta.current_version(ref.uri, self.storage_options)
-
-    def open_input(
+    def published_table(
         self, layer: Layer | str, table: str, version: int | None = None
     ) -> DeltaTable | None:
-        """The input table (at ``version`` of wherever it resolves, default its pinned/current one)."""
+        """The table as readers see it (published, or pinned in prod); ``version`` asks
+        for another version of the same table (time travel). None: nothing to read."""
         ref = self.input_table(layer, table)
-        return delta.open_table(
-            ref.uri, self.storage_options, ref.version if version is None else version
-        )
+        version = ref.version if version is None else version
+        if version is None:
+            return None
+        return delta.open_table(ref.uri, self.storage_options, version)
 
     def landing_uri(self, source: str) -> str:
         return self.uri(LANDING, source)
@@ -196,13 +204,34 @@ class Lake:
     def ingest_log_uri(self) -> str:
         return self.table_uri(Layer.RAW, INGEST_LOG_TABLE)
 
+    def check_reachable(self) -> None:
+        """Fail fast, naming the cause, when the lake's storage does not answer: a run that
+        starts anyway only buries it under every step's retries."""
+        if not self.is_s3:
+            return
+        bucket = self.root.removeprefix("s3://").partition("/")[0]
+        try:
+            self.s3.head_bucket(Bucket=bucket)
+        except Exception as exc:
+            code = s3_error_code(exc)
+            cause = f"bucket {bucket} does not exist" if code in ("404", "NoSuchBucket") else exc
+            raise StorageUnreachableError(f"cannot reach the lake at {self.root}: {cause}") from exc
+
     # -- storage options for delta-rs / polars -----------------------------------------
     @cached_property
     def storage_options(self) -> dict[str, str]:
         """Options for delta-rs: endpoint and region from settings, credentials from the AWS chain."""
         if not self.is_s3:
             return {}
-        opts: dict[str, str] = {}
+        settings = self.settings
+        # object_store's client: explicit timeouts and a bounded retry budget, so a stalled
+        # endpoint fails in bounded time instead of retrying quietly behind the run.
+        opts: dict[str, str] = {
+            "connect_timeout": _duration(settings.s3_connect_timeout_seconds),
+            "timeout": _duration(settings.s3_request_timeout_seconds),
+            "max_retries": str(settings.s3_max_retries),
+            "retry_timeout": _duration(settings.s3_retry_timeout_seconds),
+        }
         if self.settings.s3_endpoint_url:
             opts["AWS_ENDPOINT_URL"] = self.settings.s3_endpoint_url
             if self.settings.s3_endpoint_url.startswith("http://"):
@@ -228,7 +257,15 @@ class Lake:
 
     @cached_property
     def s3(self) -> S3Client:
-        return self._boto_session.client("s3", endpoint_url=self.settings.s3_endpoint_url)
+        from botocore.config import Config
+
+        settings = self.settings
+        config = Config(
+            connect_timeout=settings.s3_connect_timeout_seconds,
+            read_timeout=settings.s3_request_timeout_seconds,
+            retries={"max_attempts": settings.s3_max_retries + 1, "mode": "standard"},
+        )
+        return self._boto_session.client("s3", endpoint_url=settings.s3_endpoint_url, config=config)
 
     # -- landed files -----------------------------------------------------------------
     def list_landing(self, source: str, start_after: str | None = None) -> list[LandedFile]:
@@ -250,10 +287,18 @@ class Lake:
                 continue  # an S3 "folder" marker
             if not self.is_s3 and relative_key.rsplit("/", 1)[-1].startswith("."):
                 continue  # e.g. a .partial file still being written
-            fingerprint = (
-                f"etag:{obj.etag}" if obj.etag else "sha256:" + _sha256_file(Path(obj.uri))
+            unreadable = None
+            if obj.etag:
+                fingerprint = f"etag:{obj.etag}"
+            else:
+                try:
+                    fingerprint = "sha256:" + _sha256_file(Path(obj.uri))
+                except OSError as exc:  # e.g. no read permission: this file only is rejected
+                    fingerprint = f"unreadable:{obj.size}:{obj.last_modified.isoformat()}"
+                    unreadable = f"cannot read the file: {exc.strerror or exc}"
+            yield LandedFile(
+                obj.uri, relative_key, obj.size, obj.last_modified, fingerprint, unreadable
             )
-            yield LandedFile(obj.uri, relative_key, obj.size, obj.last_modified, fingerprint)
 
     def read_bytes(self, uri: str) -> bytes:
         data = self.read_object(uri)
@@ -407,3 +452,18 @@ def _sha256_file(path: Path) -> str:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def _duration(seconds: float) -> str:
+    """A duration as object_store parses it (whole milliseconds)."""
+    return f"{round(seconds * 1000)}ms"
+
+
+def s3_error_code(exc: BaseException) -> str | None:
+    """The S3 error code of a botocore ``ClientError`` (``NoSuchKey``, ``AccessDenied``...);
+    None for anything else (a timeout, a refused connection, a local error)."""
+    response = getattr(exc, "response", None)
+    if not isinstance(response, dict):
+        return None
+    code = response.get("Error", {}).get("Code")
+    return str(code) if code is not None else None

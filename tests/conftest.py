@@ -10,8 +10,10 @@ import time
 import urllib.request
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 # Telemetry off and no real AWS credentials, before any tool is imported.
 os.environ.update(
@@ -33,6 +35,7 @@ import boto3
 import dagster as dg
 import pytest
 
+from lakehouse import delta
 from lakehouse.definitions import build_definitions
 from lakehouse.defs.resources import LakehouseResource
 from lakehouse.landing import land_files
@@ -41,14 +44,38 @@ from lakehouse.settings import LakehouseSettings
 from lakehouse.storage import Lake
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--reliability",
+        action="store_true",
+        help="also run the full fault-injection and concurrency matrix (make reliability)",
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if config.getoption("--reliability"):
+        return
+    skip = pytest.mark.skip(reason="full reliability matrix: make reliability")
+    for item in items:
+        if "reliability" in item.keywords:
+            item.add_marker(skip)
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
 
 
+@dataclass(frozen=True)
+class S3Server:
+    endpoint: str
+    pid: int
+    """The server's process: a test may SIGSTOP it to play a stalled S3."""
+
+
 @pytest.fixture(scope="session")
-def s3_endpoint() -> Iterator[str]:
+def s3_server() -> Iterator[S3Server]:
     """moto's S3 server on loopback, in its own process.
 
     Real HTTP, so delta-rs (Rust) talks to it too. It must be a separate process: delta-rs
@@ -72,7 +99,7 @@ def s3_endpoint() -> Iterator[str]:
                 if proc.poll() is not None or time.monotonic() > deadline:
                     raise RuntimeError(f"moto server did not start on {endpoint}") from None
                 time.sleep(0.1)
-        yield endpoint
+        yield S3Server(endpoint, proc.pid)
     finally:
         proc.terminate()
         try:
@@ -80,6 +107,11 @@ def s3_endpoint() -> Iterator[str]:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint(s3_server: S3Server) -> str:
+    return s3_server.endpoint
 
 
 def _s3_settings(endpoint: str, work_dir: Path) -> LakehouseSettings:
@@ -114,6 +146,13 @@ def settings(request: pytest.FixtureRequest, tmp_path: Path) -> LakehouseSetting
 @pytest.fixture
 def lake(settings: LakehouseSettings) -> Lake:
     return Lake(settings)
+
+
+def put_table(lake: Lake, layer: str, table: str, df: Any, run_id: str = "test") -> int:
+    """Replace a table's contents in one commit and publish it (as if it passed its checks)."""
+    snapshot = lake.writable(layer, table).snapshot()
+    extra = {delta.PUBLISHED: snapshot.next_version} if lake.writable(layer, table).gated else {}
+    return snapshot.replace(df, delta.Stamp(run_id, f"{layer}/{table}"), txns=extra)
 
 
 def run_build(

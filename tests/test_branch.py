@@ -78,7 +78,7 @@ def test_a_branch_runs_the_whole_pipeline_without_touching_prod(
 
     # The branch saw prod as pinned: only the first delivery, so its marts equal prod's
     # pinned marts exactly, although prod's current marts have moved on.
-    raw_rows = delta.row_count(branch.open_input(Layer.RAW, "orders"))  # type: ignore[arg-type]
+    raw_rows = delta.row_count(branch.published_table(Layer.RAW, "orders"))  # type: ignore[arg-type]
     pinned_raw = delta.open_table(
         prod.table_uri(Layer.RAW, "orders"), prod.storage_options, pins.tables["raw/orders"]
     )
@@ -260,10 +260,8 @@ def test_prod_vacuum_keeps_what_a_branch_still_reads(lake: Lake) -> None:
     week = timedelta(days=7)
     assert vacuum_retention(prod, week) == week  # no branch: the configured retention
     for i in range(3):
-        delta.append(
-            prod.writable(Layer.RAW, "orders"),
-            pl.DataFrame({"id": [str(i)]}),
-            delta.Stamp(f"r{i}", "raw/orders").commit(),
+        prod.writable(Layer.RAW, "orders").snapshot().append(
+            pl.DataFrame({"id": [str(i)]}), delta.Stamp(f"r{i}", "raw/orders"), schema_merge=True
         )
     branch = prod.branch(4)
     assert branch.pins.tables["raw/orders"] == 2
@@ -273,14 +271,14 @@ def test_prod_vacuum_keeps_what_a_branch_still_reads(lake: Lake) -> None:
     # Even a zero retention is stretched to cover the pin taken just now.
     retention = vacuum_retention(prod, timedelta(0))
     assert retention >= timedelta(hours=1)
-    delta.append(
-        prod.writable(Layer.RAW, "orders"),
-        pl.DataFrame({"id": ["3"]}),
-        delta.Stamp("r3", "raw/orders").commit(),
+    prod.writable(Layer.RAW, "orders").snapshot().append(
+        pl.DataFrame({"id": ["3"]}), delta.Stamp("r3", "raw/orders"), schema_merge=True
     )
     maintain(prod, Layer.RAW, "orders", delta.Stamp("m", "raw/orders"), retention)
-    assert delta.row_count(branch.open_input(Layer.RAW, "orders")) == 3  # type: ignore[arg-type]
-    assert sorted(branch.open_input(Layer.RAW, "orders").to_pyarrow_table()["id"].to_pylist()) == [  # type: ignore[union-attr]
+    assert delta.row_count(branch.published_table(Layer.RAW, "orders")) == 3  # type: ignore[arg-type]
+    assert sorted(
+        branch.published_table(Layer.RAW, "orders").to_pyarrow_table()["id"].to_pylist()
+    ) == [  # type: ignore[union-attr]
         "0",
         "1",
         "2",

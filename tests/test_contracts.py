@@ -25,11 +25,12 @@ from lakehouse.contracts import (
     verify,
 )
 from lakehouse.landing import land_files
+from lakehouse.marts import read_mart
 from lakehouse.settings import LakehouseSettings
 from lakehouse.sources import SOURCES
 from lakehouse.storage import Lake, Layer
 from lakehouse.summary import MART_TABLES
-from tests.conftest import run_build
+from tests.conftest import put_table, run_build
 
 Mutation = Callable[[pl.DataFrame], pl.DataFrame]
 
@@ -51,7 +52,7 @@ def damaged_copy(src: Lake, tmp: Lake, layer: Layer, table: str, mutate: Mutatio
         df = delta.read(src.table_uri(ref_layer, ref_table), src.storage_options)
         if (ref_layer, ref_table) == (layer, table):
             df = mutate(df)
-        delta.replace(tmp.writable(ref_layer, ref_table), df, delta.Stamp("t", "t").commit())
+        put_table(tmp, ref_layer, ref_table, df)
 
 
 def one_more_order(delivery: dict[str, Path], out: Path, **changes: str) -> Path:
@@ -163,57 +164,21 @@ def test_verify_from_the_command_line(
 
 # -- the gate, in Dagster -----------------------------------------------------------------
 @pytest.mark.slow
-def test_a_failing_contract_stops_bad_data_before_the_marts(
-    local_settings: LakehouseSettings, sample_delivery: dict[str, Path], tmp_path: Path
+def strict_contracts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, layer: str, table: str
 ) -> None:
-    lake = Lake(local_settings)
-    land_files(lake, sample_delivery, datetime(2026, 11, 1, tzinfo=UTC))
-    run_build(local_settings)
-    orders_uri = lake.table_uri(Layer.CLEANSED, "orders")
-    good = delta.read(orders_uri, {}).sort("order_id")
-    marts_before = {
-        m: delta.current_version(lake.table_uri(Layer.MARTS, m), {}) for m in MART_TABLES
-    }
-
-    # An order for a customer nobody delivered: valid to the cleansing rules, not to the contract.
-    bad_file = one_more_order(
-        sample_delivery, tmp_path, id="order-of-a-stranger", customer="stranger"
-    )
-    land_files(lake, {"orders": bad_file}, datetime(2026, 11, 2, tzinfo=UTC))
-
-    result = run_build(local_settings, expect_success=False)
-    (failed,) = [
-        e for e in result.get_asset_check_evaluations()
-        if not e.passed and e.severity is dg.AssetCheckSeverity.ERROR
-    ]  # fmt: skip
-    assert (failed.asset_key.to_user_string(), failed.check_name) == (
-        "cleansed/orders",
-        "customer_id__invalid__ref",
-    )
-    assert failed.metadata["failing_rows"].value == 1
-    assert "order-of-a-stranger" in str(failed.metadata["failing_rows_sample"].value)
-    rejected = failed.metadata["rejected_delta_version"].value
-    assert failed.metadata["restored_delta_version"].value == rejected - 1  # type: ignore[operator]
-
-    # Readers still see the last good version; no mart was built from the bad one.
-    assert delta.read(orders_uri, {}).sort("order_id").equals(good)
-    materialized = {m.asset_key.to_user_string() for m in result.get_asset_materialization_events()}
-    assert not {k for k in materialized if k.startswith("marts/")}
-    marts_after = {
-        m: delta.current_version(lake.table_uri(Layer.MARTS, m), {}) for m in MART_TABLES
-    }
-    assert marts_after == marts_before
-    # The rejected row stays in raw and is judged again next time (the cursor was kept).
-    assert "order-of-a-stranger" in delta.read(lake.table_uri(Layer.RAW, "orders"), {})["id"]
-    again = run_build(local_settings, expect_success=False)
-    assert any(
-        not e.passed and e.check_name == "customer_id__invalid__ref"
-        for e in again.get_asset_check_evaluations()
-    )
+    """Swap in a copy of the contracts where ``layer/table``'s row count must be zero: a
+    table-level rule the data cannot meet."""
+    strict = tmp_path / "soda_checks"
+    shutil.copytree(contracts.CONTRACTS_DIR, strict)
+    path = strict / layer / f"{table}.yml"
+    path.write_text(path.read_text().replace("must_be_greater_than: 0", "must_be_less_than: 1", 1))
+    monkeypatch.setattr(contracts, "CONTRACTS_DIR", strict)
+    contracts.load_contract.cache_clear()
 
 
 @pytest.mark.slow
-def test_a_failing_mart_is_withdrawn_with_the_marts_built_from_it(
+def test_a_cleansed_version_failing_a_table_rule_is_withdrawn_and_judged_again(
     local_settings: LakehouseSettings,
     sample_delivery: dict[str, Path],
     tmp_path: Path,
@@ -222,18 +187,69 @@ def test_a_failing_mart_is_withdrawn_with_the_marts_built_from_it(
     lake = Lake(local_settings)
     land_files(lake, sample_delivery, datetime(2026, 11, 1, tzinfo=UTC))
     run_build(local_settings)
-    before = {m: delta.read(lake.table_uri(Layer.MARTS, m), {}) for m in MART_TABLES}
+    orders_uri = lake.table_uri(Layer.CLEANSED, "orders")
+    good = delta.read(orders_uri, {}).sort("order_id")
+    published = delta.readable_version(orders_uri, {})
+    marts_before = {
+        m: delta.current_version(lake.table_uri(Layer.MARTS, m), {}) for m in MART_TABLES
+    }
+    land_files(
+        lake,
+        {"orders": one_more_order(sample_delivery, tmp_path, id="one-more")},
+        datetime(2026, 11, 2, tzinfo=UTC),
+    )
+    strict_contracts(tmp_path, monkeypatch, "cleansed", "orders")
+    try:
+        result = run_build(local_settings, expect_success=False)
+    finally:
+        contracts.load_contract.cache_clear()
+
+    (failed,) = [
+        e for e in result.get_asset_check_evaluations()
+        if not e.passed and e.severity is dg.AssetCheckSeverity.ERROR
+    ]  # fmt: skip
+    assert (failed.asset_key.to_user_string(), failed.check_name) == (
+        "cleansed/orders",
+        "row_count",
+    )
+    assert failed.metadata["published"].value is False
+    # The rejected version is kept for inspection; readers see the last verified one.
+    dt = delta.open_table(orders_uri, {})
+    assert dt is not None
+    state = delta.table_state(dt)
+    assert state.rejected == published + 1 and not state.pending  # type: ignore[operator]
+    assert delta.read(orders_uri, {}, version=state.readable).sort("order_id").equals(good)
+    materialized = {m.asset_key.to_user_string() for m in result.get_asset_materialization_events()}
+    assert not {k for k in materialized if k.startswith("marts/")}
+    marts_after = {
+        m: delta.current_version(lake.table_uri(Layer.MARTS, m), {}) for m in MART_TABLES
+    }
+    assert marts_after == marts_before
+    # The contract fixed, the batch is judged again (its cursor was put back) and publishes.
+    monkeypatch.undo()
+    contracts.load_contract.cache_clear()
+    run_build(local_settings)
+    assert (
+        "one-more"
+        in delta.read(orders_uri, {}, version=delta.readable_version(orders_uri, {}))["order_id"]
+    )
+    assert "one-more" in read_mart(lake, "orders")["order_id"]
+
+
+@pytest.mark.slow
+def test_a_mart_failing_its_contract_is_never_written_nor_the_marts_built_from_it(
+    local_settings: LakehouseSettings,
+    sample_delivery: dict[str, Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    lake = Lake(local_settings)
+    land_files(lake, sample_delivery, datetime(2026, 11, 1, tzinfo=UTC))
+    run_build(local_settings)
     versions = {m: delta.current_version(lake.table_uri(Layer.MARTS, m), {}) for m in MART_TABLES}
 
     # A stricter marts/orders contract that today's data cannot meet, and a new order.
-    strict = tmp_path / "soda_checks"
-    shutil.copytree(contracts.CONTRACTS_DIR, strict)
-    orders_contract = strict / "marts" / "orders.yml"
-    orders_contract.write_text(
-        orders_contract.read_text().replace("must_be_greater_than: 0", "must_be_less_than: 1", 1)
-    )
-    monkeypatch.setattr(contracts, "CONTRACTS_DIR", strict)
-    contracts.load_contract.cache_clear()
+    strict_contracts(tmp_path, monkeypatch, "marts", "orders")
     new_order = one_more_order(sample_delivery, tmp_path, id="one-more-order")
     land_files(lake, {"orders": new_order}, datetime(2026, 11, 2, tzinfo=UTC))
     try:
@@ -243,17 +259,25 @@ def test_a_failing_mart_is_withdrawn_with_the_marts_built_from_it(
 
     (failed,) = [e for e in result.get_asset_check_evaluations() if not e.passed and e.severity is dg.AssetCheckSeverity.ERROR]  # fmt: skip
     assert (failed.asset_key.to_user_string(), failed.check_name) == ("marts/orders", "row_count")
-    withdrawn = failed.metadata["downstream_marts_withdrawn"].value
-    assert withdrawn == ["customers", "daily_location_revenue"]
-    for mart in MART_TABLES:
-        now = delta.read(lake.table_uri(Layer.MARTS, mart), {})
-        if mart in ("orders", *withdrawn):  # withdrawn: a restore commit back to the old data
-            assert now.equals(before[mart]), mart
-            assert (
-                delta.current_version(lake.table_uri(Layer.MARTS, mart), {}) == versions[mart] + 2
-            )  # type: ignore[operator]
-        elif mart == "order_items":  # upstream of orders: unaffected, and unchanged anyway
-            assert now.equals(before[mart])
+    assert failed.metadata["published"].value is False
+    # Judged in dbt's scratch database: orders, and the marts dbt built from it, were never
+    # written; the rest (built from the new cleansed data) were.
+    for mart in ("orders", "customers", "daily_location_revenue"):
+        assert delta.current_version(lake.table_uri(Layer.MARTS, mart), {}) == versions[mart], mart
+    assert "one-more-order" not in read_mart(lake, "orders")["order_id"].to_list()
+    notes = {
+        e.asset_key.to_user_string(): e.metadata["note"].value
+        for e in result.get_asset_check_evaluations()
+        if "note" in e.metadata  # the contract checks (dbt's own tests carry no verdict)
+    }
+    assert notes == {
+        "marts/customers": "built from rejected marts/orders",
+        "marts/daily_location_revenue": "built from rejected marts/orders",
+    }
+    materialized = {m.asset_key.to_user_string() for m in result.get_asset_materialization_events()}
+    assert {"marts/orders", "marts/customers", "marts/daily_location_revenue"}.isdisjoint(
+        materialized
+    )
 
 
 def test_a_reference_to_a_table_not_built_yet_fails_that_check_only(
@@ -261,9 +285,7 @@ def test_a_reference_to_a_table_not_built_yet_fails_that_check_only(
 ) -> None:
     tmp = Lake(LakehouseSettings(lake_root=str(tmp_path / "lake"), work_dir=tmp_path / "work"))
     df = delta.read(built_lake.table_uri(Layer.MARTS, "daily_location_revenue"), {})
-    delta.replace(
-        tmp.writable(Layer.MARTS, "daily_location_revenue"), df, delta.Stamp("t", "t").commit()
-    )
+    put_table(tmp, Layer.MARTS, "daily_location_revenue", df)
     v = verify(tmp, Layer.MARTS, "daily_location_revenue")  # cleansed/stores does not exist
     assert {o.check.name for o in v.failed} == {"location_id__invalid__ref"}
     assert v.versions["cleansed/stores"] == -1

@@ -85,8 +85,9 @@ def test_a_model_edit_shows_up_in_the_diff(built_lake: Lake, tmp_path: Path) -> 
     # orders changed; customers and daily revenue are built from it; the rest is prod's.
     assert built == {"orders", "customers", "daily_location_revenue"}
     inputs = MartInputs(pinned, "edited")
-    for model in built:
-        workspace.export(model, delta.Stamp("test", f"marts/{model}"), inputs)
+    with workspace.connect() as con:
+        for model in built:
+            workspace.export(con, model, delta.Stamp("test", f"marts/{model}"), inputs)
 
     report = diff_branch(branch, target / "manifest.json")
     by_model = {m.model: m for m in report.marts}

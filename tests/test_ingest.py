@@ -52,7 +52,7 @@ def test_every_format_lands_the_same_values(lake: Lake) -> None:
     assert len({tuple(v) for v in per_file.values()}) == 1, per_file
     assert per_file["a.csv"][0] == ("o1", "c1", "2018-09-01T08:45:00", "s1", "600", "36", "636")
     assert df.schema["subtotal"] == pl.String  # raw keeps values as landed
-    commit = delta.last_commit(
+    commit = delta.commit_info(
         delta.open_table(lake.table_uri(Layer.RAW, "orders"), lake.storage_options)
     )
     assert commit[delta.RUN_ID_KEY] == "run-1" and commit[delta.ASSET_KEY_KEY] == "raw/orders"
@@ -126,13 +126,53 @@ def test_ingestion_never_changes_landed_files(lake: Lake) -> None:
 def test_a_run_that_died_before_logging_never_loads_twice(lake: Lake) -> None:
     lake.put_landing_file("orders", "2026-01-01/orders.csv", (HEADER + ROWS).encode())
     run(lake)
-    # Lose the ingest log, as if the run had died right after appending to raw.
+    # Lose the ingest log, as if the run had died right after appending to raw; then a
+    # later delivery is logged (the case that once made the orphaned file look new).
     lake.delete_prefix(Layer.RAW.value, "_ingest_log")
-    assert run(lake, 2).outcomes == []
-    assert raw_orders(lake).height == 2
+    later = ROWS.replace("o1", "o3").replace("o2", "o4")
+    lake.put_landing_file("orders", "2026-01-02/orders.csv", (HEADER + later).encode())
+    second = run(lake, 2)
+    assert second.rows_added == 2  # the new file only
+    recovered = [o for o in second.outcomes if o.note]
+    assert [o.file.relative_key for o in recovered] == ["2026-01-01/orders.csv"]
+    assert run(lake, 3).outcomes == []  # both are logged now
+    assert run(lake, 4).outcomes == []
+    raw = raw_orders(lake)
+    assert sorted(raw["id"].to_list()) == ["o1", "o2", "o3", "o4"]
 
 
 @pytest.mark.parametrize("bad_key", ["../escape.csv"])
 def test_landing_keys_stay_inside_landing(lake: Lake, bad_key: str) -> None:
     with pytest.raises(ValueError, match="outside"):
         lake.put_landing_file("orders", bad_key, b"x")
+
+
+def test_one_unreadable_file_never_fails_the_others(lake: Lake) -> None:
+    """Size limits, decompression and (on a local folder) a file that cannot even be
+    fingerprinted: each rejects its own file, with the reason, and the rest load."""
+    huge = "x" * (2 * 1024 * 1024)  # one 2 MB field: above csv's default 128 kB limit
+    lake.put_landing_file(
+        "orders", "2026-01-01/huge-field.csv", (HEADER + f"o9,{huge},2018,s1,1,0,1\n").encode()
+    )
+    lake.put_landing_file("orders", "2026-01-01/good.csv", (HEADER + ROWS).encode())
+    lake.put_landing_file(
+        "orders", "2026-01-01/truncated.csv.gz", gzip.compress(ROWS.encode())[:20]
+    )
+    if not lake.is_s3:  # a file that lists but cannot be read (EIO), even by root
+        from pathlib import Path
+
+        link = Path(lake.landing_uri("orders")) / "2026-01-01" / "gone.csv"
+        link.symlink_to("/proc/self/mem")
+
+    result = run(lake)
+    by_name = {o.file.name: o for o in result.outcomes}
+    assert by_name["good.csv"].status is FileStatus.LOADED
+    assert by_name["huge-field.csv"].status is FileStatus.LOADED
+    assert by_name["truncated.csv.gz"].status is FileStatus.REJECTED
+    assert by_name["truncated.csv.gz"].reason
+    if not lake.is_s3:
+        assert by_name["gone.csv"].status is FileStatus.REJECTED
+        assert by_name["gone.csv"].reason
+    loaded = raw_orders(lake)
+    assert sorted(loaded["id"]) == ["o1", "o2", "o9"]
+    assert loaded.filter(pl.col("id") == "o9")["customer"].str.len_chars().item() == len(huge)

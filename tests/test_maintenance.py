@@ -35,10 +35,8 @@ def physical_files(lake: Lake, layer: Layer, table: str) -> int:
 def test_compaction_checkpoint_and_vacuum(lake: Lake) -> None:
     uri = lake.table_uri(Layer.RAW, "orders")
     for i in range(12):
-        delta.append(
-            lake.writable(Layer.RAW, "orders"),
-            pl.DataFrame({"id": [str(i)]}),
-            delta.Stamp(f"r{i}", "raw/orders").commit(),
+        lake.writable(Layer.RAW, "orders").snapshot().append(
+            pl.DataFrame({"id": [str(i)]}), delta.Stamp(f"r{i}", "raw/orders"), schema_merge=True
         )
     stamp = delta.Stamp("maintenance", "raw/orders")
 

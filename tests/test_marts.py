@@ -20,6 +20,7 @@ from lakehouse.settings import LakehouseSettings
 from lakehouse.sources import SOURCES
 from lakehouse.storage import Lake, Layer
 from lakehouse.summary import MART_TABLES
+from tests.conftest import put_table
 
 # The order automation found them ready in, in a CI run that published an empty
 # marts/orders: its check read marts/customers, which that run had not built.
@@ -104,11 +105,7 @@ def test_a_mart_is_judged_against_the_snapshot_it_was_built_from(
         # version would); the marts built before it still judge against their own snapshot.
         stores = delta.read(lake.table_uri(Layer.CLEANSED, "stores"), {})
         gone = read_mart(lake, "orders")["location_id"][0]
-        delta.replace(
-            lake.writable(Layer.CLEANSED, "stores"),
-            stores.filter(pl.col("location_id") != gone),
-            delta.Stamp("test", "cleansed/stores").commit(),
-        )
+        put_table(lake, Layer.CLEANSED, "stores", stores.filter(pl.col("location_id") != gone))
         result = defs.resolve_job_def("recheck_marts_orders").execute_in_process(instance=instance)
     (ref,) = [
         c

@@ -1,10 +1,15 @@
 """Soda contracts as Dagster asset checks, one check per contract check, on every table.
 
-Write-audit-publish: an asset writes a new Delta version; its contract checks then run on
-exactly that version (taken from the materialization's ``delta_version``). For cleansed
-and mart tables the checks are blocking: if one fails, the version is withdrawn at once
-(a Delta restore to the version before the run) and downstream assets do not run. Raw
-checks only warn: raw keeps everything that landed.
+The writers judge their own writes (write-audit-publish, ``lakehouse.publish``): a
+cleansed table is verified right after its commit and published or withdrawn, a mart is
+verified in dbt's scratch database before it is written at all. Each judgement is stored
+in the lake as a verdict. These checks report it: the verdict this run reached, or, when
+the run wrote nothing new (or the checks run alone from the UI), the verdict of the
+version readers see, verified again only if no stored verdict covers it. A blocking check
+that reports a rejected version fails, so nothing downstream runs on it.
+
+A check that cannot run (storage unreachable, Soda unable to evaluate) raises: that is an
+error of the run, retried as such, never reported as bad data.
 """
 
 from collections.abc import Iterator
@@ -12,48 +17,10 @@ from typing import Any
 
 import dagster as dg
 
-from lakehouse import delta
-from lakehouse.contracts import CheckOutcome, Outcome, Verification, all_contracts, verify
+from lakehouse import delta, publish
+from lakehouse.contracts import all_contracts, load_contract
 from lakehouse.defs.resources import LakehouseResource
-from lakehouse.storage import Lake, Layer
-
-GATED_LAYERS = frozenset({Layer.CLEANSED, Layer.MARTS})
-
-
-def _severity(outcome: Outcome, gated: bool) -> dg.AssetCheckSeverity:
-    if outcome is Outcome.WARN or (outcome is Outcome.FAILED and not gated):
-        return dg.AssetCheckSeverity.WARN
-    return dg.AssetCheckSeverity.ERROR
-
-
-def check_result(
-    key: dg.AssetKey, o: CheckOutcome, v: Verification, gated: bool, withdrawn: dict[str, Any]
-) -> dg.AssetCheckResult:
-    meta: dict[str, Any] = {
-        "soda_outcome": o.outcome.value,
-        "check_type": o.check.type,
-        "column": o.check.column or "",
-        "delta_versions_checked": dg.MetadataValue.json(v.versions),
-        "contract": dg.MetadataValue.path(str(v.contract.path)),
-    }
-    if o.summary:
-        meta["soda_check"] = o.summary
-    if o.failing_rows is not None:
-        meta["failing_rows"] = o.failing_rows
-    if o.sample:
-        meta["failing_rows_sample"] = dg.MetadataValue.md(markdown_table(o.sample))
-    for name, value in o.diagnostics.items():
-        if isinstance(value, int | float):
-            meta[f"diagnostic/{name}"] = value
-    if o.outcome is Outcome.FAILED:
-        meta |= withdrawn
-    return dg.AssetCheckResult(
-        asset_key=key,
-        check_name=o.check.name,
-        passed=o.outcome in (Outcome.PASSED, Outcome.EXCLUDED),
-        severity=_severity(o.outcome, gated),
-        metadata=meta,
-    )
+from lakehouse.storage import GATED_LAYERS, Layer
 
 
 def markdown_table(rows: list[dict[str, Any]]) -> str:
@@ -63,45 +30,63 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def materialized_versions(
-    context: dg.AssetCheckExecutionContext, key: dg.AssetKey
-) -> tuple[int | None, dict[str, int]]:
-    """The Delta version the latest materialization of ``key`` reported writing, and the
-    cleansed versions it was built from (a mart's), so its references are judged against
-    the snapshot it was built from, not whatever has been written since."""
-    event = context.instance.get_latest_materialization_event(key)
-    metadata = event.asset_materialization.metadata if event and event.asset_materialization else {}
-    version = metadata.get("delta_version")
-    built_from = metadata.get("cleansed_versions")
-    references = {
-        f"{Layer.CLEANSED.value}/{table}": int(v)
-        for table, v in (built_from.value if built_from is not None else {}).items()
+def verdict_results(
+    key: dg.AssetKey, verdict: publish.Verdict, selected: set[str] | None = None
+) -> Iterator[dg.AssetCheckResult]:
+    """One AssetCheckResult per check of ``verdict`` (those in ``selected``, if given)."""
+    for fields in _verdict_fields(key, verdict, selected):
+        yield dg.AssetCheckResult(**fields)
+
+
+def verdict_evaluations(
+    key: dg.AssetKey, verdict: publish.Verdict
+) -> Iterator[dg.AssetCheckEvaluation]:
+    """The same, as events a writer logs itself when its checks' own step cannot run."""
+    for fields in _verdict_fields(key, verdict, None):
+        yield dg.AssetCheckEvaluation(**fields)
+
+
+def _verdict_fields(
+    key: dg.AssetKey, verdict: publish.Verdict, selected: set[str] | None
+) -> Iterator[dict[str, Any]]:
+    gated = Layer(verdict.layer) in GATED_LAYERS
+    where: dict[str, Any] = {
+        "delta_versions_checked": dg.MetadataValue.json(verdict.reference_versions),
+        "contract": dg.MetadataValue.path(str(load_contract(verdict.layer, verdict.table).path)),
+        "verdict": verdict.describe(),
+        "judged_at": verdict.judged_at,
+        "judged_by_run": verdict.run_id,
     }
-    return (None if version is None else int(version.value)), references
-
-
-def withdraw_for(
-    context: dg.AssetCheckExecutionContext, lake: Lake, layer: Layer, table: str, reason: str
-) -> dict[str, Any]:
-    """Withdraw what this run wrote to ``layer/table``; metadata saying what happened."""
-    key = dg.AssetKey([layer.value, table])
-    target = lake.writable(layer, table)
-    dt = target.open()
-    if dt is None or all(c.get(delta.RUN_ID_KEY) != context.run.run_id for c in dt.history(1)):
-        return {}  # this run did not write it: nothing to withdraw
-    rejected = dt.version()
-    stamp = delta.Stamp(context.run.run_id, key.to_user_string())
-    restored = delta.withdraw(target, context.run.run_id, stamp, reason)
-    context.log.error(
-        f"{key.to_user_string()} v{rejected} withdrawn ({reason}); readers see "
-        f"{'version ' + str(restored) if restored is not None else 'an empty table'}"
-    )
-    return {"rejected_delta_version": rejected, "restored_delta_version": restored}
+    if verdict.version is not None:
+        where["delta_version"] = verdict.version
+    if verdict.restored_to is not None or (gated and not verdict.published):
+        where["published"] = False
+    if verdict.note:
+        where["note"] = verdict.note
+    for check in verdict.checks:
+        if selected is not None and check.name not in selected:
+            continue
+        meta = dict(where)
+        meta |= {"soda_outcome": check.outcome, "check_type": check.type, "action": check.action}
+        meta["column"] = check.column or ""
+        if check.description:
+            meta["soda_check"] = check.description
+        if check.failing_rows is not None:
+            meta["failing_rows"] = check.failing_rows
+        if check.sample:
+            meta["failing_rows_sample"] = dg.MetadataValue.md(markdown_table(check.sample))
+        meta |= {f"diagnostic/{k}": v for k, v in check.diagnostics.items()}
+        error = gated and check.blocking and check.failed
+        yield {
+            "asset_key": key,
+            "check_name": check.name,
+            "passed": check.passed,
+            "severity": dg.AssetCheckSeverity.ERROR if error else dg.AssetCheckSeverity.WARN,
+            "metadata": meta,
+        }
 
 
 def build_contract_checks(layer: Layer, table: str) -> dg.AssetChecksDefinition:
-    from lakehouse.contracts import load_contract
-
     contract = load_contract(layer, table)
     key = dg.AssetKey([layer.value, table])
     gated = layer in GATED_LAYERS
@@ -109,10 +94,10 @@ def build_contract_checks(layer: Layer, table: str) -> dg.AssetChecksDefinition:
         dg.AssetCheckSpec(
             name=c.name,
             asset=key,
-            blocking=gated,
+            blocking=gated and c.blocking,
             description=c.description
             or f"Soda {c.type} check{f' on {c.column}' if c.column else ''} "
-            f"({'blocks publication' if gated else 'warns only'}).",
+            f"(action: {c.action.value}).",
         )
         for c in contract.checks
     ]
@@ -120,45 +105,39 @@ def build_contract_checks(layer: Layer, table: str) -> dg.AssetChecksDefinition:
     @dg.multi_asset_check(
         specs=specs,
         name=f"{layer.value}_{table}_contract",
-        description=f"Verifies {layer.value}/{table} against soda_checks/{layer.value}/{table}.yml.",
+        description=f"Reports the verdict on {layer.value}/{table} against "
+        f"soda_checks/{layer.value}/{table}.yml.",
+        can_subset=True,
+        retry_policy=dg.RetryPolicy(max_retries=2, delay=2, backoff=dg.Backoff.EXPONENTIAL),
     )
     def _contract(
         context: dg.AssetCheckExecutionContext, lakehouse: LakehouseResource
     ) -> Iterator[dg.AssetCheckResult]:
         lake = lakehouse.lake()
-        if lake.input_version(layer, table) is None:
-            # Nothing landed yet: there is no table to judge. Not a pass, and it blocks
+        selected = {k.name for k in context.selected_asset_check_keys}
+        verdict = publish.load_verdict(lake, layer, table)
+        if verdict is None or verdict.run_id != context.run.run_id:
+            if gated:  # a version a crashed run left unjudged: judge it before reporting
+                stamp = delta.Stamp(context.run.run_id, key.to_user_string())
+                publish.audit_pending(lake, layer, table, stamp)
+            verdict = publish.current_verdict(lake, layer, table, context.run.run_id)
+        if verdict is None:
+            # Nothing published yet: there is no table to judge. Not a pass; it blocks
             # downstream only where checks block anyway.
             for spec in specs:
-                yield dg.AssetCheckResult(
-                    asset_key=key,
-                    check_name=spec.name,
-                    passed=False,
-                    severity=dg.AssetCheckSeverity.ERROR if gated else dg.AssetCheckSeverity.WARN,
-                    metadata={"note": f"{key.to_user_string()} does not exist yet"},
-                )
-            return
-        version, built_from = materialized_versions(context, key)
-        verification = verify(lake, layer, table, version, reference_versions=built_from)
-        context.log.info(verification.report())
-        withdrawn: dict[str, Any] = {}
-        if gated and verification.failed:
-            reason = ", ".join(o.check.name for o in verification.failed)
-            withdrawn = withdraw_for(context, lake, layer, table, reason)
-            if layer is Layer.MARTS:
-                # dbt built the marts downstream of this one in the same step, from the
-                # rejected data: withdraw what this run wrote of them too.
-                from lakehouse.defs.marts import dbt_project
-                from lakehouse.marts import downstream_models
-
-                also = downstream_models(dbt_project.manifest_path, table)
-                for model in also:
-                    withdraw_for(
-                        context, lake, Layer.MARTS, model, f"built from rejected marts/{table}"
+                if spec.name in selected:
+                    yield dg.AssetCheckResult(
+                        asset_key=key,
+                        check_name=spec.name,
+                        passed=False,
+                        severity=dg.AssetCheckSeverity.ERROR
+                        if spec.blocking
+                        else dg.AssetCheckSeverity.WARN,
+                        metadata={"note": f"{key.to_user_string()} has no published version yet"},
                     )
-                withdrawn["downstream_marts_withdrawn"] = dg.MetadataValue.json(also)
-        for outcome in verification.outcomes:
-            yield check_result(key, outcome, verification, gated, withdrawn)
+            return
+        context.log.info(verdict.describe())
+        yield from verdict_results(key, verdict, selected)
 
     return _contract
 

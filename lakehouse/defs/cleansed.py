@@ -1,15 +1,35 @@
-"""cleansed/<source>: typed, deduplicated (MERGE, latest delivery wins), PII-protected."""
+"""cleansed/<source>: typed, deduplicated (MERGE, latest delivery wins), PII-protected,
+judged by its contract and published only if it passes."""
 
 import dagster as dg
 
 from lakehouse import delta
-from lakehouse.cleanse import cleanse_source
+from lakehouse.cleanse import BatchRejectedError, QuarantinePolicy, cleanse_source
 from lakehouse.contracts import load_contract
 from lakehouse.defs.metadata import table_metadata
 from lakehouse.defs.resources import LakehouseResource
 from lakehouse.openlineage import lineage_run
 from lakehouse.sources import SOURCES, Source
 from lakehouse.storage import Layer
+
+TRANSIENT_IO_RETRY = dg.RetryPolicy(max_retries=3, delay=2, backoff=dg.Backoff.EXPONENTIAL)
+"""Storage that does not answer for a moment: retried. Bad data raises ``dg.Failure`` with
+``allow_retries=False``: running it again would only reach the same verdict."""
+
+
+def table_pool(layer: Layer, table: str) -> str:
+    """The Dagster pool of a table: with a limit of 1 per pool (infra/dagster/dagster.yaml), two
+    runs never write one table at once. The writes are safe without it (every commit is
+    made on the snapshot it was decided on); the pool only saves the loser's work."""
+    return f"lake-{layer.value}-{table}"
+
+
+class CleanseConfig(dg.Config):
+    """Operator controls for one run."""
+
+    accept_reason: str | None = None
+    """Accept a stopped batch: rows breaking ``fail`` rules (or above the quarantine rate)
+    go to quarantine with this reason instead of stopping the batch."""
 
 
 def build_cleansed_asset(source: Source) -> dg.AssetsDefinition:
@@ -30,15 +50,22 @@ def build_cleansed_asset(source: Source) -> dg.AssetsDefinition:
         # automation tick, one run for however many raw updates arrived meanwhile.
         automation_condition=dg.AutomationCondition.eager(),
         description=f"{source.description} Key: {', '.join(source.key)}. "
-        f"Rows failing typing or required fields go to quarantine/{source.name}.",
-        code_version="1",
+        f"Rows failing typing or a contract rule go to quarantine/{source.name}.",
+        code_version="2",
+        pool=table_pool(Layer.CLEANSED, source.name),
+        retry_policy=TRANSIENT_IO_RETRY,
     )
     def _cleansed(
-        context: dg.AssetExecutionContext, lakehouse: LakehouseResource
+        context: dg.AssetExecutionContext, config: CleanseConfig, lakehouse: LakehouseResource
     ) -> dg.MaterializeResult:
         lake = lakehouse.lake()
         settings = lake.settings
         stamp = delta.Stamp(context.run_id, context.asset_key.to_user_string())
+        policy = QuarantinePolicy(
+            max_rate=settings.quarantine_max_rate,
+            min_rows=settings.quarantine_min_rows,
+            accept_reason=config.accept_reason,
+        )
         with lineage_run(
             lake,
             context.run_id,
@@ -46,23 +73,42 @@ def build_cleansed_asset(source: Source) -> dg.AssetsDefinition:
             inputs=[(Layer.RAW.value, source.name)],
             outputs=[(Layer.CLEANSED.value, source.name), (Layer.QUARANTINE.value, source.name)],
         ):
-            report = cleanse_source(lake, source, stamp, settings.pii_key())
+            try:
+                report = cleanse_source(lake, source, stamp, settings.pii_key(), policy=policy)
+            except BatchRejectedError as exc:
+                raise dg.Failure(
+                    str(exc),  # the rows at fault and the command that unblocks them
+                    allow_retries=False,
+                    metadata={"why": dg.MetadataValue.md("```\n" + str(exc) + "\n```")},
+                ) from exc
         meta: dict = dict(report.metadata())
-        if report.up_to_date:
-            meta["note"] = "raw has no new rows: nothing to do, no commit made"
-        if report.rows_quarantined:
+        if report.recovered is not None:
+            meta["recovered"] = report.recovered.describe()
             context.log.warning(
-                f"{report.rows_quarantined} row(s) of {source.name} quarantined, e.g.: "
-                + " | ".join(report.quarantine_samples)
+                f"judged a version an earlier run left pending: {report.recovered.describe()}"
             )
+        if report.up_to_date:
+            meta["note"] = "nothing new in raw and nothing to release: no commit made"
+        if report.verdict is not None:
+            meta["verdict"] = report.verdict.describe()
+            (context.log.info if report.verdict.published else context.log.error)(
+                report.verdict.describe()
+            )
+        for v in report.violations:
+            meta[f"rule/{v.rule}"] = f"{v.rows} row(s), action {v.action.value}"
+            if v.sample:
+                context.log.warning(
+                    f"{v.rows} row(s) broke {v.rule} ({v.action.value}), e.g.: "
+                    + " | ".join(v.sample)
+                )
+        if report.rows_quarantined:
             meta["quarantine_samples"] = dg.MetadataValue.md(
                 "\n".join(f"- {s}" for s in report.quarantine_samples)
             )
         meta["quarantine_uri"] = dg.MetadataValue.path(
             lake.table_uri(Layer.QUARANTINE, source.name)
         )
-        uri = lake.table_uri(Layer.CLEANSED, source.name)
-        dt = delta.open_table(uri, lake.storage_options)
+        dt = lake.published_table(Layer.CLEANSED, source.name)
         if dt is not None:
             meta |= table_metadata(lake, Layer.CLEANSED, source.name, dt)
         return dg.MaterializeResult(metadata=meta)

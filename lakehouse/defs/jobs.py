@@ -93,6 +93,94 @@ def maintain_delta_tables_job() -> None:
     maintain_delta_tables()
 
 
+# -- the operator's path: quarantined rows and rejected files -----------------------------
+class QuarantineActionConfig(dg.Config):
+    table: str
+    """The cleansed table whose quarantine holds the rows (orders, items, ...)."""
+    action: Literal["release", "discard"]
+    """release: judge the rows again on the next build (after a fix); discard: give up on
+    them, recording why (they stay in quarantine for the record)."""
+    reason: str
+    rule: str | None = None
+    file: str | None = None
+    row: int | None = None
+
+
+@dg.op(description="Release or discard quarantined rows, recording who asked and why.")
+def change_quarantined_rows(
+    context: dg.OpExecutionContext, config: QuarantineActionConfig, lakehouse: LakehouseResource
+) -> None:
+    from lakehouse import delta, quarantine
+    from lakehouse.sources import SOURCES
+
+    if config.table not in SOURCES:
+        raise dg.Failure(f"no such table {config.table!r}: use one of {', '.join(SOURCES)}")
+    status = {
+        "release": quarantine.Status.RELEASE_REQUESTED,
+        "discard": quarantine.Status.DISCARDED,
+    }[config.action]
+    try:
+        n = quarantine.operator_change(
+            lakehouse.lake(),
+            SOURCES[config.table],
+            delta.Stamp(context.run_id, f"quarantine/{config.table}"),
+            status,
+            config.reason,
+            rule=config.rule,
+            file=config.file,
+            row=config.row,
+        )
+    except ValueError as exc:
+        raise dg.Failure(str(exc), allow_retries=False) from exc
+    if n == 0:
+        raise dg.Failure(
+            f"no quarantined row of {config.table} matches rule={config.rule!r} "
+            f"file={config.file!r} row={config.row!r}",
+            allow_retries=False,
+        )
+    context.log.info(f"{n} row(s) of quarantine/{config.table}: {config.action}")
+    context.add_output_metadata({"rows": n, "action": config.action, "reason": config.reason})
+
+
+@dg.job(
+    description="Release or discard quarantined rows (the UI's side of `lakehouse quarantine`)."
+)
+def quarantine_action_job() -> None:
+    change_quarantined_rows()
+
+
+class ReingestConfig(dg.Config):
+    file: str
+    """The landed file's URI, as `lakehouse quarantine files` prints it."""
+    reason: str
+
+
+@dg.op(description="Read a rejected landed file again on the next build (after it was fixed).")
+def reingest_landed_file(
+    context: dg.OpExecutionContext, config: ReingestConfig, lakehouse: LakehouseResource
+) -> None:
+    from lakehouse import delta
+    from lakehouse.ingest import request_reingest
+
+    try:
+        n = request_reingest(
+            lakehouse.lake(), config.file, delta.Stamp(context.run_id, "ingest"), config.reason
+        )
+    except ValueError as exc:
+        raise dg.Failure(str(exc), allow_retries=False) from exc
+    if n == 0:
+        raise dg.Failure(
+            f"{config.file} was not rejected: nothing to re-ingest", allow_retries=False
+        )
+    context.log.info(f"{n} rejected version(s) of {config.file} reopened for the next build")
+    context.add_output_metadata({"versions_reopened": n})
+
+
+@dg.job(description="Re-ingest a rejected landed file on the next build.")
+def reingest_file_job() -> None:
+    reingest_landed_file()
+
+
 # -- branch deployments ------------------------------------------------------------------
 class BranchConfig(dg.Config):
     pull_request: int | None = None

@@ -7,16 +7,21 @@ marts with no gap. After dbt succeeds, each built model is published as a Delta 
 
 import subprocess
 from collections.abc import Iterator, Mapping
+from dataclasses import replace
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import dagster as dg
 from dagster_dbt import DagsterDbtTranslator, DbtCliResource, DbtProject, dbt_assets
 from dagster_dbt.dbt_project import DagsterDbtProjectPreparer
 
-from lakehouse import delta
+from lakehouse import delta, publish
+from lakehouse.contracts import load_contract, verify_registered
+from lakehouse.defs.checks import verdict_evaluations
 from lakehouse.defs.metadata import table_metadata
 from lakehouse.defs.resources import LakehouseResource
+from lakehouse.faults import fault_point
 from lakehouse.marts import (
     DBT_PROJECT_DIR,
     MartInputs,
@@ -91,14 +96,59 @@ class LakehouseDbtTranslator(DagsterDbtTranslator):
     project=dbt_project,
     dagster_dbt_translator=LakehouseDbtTranslator(),
     name="jaffle_marts",
+    pool="lake-marts",  # one marts build at a time (infra/dagster/dagster.yaml)
 )
 def jaffle_marts(context: dg.AssetExecutionContext, lakehouse: LakehouseResource) -> Iterator[Any]:
+    from lakehouse.runs import claim_scratch, remove_dead_scratch
+
     lake = lakehouse.lake()
+    for stale in remove_dead_scratch(lake.settings.work_dir):
+        context.log.info(f"removed the scratch folder of a run that died: {stale}")
     workspace = MartWorkspace(lake, context.run_id)
+    claim_scratch(workspace.directory)
     try:
         yield from _build_marts(context, lake, workspace)
     finally:
         workspace.discard()
+
+
+def _judge_candidate(
+    con: Any,
+    lake: Lake,
+    model: str,
+    pinned: dict[str, int],
+    run_id: str,
+    rejected: set[str],
+) -> publish.Verdict:
+    """Verify a model dbt just built, in the scratch database, before it is written: its
+    contract, against the cleansed snapshot it was built from. A model built from a mart
+    rejected in this run is rejected with it (dbt built it from the rejected data)."""
+    contract = load_contract(Layer.MARTS, model)
+    versions = {f"{Layer.CLEANSED.value}/{t}": v for t, v in pinned.items()}
+    verification = verify_registered(con, contract, versions)
+    from_rejected = sorted(
+        table
+        for layer, table in model_parents(dbt_project.manifest_path, model)
+        if layer == Layer.MARTS.value and table in rejected
+    )
+    if from_rejected:
+        note = "built from rejected " + ", ".join(f"marts/{t}" for t in from_rejected)
+        return publish.Verdict.of(verification, None, run_id, published=False, note=note)
+    return publish.Verdict.of(verification, None, run_id)
+
+
+def _column_lineage(workspace: MartWorkspace, model: str, sql: Path) -> dg.TableColumnLineage:
+    return dg.TableColumnLineage(
+        deps_by_column={
+            column: [
+                dg.TableColumnDep(asset_key=dg.AssetKey([layer, table]), column_name=name)
+                for layer, table, name in sources
+            ]
+            for column, sources in column_lineage(
+                workspace.duckdb_path, model, sql.read_text()
+            ).items()
+        }
+    )
 
 
 def _build_marts(
@@ -149,36 +199,59 @@ def _build_marts(
     if invocation.is_successful() and not lake.is_branch:
         # The state a branch's slim build compares its code with (state:modified+).
         save_dbt_state(lake, invocation.target_path / "manifest.json")
+    fault_point("marts.during_dbt")
     compiled = invocation.target_path / "compiled" / dbt_project.name / "models" / "marts"
-    for event in events:
-        if not isinstance(event, dg.Output):
-            continue
-        key = context.asset_key_for_output(event.output_name)
-        model = key.path[-1]
-        stamp = delta.Stamp(context.run_id, key.to_user_string())
-        with lineage_run(
-            lake,
-            context.run_id,
-            f"marts.{model}",
-            inputs=model_parents(dbt_project.manifest_path, model),
-            outputs=[(Layer.MARTS.value, model)],
-        ):
-            dt, written = workspace.export(model, stamp, inputs)
-        meta = table_metadata(lake, Layer.MARTS, model, dt)
-        meta["cleansed_versions"] = dg.MetadataValue.json(pinned)
-        meta["new_delta_version_written"] = written
-        sql = compiled / f"{model}.sql"
-        if sql.exists():
-            meta["dagster/column_lineage"] = dg.TableColumnLineage(
-                deps_by_column={
-                    column: [
-                        dg.TableColumnDep(asset_key=dg.AssetKey([layer, table]), column_name=name)
-                        for layer, table, name in sources
-                    ]
-                    for column, sources in column_lineage(
-                        workspace.duckdb_path, model, sql.read_text()
-                    ).items()
-                }
-            )
-        yield event.with_metadata({**event.metadata, **meta})
+    rejected: set[str] = set()
+    verdicts: dict[dg.AssetKey, publish.Verdict] = {}
+    con = workspace.connect()
+    try:
+        for event in events:
+            if not isinstance(event, dg.Output):
+                continue
+            key = context.asset_key_for_output(event.output_name)
+            model = key.path[-1]
+            stamp = delta.Stamp(context.run_id, key.to_user_string())
+            verdict = _judge_candidate(con, lake, model, pinned, context.run_id, rejected)
+            verdicts[key] = verdict
+            if not verdict.published:
+                rejected.add(model)
+                publish.save_verdict(lake, verdict)
+                context.log.error(
+                    f"{key.to_user_string()} not published: {verdict.describe()}; readers "
+                    "keep the version published before"
+                )
+                continue
+            with lineage_run(
+                lake,
+                context.run_id,
+                f"marts.{model}",
+                inputs=model_parents(dbt_project.manifest_path, model),
+                outputs=[(Layer.MARTS.value, model)],
+            ):
+                dt, written = workspace.export(con, model, stamp, inputs)
+            verdicts[key] = replace(verdict, version=dt.version())
+            publish.save_verdict(lake, verdicts[key])
+            fault_point("marts.after_export", model)
+            meta = table_metadata(lake, Layer.MARTS, model, dt)
+            meta["cleansed_versions"] = dg.MetadataValue.json(pinned)
+            meta["new_delta_version_written"] = written
+            sql = compiled / f"{model}.sql"
+            if sql.exists():
+                meta["dagster/column_lineage"] = _column_lineage(workspace, model, sql)
+            yield event.with_metadata({**event.metadata, **meta})
+    finally:
+        con.close()
+    if rejected:
+        # The contract checks of the marts not published cannot run as their own steps
+        # (nothing was materialized for them to follow), and this step fails: report every
+        # verdict of this build here (logged events reach the run with the next yield).
+        for key, verdict in verdicts.items():
+            for evaluation in verdict_evaluations(key, verdict):
+                context.log_event(evaluation)
     yield from (e for e in events if not isinstance(e, dg.Output))
+    if rejected:
+        raise dg.Failure(
+            "not published: "
+            + "; ".join(v.describe() for v in verdicts.values() if not v.published),
+            allow_retries=False,
+        )

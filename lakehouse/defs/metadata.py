@@ -25,7 +25,7 @@ def table_metadata(lake: Lake, layer: Layer, table: str, dt: DeltaTable) -> dict
     """URI, Delta version, row count, schema, the commit's operation metrics, and
     per-column distribution metrics (``profile/<column>/<metric>``, plotted by the UI)."""
     uri = lake.table_uri(layer, table)
-    commit = delta.last_commit(dt)
+    commit = delta.commit_info(dt)
     metrics = commit.get("operationMetrics", {}) or {}
     meta: dict[str, Any] = {
         "dagster/uri": dg.MetadataValue.path(uri),

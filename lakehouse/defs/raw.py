@@ -3,6 +3,7 @@
 import dagster as dg
 
 from lakehouse import delta
+from lakehouse.defs.cleansed import TRANSIENT_IO_RETRY, table_pool
 from lakehouse.defs.metadata import table_metadata
 from lakehouse.defs.resources import LakehouseResource
 from lakehouse.ingest import FileStatus, ingest_source
@@ -30,6 +31,8 @@ def build_raw_asset(source: Source) -> dg.AssetsDefinition:
         description=f"Every row ever landed for {source.name}, values as delivered, "
         "with source file, fingerprint, row number, ingestion time and run id.",
         code_version="1",
+        pool=table_pool(Layer.RAW, source.name),
+        retry_policy=TRANSIENT_IO_RETRY,
         check_specs=[
             dg.AssetCheckSpec(
                 SCHEMA_DRIFT_CHECK,

@@ -1,0 +1,89 @@
+"""The PII secret is never printed, logged or stored: every error path's output, the
+Dagster instance's files and the lake itself are searched for it."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from lakehouse.landing import land_files
+from lakehouse.settings import LakehouseSettings
+from lakehouse.storage import Lake
+from tests.lake_invariants import REPO, build_env
+
+SECRET = "s3cr3t-6b1f0e2d-do-not-print"
+
+
+def lakehouse(env: dict[str, str], *argv: str, timeout: float = 300) -> str:
+    done = subprocess.run(
+        [sys.executable, "-m", "lakehouse.cli", *argv],
+        env={**env, "LAKEHOUSE_PII_SECRET": SECRET},
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    return done.stdout + done.stderr
+
+
+def files_containing(root: Path, needle: bytes) -> list[Path]:
+    return [p for p in root.rglob("*") if p.is_file() and needle in p.read_bytes()]
+
+
+@pytest.mark.slow
+def test_no_error_path_and_no_stored_file_holds_the_secret(
+    local_settings: LakehouseSettings, sample_delivery: dict[str, Path], tmp_path: Path
+) -> None:
+    env = build_env(local_settings)
+    outputs = {
+        "invalid environment": lakehouse({**env, "LAKEHOUSE_ENVIRONMENT": "bogus"}, "summary"),
+        "invalid setting": lakehouse({**env, "LAKEHOUSE_QUARANTINE_MAX_RATE": "7"}, "summary"),
+        "empty lake root": lakehouse({**env, "LAKEHOUSE_LAKE_ROOT": " "}, "summary"),
+        "unknown table": lakehouse(env, "verify", "cleansed/nope"),
+    }
+    assert "LAKEHOUSE_ENVIRONMENT='bogus'" in outputs["invalid environment"]
+    assert "quarantine_max_rate" in outputs["invalid setting"]
+
+    # A whole build with the instance on disk: run storage, event logs, compute logs.
+    lake = Lake(local_settings)
+    land_files(lake, sample_delivery, datetime(2026, 11, 1, tzinfo=UTC))
+    home = tmp_path / "dagster_home"
+    outputs["build"] = lakehouse({**env, "DAGSTER_HOME": str(home)}, "build")
+    assert "Lake:" in outputs["build"], outputs["build"][-3000:]
+
+    for what, output in outputs.items():
+        assert SECRET not in output, f"{what} printed the secret"
+    needle = SECRET.encode()
+    assert not files_containing(home, needle)
+    assert not files_containing(Path(local_settings.lake_root), needle)
+    assert not files_containing(Path(local_settings.work_dir), needle)
+
+
+@pytest.mark.slow
+def test_a_refused_endpoint_fails_fast_and_names_the_cause(tmp_path: Path) -> None:
+    settings = LakehouseSettings(
+        lake_root="s3://nowhere/lake",
+        s3_endpoint_url="http://127.0.0.1:9",  # nothing listens on the discard port
+        aws_region="us-east-1",
+        work_dir=tmp_path / "work",
+    )
+    env = {
+        **build_env(settings),
+        "LAKEHOUSE_S3_CONNECT_TIMEOUT_SECONDS": "1",
+        "LAKEHOUSE_S3_RETRY_TIMEOUT_SECONDS": "3",
+        "LAKEHOUSE_S3_MAX_RETRIES": "1",
+    }
+    started = time.monotonic()
+    output = lakehouse(env, "build", timeout=120)
+    elapsed = time.monotonic() - started
+    assert "cannot reach the lake at s3://nowhere/lake" in output, output[-3000:]
+    assert "127.0.0.1:9" in output
+    assert "Traceback" not in output
+    assert "asset checks failed" not in output
+    assert SECRET not in output
+    assert elapsed < 60, f"a refused endpoint took {elapsed:.0f} s to report"
