@@ -17,11 +17,12 @@ ifeq ($(UV),)
 UV := python3 -m uv
 endif
 
-.PHONY: help setup browser demo test lint dev clean
+.PHONY: help setup browser demo test reliability lint dev clean
 
 help:
 	@echo "make demo   generate Jaffle Shop data, land it, build raw/cleansed/marts on ./lake"
 	@echo "make test   run the test suite"
+	@echo "make reliability  the full fault-injection and concurrency matrix -> docs/reliability.md"
 	@echo "make lint   ruff and mypy"
 	@echo "make dev    open the Dagster UI on http://127.0.0.1:3000"
 
@@ -43,7 +44,15 @@ demo: setup
 	$(UV) run --frozen lakehouse demo
 
 test: setup browser
-	$(UV) run --frozen pytest
+	$(UV) run --frozen pytest -n 2 --dist loadfile
+
+# Every fault point on a local folder and on S3, and 2 and 4 concurrent builds; writes
+# docs/reliability.md (about 30 minutes on 2 cores). `make test` runs a subset.
+reliability: setup
+	@mkdir -p .work && rm -f .work/reliability.jsonl
+	LAKEHOUSE_RELIABILITY_REPORT=$(CURDIR)/.work/reliability.jsonl \
+	  $(UV) run --frozen pytest -n 2 -q --reliability tests/test_reliability.py
+	$(UV) run --frozen python -m tests.lake_invariants .work/reliability.jsonl docs/reliability.md
 
 lint: setup
 	$(UV) run --frozen ruff check .

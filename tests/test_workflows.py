@@ -81,23 +81,35 @@ def test_dagster_cloud_yaml_names_the_code_location() -> None:
     assert isinstance(definitions.defs, type(definitions.build_definitions()))
 
 
-def test_the_build_time_dbt_preparation_the_workflows_run_works() -> None:
-    """`dagster-dbt project prepare-and-package` on our DbtProject, as the deploy jobs do."""
-    import os
+def test_the_build_time_dbt_preparation_the_workflows_run_works(tmp_path: Path) -> None:
+    """`dagster-dbt project prepare-and-package` on our DbtProject, as the deploy jobs do.
 
+    On a copy of the project: it rewrites dbt/target, which tests running beside this one
+    read."""
+    import os
+    import shutil
+
+    ignore = shutil.ignore_patterns("target", "logs", "__pycache__", "dbt_packages")
+    for part in ("lakehouse", "dbt"):
+        shutil.copytree(PROJECT_DIR / part, tmp_path / part, ignore=ignore)
+    shutil.copy(PROJECT_DIR / "pyproject.toml", tmp_path)
     result = subprocess.run(
         [
             str(BIN / "dagster-dbt"),
             "project",
             "prepare-and-package",
             "--file",
-            str(PROJECT_DIR / "lakehouse" / "defs" / "marts.py"),
+            str(tmp_path / "lakehouse" / "defs" / "marts.py"),
         ],
         capture_output=True,
         text=True,
-        cwd=PROJECT_DIR,
-        env={**os.environ, "PATH": f"{BIN}:{os.environ.get('PATH', '')}"},  # as `uv run` does
+        cwd=tmp_path,
+        env={
+            **os.environ,
+            "PATH": f"{BIN}:{os.environ.get('PATH', '')}",  # as `uv run` does
+            "PYTHONPATH": str(tmp_path),
+        },
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "Project preparation complete" in result.stdout
-    assert (PROJECT_DIR / "dbt" / "target" / "manifest.json").exists()
+    assert (tmp_path / "dbt" / "target" / "manifest.json").exists()
