@@ -39,6 +39,7 @@ from tests.conftest import _s3_settings, run_build
 from tests.lake_invariants import (
     Damage,
     Image,
+    SavedLake,
     build,
     compare,
     finish,
@@ -68,52 +69,7 @@ FAULTS: list[tuple[str, bool]] = [
 REJECT_FAULT = "check.before_reject:orders"
 
 
-# -- a lake restored to the same place, on each storage --------------------------------
-@dataclass
-class SavedLake:
-    """A lake saved once and restored in place before every case."""
-
-    settings: LakehouseSettings
-    deliveries: list[dict[str, Path]]
-    """What the reference computation of the marts reads (the bad row left out)."""
-
-    @property
-    def lake(self) -> Lake:
-        return Lake(self.settings)
-
-    def _saved_prefix(self) -> str:
-        return self.settings.lake_root + ".saved"
-
-    def save(self) -> None:
-        self._copy(self.settings.lake_root, self._saved_prefix())
-
-    def restore(self) -> None:
-        self._copy(self._saved_prefix(), self.settings.lake_root)
-        shutil.rmtree(self.settings.work_dir, ignore_errors=True)
-
-    def _copy(self, src: str, dst: str) -> None:
-        if not src.startswith("s3://"):
-            shutil.rmtree(dst, ignore_errors=True)
-            shutil.copytree(src, dst)
-            return
-        s3 = self.lake.s3
-        bucket, _, src_key = src.removeprefix("s3://").partition("/")
-        dst_key = dst.removeprefix(f"s3://{bucket}/")
-        for page in s3.get_paginator("list_objects_v2").paginate(
-            Bucket=bucket, Prefix=dst_key + "/"
-        ):
-            for obj in page.get("Contents", []):
-                s3.delete_object(Bucket=bucket, Key=obj["Key"])
-        for page in s3.get_paginator("list_objects_v2").paginate(
-            Bucket=bucket, Prefix=src_key + "/"
-        ):
-            for obj in page.get("Contents", []):
-                target = dst_key + obj["Key"][len(src_key) :]
-                s3.copy_object(
-                    Bucket=bucket, Key=target, CopySource={"Bucket": bucket, "Key": obj["Key"]}
-                )
-
-
+# -- the saved lake, on each storage ------------------------------------------------
 def second_delivery_with_a_bad_row(
     first: dict[str, Path], out: Path
 ) -> tuple[dict[str, Path], dict[str, Path]]:
