@@ -146,8 +146,23 @@ def table_state(dt: DeltaTable) -> TableState:
         latest=dt.version(),
         published=dt.transaction_version(PUBLISHED),
         written=dt.transaction_version(WRITTEN),
-        rejected=dt.transaction_version(REJECTED),
+        rejected=_none_if_cleared(dt.transaction_version(REJECTED)),
     )
+
+
+NO_REJECTION = -1
+"""``REJECTED`` set to this: the last rejection was superseded by a published version."""
+
+
+def _none_if_cleared(version: int | None) -> int | None:
+    return None if version is None or version == NO_REJECTION else version
+
+
+def clear_rejection(snapshot: Snapshot) -> dict[str, int]:
+    """Transactions that retire a standing rejection once a newer version is published
+    (the rejected version stays in the history; it is no longer news)."""
+    state = snapshot.state()
+    return {REJECTED: NO_REJECTION} if state is not None and state.rejected is not None else {}
 
 
 def open_table(

@@ -168,7 +168,7 @@ class MartWorkspace:
             snapshot.replace(
                 table,
                 stamp,
-                txns={delta.PUBLISHED: snapshot.next_version},
+                txns={delta.PUBLISHED: snapshot.next_version, **delta.clear_rejection(snapshot)},
                 extra={MART_INPUTS_KEY: inputs.to_json()},
             )
             assert snapshot.dt is not None

@@ -227,7 +227,9 @@ def judge(
         if verdict.published:
             fault_point("check.before_publish", table)
             snapshot.mark(
-                stamp, txns={delta.PUBLISHED: version}, extra={"lakehouse_published": version}
+                stamp,
+                txns={delta.PUBLISHED: version, **delta.clear_rejection(snapshot)},
+                extra={"lakehouse_published": version},
             )
             fault_point("check.after_publish", table)
             return verdict
