@@ -57,7 +57,10 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         return
     skip = pytest.mark.skip(reason="full reliability matrix: make reliability")
     for item in items:
-        if "reliability" in item.keywords:
+        # The S3 twins of the longest end-to-end runs (each ~3 min through moto) run with
+        # the matrix; their local twins and every other S3 test stay in `make test`.
+        s3_twin = "long_on_s3" in item.keywords and "s3" in item.keywords
+        if "reliability" in item.keywords or s3_twin:
             item.add_marker(skip)
 
 

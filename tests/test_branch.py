@@ -53,6 +53,7 @@ def prod(settings: LakehouseSettings, monkeypatch: pytest.MonkeyPatch) -> Lake:
 
 
 @pytest.mark.slow
+@pytest.mark.long_on_s3
 def test_a_branch_runs_the_whole_pipeline_without_touching_prod(
     prod: Lake, sample_delivery: dict[str, Path]
 ) -> None:

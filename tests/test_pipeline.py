@@ -143,6 +143,7 @@ def first_delivery(sample_delivery: Delivery) -> Delivery:
 
 
 @pytest.mark.slow
+@pytest.mark.long_on_s3
 def test_lakehouse_end_to_end(
     settings: LakehouseSettings, first_delivery: Delivery, tmp_path: Path
 ) -> None:
