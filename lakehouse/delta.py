@@ -30,7 +30,7 @@ import random
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import polars as pl
 import pyarrow as pa
@@ -327,7 +327,18 @@ class Snapshot:
             max_commit_retries=0 if strict else None,
         )
 
-    def _write(self, data: pa.Table, mode: str, properties: CommitProperties, **kwargs: Any) -> int:
+    def _write(
+        self,
+        data: pa.Table,
+        mode: Literal["append", "overwrite"],
+        properties: CommitProperties,
+        *,
+        strict: bool = True,
+        **kwargs: Any,
+    ) -> int:
+        """Create the table (exclusively) or write ``mode`` onto this snapshot. Strict
+        commits land exactly on ``next_version``; a non-strict one may be rebased by
+        delta-rs onto newer commits, and the table object follows it there."""
         expected = self.next_version
         try:
             if self.dt is None:
@@ -340,21 +351,22 @@ class Snapshot:
                     storage_options=self.target.storage_options or None,
                     **kwargs,
                 )
-            elif mode == "append":
-                write_deltalake(
-                    self.dt, data, mode="append", commit_properties=properties, **kwargs
-                )
             else:
-                write_deltalake(
-                    self.dt, data, mode="overwrite", commit_properties=properties, **kwargs
-                )
+                kwargs.pop("configuration", None)  # only a new table takes configuration
+                write_deltalake(self.dt, data, mode=mode, commit_properties=properties, **kwargs)
         except CommitFailedError as exc:
             raise _conflict(exc, self.target.uri) from exc
         except DeltaError as exc:
             if self.dt is None and _is_create_race(exc):
                 raise _conflict(exc, self.target.uri) from exc
             raise
-        return self._committed(expected)
+        if strict or self.dt is None:
+            return self._committed(expected)
+        return self.dt.version()  # delta-rs moved the table object to the commit it made
+
+    def _empty(self) -> pa.Table:
+        assert self.dt is not None
+        return pa.Table.from_batches([], schema=pa.schema(self.dt.schema().to_arrow()))
 
     def _committed(self, expected: int) -> int:
         """Point this snapshot at the version just committed (``expected``: strict commits
@@ -375,11 +387,9 @@ class Snapshot:
     ) -> int:
         """Append rows (possibly none: a commit of cursors and markers only)."""
         data = table.to_arrow() if isinstance(table, pl.DataFrame) else table
-        kwargs: dict[str, Any] = {}
+        kwargs: dict[str, Any] = {"configuration": dict(configuration)} if configuration else {}
         if schema_merge:
             kwargs["schema_mode"] = "merge"
-        if configuration and self.dt is None:
-            kwargs["configuration"] = dict(configuration)
         props = self._properties(
             stamp, data_change=data.num_rows > 0, txns=txns or {}, extra=extra or {}
         )
@@ -402,39 +412,18 @@ class Snapshot:
         are ever committed twice. Creating the table stays exclusive.
         """
         data = table.to_arrow() if isinstance(table, pl.DataFrame) else table
+        strict = self.dt is None
         props = self._properties(
-            stamp,
-            data_change=True,
-            txns=dict.fromkeys(files, 1),
-            extra=extra or {},
-            strict=self.dt is None,
+            stamp, data_change=True, txns=dict.fromkeys(files, 1), extra=extra or {}, strict=strict
         )
-        kwargs: dict[str, Any] = {}
-        if self.dt is None and configuration:
-            kwargs["configuration"] = dict(configuration)
-        elif self.dt is not None:
-            kwargs["schema_mode"] = "merge"  # raw keeps whatever columns land
-        try:
-            if self.dt is None:
-                write_deltalake(
-                    self.target.uri,
-                    data,
-                    mode="error",
-                    commit_properties=props,
-                    storage_options=self.target.storage_options or None,
-                    **kwargs,
-                )
-            else:
-                write_deltalake(self.dt, data, mode="append", commit_properties=props, **kwargs)
-        except CommitFailedError as exc:
-            raise _conflict(exc, self.target.uri) from exc
-        except DeltaError as exc:
-            if self.dt is None and _is_create_race(exc):
-                raise _conflict(exc, self.target.uri) from exc
-            raise
-        if self.dt is None:
-            return self._committed(0)
-        return self.dt.version()  # delta-rs moved the table object to the commit it made
+        return self._write(
+            data,
+            "append",
+            props,
+            strict=strict,
+            schema_mode="merge",  # raw keeps whatever columns land
+            **({"configuration": dict(configuration)} if configuration else {}),
+        )
 
     def replace(
         self,
@@ -513,9 +502,8 @@ class Snapshot:
     ) -> int:
         """A commit of app transactions (and commit info) only: no data changes."""
         assert self.dt is not None, "nothing to mark: no table"
-        empty = pa.Table.from_batches([], schema=pa.schema(self.dt.schema().to_arrow()))
         props = self._properties(stamp, data_change=False, txns=txns, extra=extra or {})
-        return self._write(empty, "append", props)
+        return self._write(self._empty(), "append", props)
 
     def restore(
         self,
@@ -530,8 +518,7 @@ class Snapshot:
         assert self.dt is not None, "nothing to restore: no table"
         props = self._properties(stamp, data_change=False, txns=txns, extra=extra or {})
         if version is None:
-            empty = pa.Table.from_batches([], schema=pa.schema(self.dt.schema().to_arrow()))
-            return self._write(empty, "overwrite", props)
+            return self._write(self._empty(), "overwrite", props)
         expected = self.next_version
         try:
             self.dt.restore(version, commit_properties=props)
