@@ -32,6 +32,12 @@ def new_orders(template: dict[str, str], n: int, first: int, **changes: str) -> 
     return [{**template, "id": f"order-{first + i}", **changes} for i in range(n)]
 
 
+def deliver(lake: Lake, out: Path, day: int, source: str, rows: list[dict]) -> None:
+    """Land ``rows`` as a jafgen-named file of ``source``, ``day`` days after DAY1."""
+    path = write_csv(out / f"day-{day}" / f"raw_{source}.csv", rows)
+    land_files(lake, {source: path}, DAY1 + timedelta(day))
+
+
 def published(lake: Lake, table: str) -> pl.DataFrame:
     dt = lake.published_table(Layer.CLEANSED, table)
     assert dt is not None
@@ -82,9 +88,7 @@ def test_one_bad_row_is_quarantined_and_everything_else_publishes_then_it_is_rel
     template = read_csv(sample_delivery["orders"])[0]
     late = "late-customer"
     batch = new_orders(template, 49, 0) + new_orders(template, 1, 49, customer=late)
-    land_files(
-        lake, {"orders": write_csv(tmp_path / "d2" / "raw_orders.csv", batch)}, DAY1 + timedelta(1)
-    )
+    deliver(lake, tmp_path, 1, "orders", batch)
 
     result = run_build(settings)  # exit 0: one bad row does not stop the line
 
@@ -115,20 +119,14 @@ def test_one_bad_row_is_quarantined_and_everything_else_publishes_then_it_is_rel
 
     # The next delivery publishes too, the held row stays held.
     more = new_orders(template, 50, 100)
-    land_files(
-        lake, {"orders": write_csv(tmp_path / "d3" / "raw_orders.csv", more)}, DAY1 + timedelta(2)
-    )
+    deliver(lake, tmp_path, 2, "orders", more)
     run_build(settings)
     assert {f"order-{i}" for i in range(100, 150)} <= set(published(lake, "orders")["order_id"])
     assert "order-49" not in set(published(lake, "orders")["order_id"])
 
     # The late customer arrives: the order is released by the next build, with no command.
     customer = {**read_csv(sample_delivery["customers"])[0], "id": late}
-    land_files(
-        lake,
-        {"customers": write_csv(tmp_path / "d4" / "raw_customers.csv", [customer])},
-        DAY1 + timedelta(3),
-    )
+    deliver(lake, tmp_path, 3, "customers", [customer])
     run_build(settings)
     assert "order-49" in set(published(lake, "orders")["order_id"])
     assert "order-49" in set(read_mart(lake, "orders")["order_id"])
@@ -158,9 +156,7 @@ def test_a_batch_over_the_threshold_stops_names_its_rows_and_can_be_accepted(
     template = read_csv(sample_delivery["orders"])[0]
     before = published(lake, "orders")
     batch = new_orders(template, 20, 0) + new_orders(template, 12, 20, customer="nobody")
-    land_files(
-        lake, {"orders": write_csv(tmp_path / "d2" / "raw_orders.csv", batch)}, DAY1 + timedelta(1)
-    )
+    deliver(lake, tmp_path, 1, "orders", batch)
 
     capsys.readouterr()
     assert cli(settings, monkeypatch, "build") == 1
@@ -224,11 +220,7 @@ def test_a_rejected_file_is_reingested_on_request_from_the_cli_or_a_job(
     fix, the same file is read again only when an operator asks."""
     lake, settings = built, built.settings
     template = read_csv(sample_delivery["orders"])[0]
-    land_files(
-        lake,
-        {"orders": write_csv(tmp_path / "d2" / "raw_orders.csv", new_orders(template, 3, 0))},
-        DAY1 + timedelta(1),
-    )
+    deliver(lake, tmp_path, 1, "orders", new_orders(template, 3, 0))
     real_reader = ingest.read_landed
 
     def refusing_reader(uri: str, data: bytes) -> pl.DataFrame:
@@ -266,9 +258,7 @@ def test_the_quarantine_job_releases_and_discards_like_the_cli(
     lake, settings = built, built.settings
     template = read_csv(sample_delivery["orders"])[0]
     batch = new_orders(template, 30, 0) + new_orders(template, 1, 30, customer="nobody")
-    land_files(
-        lake, {"orders": write_csv(tmp_path / "d2" / "raw_orders.csv", batch)}, DAY1 + timedelta(1)
-    )
+    deliver(lake, tmp_path, 1, "orders", batch)
     run_build(settings)
     job = build_definitions(LakehouseResource.from_settings(settings)).resolve_job_def(
         "quarantine_action_job"
