@@ -75,7 +75,7 @@ def _instance() -> dg.DagsterInstance:
 
 def _run(lake: Lake, job_name: str, run_config: dict[str, Any] | None = None) -> bool:
     from lakehouse.definitions import defs
-    from lakehouse.runs import fail_dead_runs, remove_dead_scratch, run_tags
+    from lakehouse.runs import fail_dead_runs, run_tags
     from lakehouse.storage import StorageUnreachableError
 
     job = defs.resolve_job_def(job_name)
@@ -87,7 +87,6 @@ def _run(lake: Lake, job_name: str, run_config: dict[str, Any] | None = None) ->
     with _instance() as instance:
         for run_id in fail_dead_runs(instance):
             print(f"marked run {run_id} failed: its process had died", file=sys.stderr)
-        remove_dead_scratch(lake.settings.work_dir)
         config = {"loggers": {"console": {"config": {"log_level": "INFO"}}}, **(run_config or {})}
         result = job.execute_in_process(
             run_config=config, instance=instance, raise_on_error=False, tags=run_tags()

@@ -3,9 +3,10 @@
 A run killed with SIGKILL (the OOM killer, a lost node, a Ctrl-C'd terminal's ``kill -9``)
 runs no ``finally``: its Dagster run stays STARTED forever and its dbt workspace stays on
 disk. A deployment with the Dagster daemon has run monitoring for the first
-(``infra/dagster/dagster.yaml``); the CLI runs in-process with no daemon, so it does
-both itself before every run, from what each run leaves behind: its host and pid, as run
-tags and as an ``owner`` file in its scratch folder.
+(``infra/dagster/dagster.yaml``); the CLI runs in-process with no daemon, so it marks
+them itself before every run. The marts step, the only one with scratch space, removes
+dead runs' folders (in any deployment) before it claims its own. Both go by what a run
+leaves behind: its host and pid, as run tags and as an ``owner`` file.
 """
 
 from __future__ import annotations
