@@ -19,6 +19,7 @@ cleansed layer's job, so a bad value can always be traced back to what arrived.
 
 from __future__ import annotations
 
+import codecs
 import csv
 import gzip
 import io
@@ -31,6 +32,8 @@ from datetime import UTC, datetime
 from enum import StrEnum
 
 import polars as pl
+import pyarrow as pa
+import pyarrow.csv as pa_csv
 
 from lakehouse import delta
 from lakehouse.faults import fault_point
@@ -125,6 +128,50 @@ def read_landed(uri: str, data: bytes) -> pl.DataFrame:
 
 
 def _read_csv(uri: str, data: bytes) -> pl.DataFrame:
+    """Arrow's multi-threaded reader first; a file it refuses is read again row by row,
+    so the rejection names the row at fault and why."""
+    try:
+        fast = _read_csv_arrow(data)
+    except (pa.ArrowInvalid, UnicodeDecodeError, csv.Error):
+        fast = None
+    return fast if fast is not None else _read_csv_rows(uri, data)
+
+
+HEADER_PREFIX_BYTES = 1 << 16
+"""How much of a CSV file is decoded to find its header record (a longer header is read row by row)."""
+
+
+def _read_csv_arrow(data: bytes) -> pl.DataFrame | None:
+    """Every column as a string, exactly as ``csv.reader`` sees it (blank lines skipped,
+    empty fields as empty strings, quoted newlines kept); None when the header is not
+    plain enough to hand over, and an ``ArrowInvalid`` for a row Arrow cannot place."""
+    decoder = codecs.getincrementaldecoder("utf-8-sig")()
+    prefix = decoder.decode(data[:HEADER_PREFIX_BYTES], final=len(data) <= HEADER_PREFIX_BYTES)
+    stream = io.StringIO(prefix, newline="")
+    try:
+        header = next(csv.reader(stream))
+    except StopIteration:
+        return pl.DataFrame()
+    complete = len(data) <= HEADER_PREFIX_BYTES or stream.tell() < len(prefix)
+    names = [h.strip() for h in header]
+    if not complete or not names or len(set(names)) != len(names) or not all(names):
+        return None  # the row-by-row reader says what is wrong with the header
+    table = pa_csv.read_csv(
+        io.BytesIO(data),
+        read_options=pa_csv.ReadOptions(column_names=names, skip_rows=1),
+        parse_options=pa_csv.ParseOptions(newlines_in_values=True),
+        convert_options=pa_csv.ConvertOptions(
+            column_types={name: pa.large_string() for name in names},
+            strings_can_be_null=False,
+            quoted_strings_can_be_null=False,
+        ),
+    )
+    frame = pl.from_arrow(table)
+    assert isinstance(frame, pl.DataFrame)
+    return frame
+
+
+def _read_csv_rows(uri: str, data: bytes) -> pl.DataFrame:
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
@@ -262,6 +309,19 @@ def handled_files(lake: Lake, source: str) -> set[tuple[str, str]]:
     return set(zip(done["file_uri"].to_list(), done["fingerprint"].to_list(), strict=True))
 
 
+def new_files(
+    lake: Lake, source: str, only: Sequence[str] | None = None
+) -> tuple[list[LandedFile], list[LandedFile]]:
+    """Every landed file of ``source`` (those in ``only``, if given), and those among them
+    the ingest log does not record as handled: what a run has to look at."""
+    landed = lake.list_landing(source)
+    if only is not None:
+        wanted = set(only)
+        landed = [f for f in landed if f.uri in wanted]
+    handled = handled_files(lake, source)
+    return landed, [f for f in landed if (f.uri, f.fingerprint) not in handled]
+
+
 # -- ingest one source ------------------------------------------------------------------
 def ingest_source(
     lake: Lake,
@@ -276,12 +336,7 @@ def ingest_source(
     every file under landing/<source>/ not yet handled is read.
     """
     now = now or datetime.now(UTC)
-    landed = lake.list_landing(source.name)
-    if only is not None:
-        wanted = set(only)
-        landed = [f for f in landed if f.uri in wanted]
-    handled = handled_files(lake, source.name)
-    candidates = [f for f in landed if (f.uri, f.fingerprint) not in handled]
+    landed, candidates = new_files(lake, source.name, only)
     raw_target = lake.writable(Layer.RAW, source.name)
 
     # Read every candidate once; a commit that loses a race is retried without re-reading.

@@ -176,3 +176,54 @@ def test_one_unreadable_file_never_fails_the_others(lake: Lake) -> None:
     loaded = raw_orders(lake)
     assert sorted(loaded["id"]) == ["o1", "o2", "o9"]
     assert loaded.filter(pl.col("id") == "o9")["customer"].str.len_chars().item() == len(huge)
+
+
+# What the row-by-row reader (the reference: Python's csv module) and Arrow's fast reader
+# must agree on, byte for byte, including what a file looks like around Arrow's blocks.
+CSV_CASES = {
+    "empty fields": b"a,b\n1,2\n,3\n,\n",
+    "blank lines": b"a,b\n1,2\n\n3,4\n\n",
+    "quotes": b'a,b\n"x,y","he said ""hi"""\n"",x\n',
+    "byte order mark": b"\xef\xbb\xbfa,b\n1,2\n",
+    "crlf": b"a,b\r\n1,2\r\n",
+    "spaces kept in values, stripped from names": b"a , b\n 1, 2 \n",
+    "newlines inside quotes": b'a,b\n"l1\nl2",x\n"l1\r\nl2",y\r\n',
+    "no final newline": b"a,b\n1,2",
+    "words that mean null elsewhere": b"a,b\nNULL,NA\nnull,N/A\n",
+    "a stray quote mid-field": b'a,b\nx"y,2\n',
+    "one column with blank lines": b"a\n1\n\n2\n",
+    "non-ASCII": "a,b\nJosé,Zoë\n".encode(),
+    "many blocks": b"id,text\n"
+    + b"".join(b'%d,"line one\nline two, %d"\n' % (i, i) for i in range(120_000)),
+}
+CSV_REJECTS = {
+    "short row": (b"a,b\n1,2\n3\n", "row 2: 1 fields where the header has 2"),
+    "long row": (b"a,b\n1,2,3\n", "row 1: 3 fields where the header has 2"),
+    "unterminated quote": (b'a,b\n1,2\n"3,4\n5,6\n', "row 2: 1 fields where the header has 2"),
+    "not UTF-8": (b"a,b\n\xe9,1\n", "not UTF-8 text at byte 4"),
+    "repeated names": (b"a,a\n1,2\n", "row 0 (header): empty or repeated column names"),
+    "empty name": (b"a,\n1,2\n", "row 0 (header): empty or repeated column names"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CSV_CASES))
+def test_the_fast_csv_reader_reads_what_the_row_reader_reads(case: str) -> None:
+    from lakehouse.ingest import _read_csv_arrow, _read_csv_rows
+
+    data = CSV_CASES[case]
+    fast = _read_csv_arrow(data)
+    assert fast is not None, "the fast path gave up on a valid file"
+    expected = _read_csv_rows("f.csv", data)
+    assert fast.columns == expected.columns
+    assert fast.dtypes == expected.dtypes
+    assert fast.rows() == expected.rows()
+
+
+@pytest.mark.parametrize("case", sorted(CSV_REJECTS))
+def test_a_file_the_fast_reader_refuses_is_rejected_naming_the_row(case: str) -> None:
+    from lakehouse.ingest import LandedFileError, read_landed
+
+    data, message = CSV_REJECTS[case]
+    with pytest.raises(LandedFileError) as raised:
+        read_landed("landing/orders/f.csv", data)
+    assert str(raised.value).startswith(f"landing/orders/f.csv: {message}")
