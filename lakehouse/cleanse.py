@@ -342,6 +342,74 @@ def _raw_rows(raw: TableRef, lake: Lake, keys: pl.DataFrame) -> pl.DataFrame:
     return rows.join(keys.select(quarantine.ROW_KEY), on=list(quarantine.ROW_KEY), how="semi")
 
 
+@dataclass(frozen=True)
+class Backlog:
+    """What cleansed/<table> has not taken in yet: raw versions past its cursor, rows
+    released from quarantine and not merged, rows to judge again (held for a missing
+    reference, or released by an operator)."""
+
+    raw: TableRef
+    done: int | None
+    """The raw version cleansed is up to (its cursor)."""
+    held: pl.DataFrame
+    released_unmerged: pl.DataFrame
+    to_judge_again: pl.DataFrame
+
+    @property
+    def reason(self) -> str | None:
+        """Why a run has work to do here; None when it has none."""
+        if self.raw.version is None:
+            return None
+        reasons = []
+        if self.done != self.raw.version:
+            reasons.append(f"raw v{self.raw.version} (cleansed up to v{self.done})")
+        if self.released_unmerged.height:
+            reasons.append(f"{self.released_unmerged.height} released row(s) to merge")
+        if self.to_judge_again.height:
+            reasons.append(f"{self.to_judge_again.height} quarantined row(s) to judge again")
+        return "; ".join(reasons) or None
+
+
+def _backlog(
+    lake: Lake,
+    source: Source,
+    raw: TableRef,
+    snapshot: delta.Snapshot,
+    q_snapshot: delta.Snapshot,
+) -> Backlog:
+    table = source.name
+    upstream = _upstream(raw, table)
+    _check_same_upstream(snapshot, upstream, table)
+    merged_from_quarantine = snapshot.cursor(f"{Layer.QUARANTINE.value}/{table}")
+    held = quarantine.read(lake, table, version=q_snapshot.version) if q_snapshot.dt else None
+    held = held if held is not None else pl.DataFrame(schema=quarantine.schema(source))
+    status = pl.col(quarantine.STATUS)
+    released_unmerged = held.filter(
+        (status == quarantine.Status.RELEASED.value)
+        & (pl.col(quarantine.STATUS_VERSION) > (merged_from_quarantine or -1))
+    )
+    to_judge_again = held.filter(
+        (
+            (status == quarantine.Status.QUARANTINED.value)
+            & pl.col(quarantine.HELD_FOR).is_not_null()
+        )
+        | (status == quarantine.Status.RELEASE_REQUESTED.value)
+    )
+    return Backlog(raw, snapshot.cursor(upstream), held, released_unmerged, to_judge_again)
+
+
+def backlog(lake: Lake, source: Source) -> Backlog:
+    """What the next run of cleansed/<source> has to take in (read-only)."""
+    raw = lake.input_table(Layer.RAW, source.name)
+    return _backlog(
+        lake,
+        source,
+        raw,
+        lake.writable(Layer.CLEANSED, source.name).snapshot(),
+        lake.writable(Layer.QUARANTINE, source.name).snapshot(),
+    )
+
+
 def _cleanse_once(
     lake: Lake,
     source: Source,
@@ -360,28 +428,12 @@ def _cleanse_once(
     publish.audit_pending(lake, Layer.CLEANSED, table, stamp, cursor_apps=cursor_apps(table))
     snapshot = target.snapshot()
     q_snapshot = q_target.snapshot()
-    _check_same_upstream(snapshot, upstream, table)
-    done = snapshot.cursor(upstream)
-    merged_from_quarantine = snapshot.cursor(q_upstream)
-
-    held = quarantine.read(lake, table, version=q_snapshot.version) if q_snapshot.dt else None
-    held = held if held is not None else pl.DataFrame(schema=quarantine.schema(source))
+    waiting = _backlog(lake, source, raw, snapshot, q_snapshot)
+    done, held = waiting.done, waiting.held
+    released_unmerged, to_judge_again = waiting.released_unmerged, waiting.to_judge_again
     status = pl.col(quarantine.STATUS)
-    released_unmerged = held.filter(
-        (status == quarantine.Status.RELEASED.value)
-        & (pl.col(quarantine.STATUS_VERSION) > (merged_from_quarantine or -1))
-    )
-    to_judge_again = held.filter(
-        (
-            (status == quarantine.Status.QUARANTINED.value)
-            & pl.col(quarantine.HELD_FOR).is_not_null()
-        )
-        | (status == quarantine.Status.RELEASE_REQUESTED.value)
-    )
     raw_version = raw.version
-    if raw_version is None or (
-        done == raw_version and released_unmerged.height == 0 and to_judge_again.height == 0
-    ):
+    if raw_version is None or waiting.reason is None:
         current = snapshot.dt
         return CleanseReport(
             table,

@@ -1,7 +1,9 @@
 """``lakehouse``: the main job from a shell.
 
     lakehouse demo      generate Jaffle Shop files, land them, build everything, print a summary
-    lakehouse build     ingest whatever is new in landing and rebuild; print a summary
+    lakehouse build [--all]
+                        ingest whatever is new in landing and rebuild the tables it
+                        changes (--all: every step); print a summary
     lakehouse land DIR  deliver jafgen-named files (raw_orders.csv, ...) from DIR into landing
     lakehouse summary   print each table's Delta version, rows and quarantined rows
     lakehouse verify LAYER/TABLE [--version N]
@@ -40,15 +42,19 @@ import argparse
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import dagster as dg
 from pydantic import ValidationError
 
 from lakehouse.settings import LakehouseSettings
 from lakehouse.sources import SOURCES
 from lakehouse.storage import Lake
 from lakehouse.summary import format_summary, lake_summary
+
+if TYPE_CHECKING:
+    import dagster as dg
+
+    from lakehouse.plan import Work
 
 
 def _instance() -> dg.DagsterInstance:
@@ -59,6 +65,7 @@ def _instance() -> dg.DagsterInstance:
     import fcntl
     import os
 
+    import dagster as dg
     from dagster._core.errors import DagsterHomeNotSetError
 
     home = os.environ.get("DAGSTER_HOME")  # Dagster's own variable, as DagsterInstance.get reads it
@@ -73,29 +80,60 @@ def _instance() -> dg.DagsterInstance:
         return dg.DagsterInstance.ephemeral()
 
 
-def _run(lake: Lake, job_name: str, run_config: dict[str, Any] | None = None) -> bool:
-    from lakehouse.definitions import defs
-    from lakehouse.runs import fail_dead_runs, run_tags
+def _run(
+    lake: Lake,
+    job_name: str,
+    run_config: dict[str, Any] | None = None,
+    *,
+    planned: bool = False,
+) -> bool:
+    """Run a job in this process. ``planned``: run only the tables with work (and what is
+    downstream of them), or no run at all when there is none (``lakehouse.plan``; decided
+    before the definitions, dbt and Dagster's instance are even loaded)."""
     from lakehouse.storage import StorageUnreachableError
 
-    job = defs.resolve_job_def(job_name)
     try:
         lake.check_reachable()
     except StorageUnreachableError as exc:
         print(f"FAILED before the run: {exc}", file=sys.stderr)
         return False
+    plan = _plan(lake) if planned else None
+    if plan is not None and not plan:
+        print("Nothing new: every table is up to date with landing (no run started).")
+        return True
+
+    from lakehouse.definitions import defs
+    from lakehouse.plan import assets_to_run
+    from lakehouse.runs import fail_dead_runs, run_tags
+
+    job = defs.resolve_job_def(job_name)
+    selection = None if plan is None else assets_to_run(defs, plan)
     with _instance() as instance:
         for run_id in fail_dead_runs(instance):
             print(f"marked run {run_id} failed: its process had died", file=sys.stderr)
         config = {"loggers": {"console": {"config": {"log_level": "INFO"}}}, **(run_config or {})}
         result = job.execute_in_process(
-            run_config=config, instance=instance, raise_on_error=False, tags=run_tags()
+            run_config=config,
+            instance=instance,
+            raise_on_error=False,
+            tags=run_tags(),
+            asset_selection=selection,
         )
     if not result.success:
         for event in result.all_events:
             if event.is_step_failure:
                 print(f"FAILED {event.step_key}: {_failure_cause(event)}", file=sys.stderr)
     return result.success
+
+
+def _plan(lake: Lake) -> list[Work] | None:
+    from lakehouse.marts import DBT_PROJECT_DIR
+    from lakehouse.plan import build_plan
+
+    plan = build_plan(lake, DBT_PROJECT_DIR / "target" / "manifest.json")
+    for work in plan or []:
+        print(f"to build: {work.describe()}")
+    return plan
 
 
 def _failure_cause(event: dg.DagsterEvent) -> str:
@@ -296,7 +334,10 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--days", type=int, default=365, help="builtin: days to simulate")
     demo.add_argument("--scale", type=float, default=1.0, help="builtin: volume multiplier")
     demo.add_argument("--seed", type=int, default=0, help="builtin: random seed")
-    sub.add_parser("build", help="ingest what is new and rebuild")
+    build = sub.add_parser("build", help="ingest what is new and rebuild what it changes")
+    build.add_argument(
+        "--all", action="store_true", help="run every step, even where nothing is new"
+    )
     land = sub.add_parser("land", help="deliver raw_<source>.* files from a folder")
     land.add_argument("directory", type=Path)
     sub.add_parser("summary", help="print the lake's tables")
@@ -384,7 +425,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         if not ok:
             return 1
-    ok = _run(lake, "build_lakehouse")
+    ok = _run(lake, "build_lakehouse", planned=not getattr(args, "all", False))
     _print_summary(lake)
     return 0 if ok else 1
 

@@ -164,6 +164,18 @@ def current_verdict(lake: Lake, layer: Layer, table: str, run_id: str) -> Verdic
     version = lake.input_version(layer, table)
     if version is None:
         return None
+    stored = covering_verdict(lake, layer, table, version)
+    if stored is not None:
+        return stored
+    verification = verify(lake, layer, table, version)
+    verdict = Verdict.of(verification, version, run_id, published=True)
+    if not lake.input_table(layer, table).from_prod:
+        save_verdict(lake, verdict)
+    return verdict
+
+
+def covering_verdict(lake: Lake, layer: Layer, table: str, version: int) -> Verdict | None:
+    """The stored verdict, if it judged ``version``'s data against today's contract."""
     stored = load_verdict(lake, layer, table)
     if (
         stored is not None
@@ -173,11 +185,7 @@ def current_verdict(lake: Lake, layer: Layer, table: str, run_id: str) -> Verdic
         and _same_data(lake, layer, table, stored.version, version)
     ):
         return stored
-    verification = verify(lake, layer, table, version)
-    verdict = Verdict.of(verification, version, run_id, published=True)
-    if not lake.input_table(layer, table).from_prod:
-        save_verdict(lake, verdict)
-    return verdict
+    return None
 
 
 def _same_data(lake: Lake, layer: Layer, table: str, judged: int, readable: int) -> bool:
