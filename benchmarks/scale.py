@@ -1,0 +1,207 @@
+"""What a build costs as the lake grows: a full build, a rebuild with nothing new, and a
+small increment, at several lake sizes.
+
+Why: a nightly build with nothing new must not cost more as history grows, and a day's
+delivery must cost what it brings, not what the lake already holds. For each scale
+(1x = one simulated year of the built-in generator, about 73,000 orders), in a fresh
+lake under ``--workdir``, this runs the real CLI as a user would, each step in its own
+process:
+
+* ``land`` + ``build``: the whole year, from nothing;
+* ``build`` again with nothing new (the no-op);
+* the same small delivery at every scale (1% of a 1x year, its own seed and dates),
+  landed and built: what an increment costs on a small lake and on a big one.
+
+Each step's wall time, CPU time (user + system of the process tree) and peak RSS of the
+process tree (sampled from /proc every 50 ms, so a peak shorter than that may be missed)
+are written to ``--out`` as Markdown, with the command that produced it. It asserts
+that the no-op started no run, and that the increment's rows all arrived. It is a
+benchmark, not a test: no timing is judged here.
+
+    .venv/bin/python benchmarks/scale.py --scales 1 10 --out docs/scale.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import shlex
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+LAKEHOUSE = str(Path(sys.executable).with_name("lakehouse"))
+INCREMENT_SCALE = 0.01
+"""The increment: 1% of a 1x year's volume, the same files at every lake size."""
+
+
+@dataclass(frozen=True)
+class Measured:
+    step: str
+    wall_s: float
+    cpu_s: float
+    peak_rss_mb: float
+    output: str
+
+
+def _tree_rss_kb(root: int) -> int:
+    """Resident memory of ``root`` and every descendant (dbt runs as a subprocess)."""
+    children: dict[int, list[int]] = {}
+    rss: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            pages = int((entry / "statm").read_text().split()[1])
+        except OSError:
+            continue
+        pid = int(entry.name)
+        children.setdefault(int(fields[1]), []).append(pid)
+        rss[pid] = pages * os.sysconf("SC_PAGE_SIZE") // 1024
+    total, stack = 0, [root]
+    while stack:
+        pid = stack.pop()
+        total += rss.get(pid, 0)
+        stack += children.get(pid, [])
+    return total
+
+
+def measure(step: str, argv: list[str], env: dict[str, str]) -> Measured:
+    before = os.times()
+    start = time.perf_counter()
+    proc = subprocess.Popen(
+        argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    peak = 0
+    done = threading.Event()
+
+    def sample() -> None:
+        nonlocal peak
+        while not done.is_set():
+            peak = max(peak, _tree_rss_kb(proc.pid))
+            time.sleep(0.05)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    output, _ = proc.communicate()
+    wall = time.perf_counter() - start
+    done.set()
+    sampler.join()
+    after = os.times()
+    if proc.returncode != 0:
+        raise SystemExit(f"{step} failed ({proc.returncode}):\n{output[-4000:]}")
+    cpu = (after.children_user - before.children_user) + (
+        after.children_system - before.children_system
+    )
+    return Measured(step, wall, cpu, peak / 1024, output)
+
+
+def _rows(summary: str, table: str) -> int:
+    for line in summary.splitlines():
+        parts = line.split()
+        if parts and parts[0] == table:
+            return int(parts[2])
+    raise AssertionError(f"{table} not in the summary:\n{summary}")
+
+
+def run_scale(scale: float, workdir: Path) -> list[Measured]:
+    from lakehouse.sample_data import generate_sample
+
+    data = workdir / f"data-{scale:g}x"
+    if not (data / "raw_orders.csv").exists():
+        generate_sample(data, days=365, scale=scale, seed=0)
+    increment = workdir / "increment"
+    if not (increment / "raw_orders.csv").exists():
+        generate_sample(increment, days=365, scale=INCREMENT_SCALE, seed=1, start=date(2019, 9, 1))
+    root = workdir / f"lake-{scale:g}x"
+    shutil.rmtree(root, ignore_errors=True)
+    env = {
+        **os.environ,
+        "LAKEHOUSE_LAKE_ROOT": str(root / "lake"),
+        "LAKEHOUSE_WORK_DIR": str(root / "work"),
+        "DAGSTER_HOME": str(root / "dagster"),
+        "DAGSTER_DISABLE_TELEMETRY": "1",
+        "DO_NOT_TRACK": "1",
+        "DBT_SEND_ANONYMOUS_USAGE_STATS": "false",
+        "SODA_CORE_TELEMETRY_ENABLED": "false",
+    }
+    (root / "dagster").mkdir(parents=True)
+    out = [
+        measure("land", [LAKEHOUSE, "land", str(data)], env),
+        measure("full build", [LAKEHOUSE, "build"], env),
+    ]
+    noop = measure("no-op build", [LAKEHOUSE, "build"], env)
+    assert "Nothing new" in noop.output, noop.output[-3000:]
+    before = _rows(noop.output, "raw/orders")
+    out.append(noop)
+    out.append(measure("land increment", [LAKEHOUSE, "land", str(increment)], env))
+    grown = measure("increment build", [LAKEHOUSE, "build"], env)
+    added = sum(1 for _ in (increment / "raw_orders.csv").open()) - 1
+    assert _rows(grown.output, "raw/orders") == before + added, grown.output[-3000:]
+    out.append(grown)
+    return out
+
+
+def render(results: dict[float, list[Measured]], command: str, seconds: float) -> str:
+    cpu = platform.processor() or platform.machine()
+    lines = [
+        "# Scale: full build, no-op and increment against lake size",
+        "",
+        f"Measured {datetime.now(UTC):%Y-%m-%d %H:%M} UTC on {os.cpu_count()} cores ({cpu}, "
+        f"Python {platform.python_version()}) with `{command}` ({seconds / 60:.1f} min). "
+        "Every step is the real CLI in its own process; peak RSS is the whole process "
+        "tree (dbt included), sampled every 50 ms. The increment is the same delivery at "
+        f"every scale ({INCREMENT_SCALE:.0%} of a 1x year).",
+        "",
+        "| scale | orders | step | wall s | CPU s | peak RSS MB |",
+        "|---|---:|---|---:|---:|---:|",
+    ]
+    for scale, steps in results.items():
+        orders = _rows(steps[2].output, "raw/orders")
+        for m in steps:
+            lines.append(
+                f"| {scale:g}x | {orders:,} | {m.step} | {m.wall_s:.1f} | {m.cpu_s:.1f} | "
+                f"{m.peak_rss_mb:,.0f} |"
+            )
+    if len(results) > 1:
+        small, big = min(results), max(results)
+
+        def wall(scale: float, step: str) -> float:
+            return next(m.wall_s for m in results[scale] if m.step == step)
+
+        lines += [
+            "",
+            f"- No-op build: {wall(small, 'no-op build'):.1f} s at {small:g}x, "
+            f"{wall(big, 'no-op build'):.1f} s at {big:g}x (process start and imports included).",
+            f"- Increment on the {big:g}x lake over the {small:g}x lake: "
+            f"{wall(big, 'increment build') / wall(small, 'increment build'):.2f}x.",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--scales", type=float, nargs="+", default=[1.0, 10.0])
+    parser.add_argument("--workdir", type=Path, default=Path("/tmp/lakehouse-scale"))
+    parser.add_argument("--out", type=Path, default=REPO / "docs" / "scale.md")
+    args = parser.parse_args()
+    command = "python benchmarks/scale.py " + shlex.join(
+        ["--scales", *(f"{s:g}" for s in args.scales), "--out", str(args.out)]
+    )
+    started = time.perf_counter()
+    results = {s: run_scale(s, args.workdir) for s in args.scales}
+    text = render(results, command, time.perf_counter() - started)
+    args.out.write_text(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
