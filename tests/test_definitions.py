@@ -14,8 +14,11 @@ import pytest
 
 from lakehouse.contracts import all_contracts
 from lakehouse.definitions import defs
-from lakehouse.settings import PROJECT_DIR
+from lakehouse.defs.resources import LakehouseResource
+from lakehouse.landing import land_files
+from lakehouse.settings import PROJECT_DIR, LakehouseSettings
 from lakehouse.sources import SOURCES
+from lakehouse.storage import Lake
 from lakehouse.summary import MART_TABLES
 
 
@@ -155,15 +158,27 @@ def test_cleansed_follows_raw_automatically() -> None:
         assert second.get_num_requested(dg.AssetKey.from_user_string(key)) == 1
 
 
-def test_the_daily_build_runs_at_six_utc() -> None:
+def test_the_daily_build_runs_at_six_utc_unless_nothing_is_new(
+    built_lake: Lake, tmp_path: Path, sample_delivery: dict[str, Path]
+) -> None:
     schedule = defs.resolve_schedule_def("daily_lakehouse_build")
     assert (schedule.cron_schedule, schedule.execution_timezone) == ("0 6 * * *", "UTC")
     assert schedule.job_name == "build_lakehouse"
-    context = dg.build_schedule_context(
-        scheduled_execution_time=datetime(2026, 11, 25, 6, tzinfo=UTC)
-    )
-    (request,) = schedule.evaluate_tick(context).run_requests or []
+
+    def tick(settings: LakehouseSettings) -> dg.SensorResult | Any:
+        context = dg.build_schedule_context(
+            scheduled_execution_time=datetime(2026, 11, 25, 6, tzinfo=UTC),
+            resources={"lakehouse": LakehouseResource.from_settings(settings)},
+        )
+        return schedule.evaluate_tick(context)
+
+    idle = tick(built_lake.settings)  # built, nothing landed since: the night is skipped
+    assert not idle.run_requests and "nothing new" in (idle.skip_message or "")
+    fresh = LakehouseSettings(lake_root=str(tmp_path / "lake"), work_dir=tmp_path / "work")
+    land_files(Lake(fresh), {"stores": sample_delivery["stores"]})
+    (request,) = tick(fresh).run_requests or []
     assert isinstance(request, dg.RunRequest)
+    assert "raw/stores: 1 landed file(s) not ingested" in request.tags["lakehouse/plan"]
 
 
 def test_every_source_has_a_running_landing_sensor() -> None:

@@ -11,20 +11,40 @@ from lakehouse.defs.jobs import (
     maintain_delta_tables_job,
     remove_idle_branches_job,
 )
+from lakehouse.defs.resources import LakehouseResource
+
+
+def _daily_build(status: dg.DefaultScheduleStatus) -> dg.ScheduleDefinition:
+    @dg.schedule(
+        name="daily_lakehouse_build",
+        job=build_lakehouse_job,
+        cron_schedule="0 6 * * *",
+        execution_timezone="UTC",
+        default_status=status,
+        description="Every day at 06:00 UTC: ingest anything the sensors did not (e.g. files "
+        "outside the landing key convention), cleanse, and rebuild the marts for the day. "
+        "Skipped, with the reason on the tick, when the build plan finds nothing new.",
+    )
+    def daily_lakehouse_build(
+        context: dg.ScheduleEvaluationContext, lakehouse: LakehouseResource
+    ) -> dg.RunRequest | dg.SkipReason:
+        from lakehouse.marts import DBT_PROJECT_DIR
+        from lakehouse.plan import build_plan
+
+        plan = build_plan(lakehouse.lake(), DBT_PROJECT_DIR / "target" / "manifest.json")
+        if plan == []:
+            return dg.SkipReason("nothing new: every table is up to date with landing")
+        reasons = "; ".join(w.describe() for w in plan or []) or "a branch: build everything"
+        context.log.info(f"to build: {reasons}")
+        return dg.RunRequest(tags={"lakehouse/plan": reasons[:1000]})
+
+    return daily_lakehouse_build
 
 
 def lakehouse_schedules(running: bool) -> list[dg.ScheduleDefinition]:
     status = dg.DefaultScheduleStatus.RUNNING if running else dg.DefaultScheduleStatus.STOPPED
     return [
-        dg.ScheduleDefinition(
-            name="daily_lakehouse_build",
-            job=build_lakehouse_job,
-            cron_schedule="0 6 * * *",
-            execution_timezone="UTC",
-            default_status=status,
-            description="Every day at 06:00 UTC: ingest anything the sensors did not (e.g. files "
-            "outside the landing key convention), cleanse, and rebuild the marts for the day.",
-        ),
+        _daily_build(status),
         dg.ScheduleDefinition(
             name="nightly_table_maintenance",
             job=maintain_delta_tables_job,
