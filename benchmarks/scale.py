@@ -9,6 +9,8 @@ process:
 
 * ``land`` + ``build``: the whole year, from nothing;
 * ``build`` again with nothing new (the no-op);
+* ``benchmarks/bare_lakehouse.py`` on the same files first (plain polars + deltalake, the
+  work itself), whose seven marts the project's must equal (asserted);
 * the same small delivery at every scale (1% of a 1x year, its own seed and dates),
   landed and built: what an increment costs on a small lake and on a big one.
 
@@ -38,6 +40,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 LAKEHOUSE = str(Path(sys.executable).with_name("lakehouse"))
+BARE = Path(__file__).with_name("bare_lakehouse.py")
 INCREMENT_SCALE = 0.01
 """The increment: 1% of a 1x year's volume, the same files at every lake size."""
 
@@ -113,6 +116,8 @@ def _rows(summary: str, table: str) -> int:
 
 
 def run_scale(scale: float, workdir: Path) -> list[Measured]:
+    from bare_lakehouse import differences
+
     from lakehouse.sample_data import generate_sample
 
     data = workdir / f"data-{scale:g}x"
@@ -134,10 +139,14 @@ def run_scale(scale: float, workdir: Path) -> list[Measured]:
         "SODA_CORE_TELEMETRY_ENABLED": "false",
     }
     (root / "dagster").mkdir(parents=True)
+    bare_root = root / "bare"
     out = [
+        measure("bare script", [sys.executable, str(BARE), str(data), str(bare_root)], env),
         measure("land", [LAKEHOUSE, "land", str(data)], env),
         measure("full build", [LAKEHOUSE, "build"], env),
     ]
+    problems = differences(root / "lake", bare_root)
+    assert not problems, f"the project's marts differ from the bare script's: {problems}"
     noop = measure("no-op build", [LAKEHOUSE, "build"], env)
     assert "Nothing new" in noop.output, noop.output[-3000:]
     before = _rows(noop.output, "raw/orders")
@@ -165,20 +174,26 @@ def render(results: dict[float, list[Measured]], command: str, seconds: float) -
         "|---|---:|---|---:|---:|---:|",
     ]
     for scale, steps in results.items():
-        orders = _rows(steps[2].output, "raw/orders")
+        orders = _rows(steps[3].output, "raw/orders")
         for m in steps:
             lines.append(
                 f"| {scale:g}x | {orders:,} | {m.step} | {m.wall_s:.1f} | {m.cpu_s:.1f} | "
                 f"{m.peak_rss_mb:,.0f} |"
             )
+
+    def wall(scale: float, step: str) -> float:
+        return next(m.wall_s for m in results[scale] if m.step == step)
+
+    lines.append("")
+    for scale in results:
+        lines.append(
+            f"- {scale:g}x: full build {wall(scale, 'full build'):.1f} s against the bare "
+            f"script's {wall(scale, 'bare script'):.1f} s on the same files: "
+            f"{wall(scale, 'full build') / wall(scale, 'bare script'):.1f}x (marts asserted equal)."
+        )
     if len(results) > 1:
         small, big = min(results), max(results)
-
-        def wall(scale: float, step: str) -> float:
-            return next(m.wall_s for m in results[scale] if m.step == step)
-
         lines += [
-            "",
             f"- No-op build: {wall(small, 'no-op build'):.1f} s at {small:g}x, "
             f"{wall(big, 'no-op build'):.1f} s at {big:g}x (process start and imports included).",
             f"- Increment on the {big:g}x lake over the {small:g}x lake: "
