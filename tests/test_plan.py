@@ -94,3 +94,20 @@ def test_a_build_with_nothing_new_starts_no_run(
     assert "Nothing new" in capsys.readouterr().out
     with dg.DagsterInstance.from_config(str(home)) as instance:
         assert instance.get_runs_count() == 0
+
+
+def test_a_plan_that_cannot_be_made_runs_every_step(
+    built_lake: Lake, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    """Planning reads the lake; a stalled store must not turn it into a traceback. The
+    steps then retry, or fail naming the cause, as they do without a plan."""
+    import lakehouse.plan
+    from lakehouse.cli import _plan
+
+    def stalled(*args: object) -> None:
+        raise TimeoutError("Generic S3 error: operation timed out")
+
+    monkeypatch.setattr(lakehouse.plan, "build_plan", stalled)
+    assert _plan(built_lake) is None
+    err = capsys.readouterr().err
+    assert "could not plan the build (Generic S3 error: operation timed out)" in err
