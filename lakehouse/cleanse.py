@@ -398,14 +398,15 @@ def _backlog(
     return Backlog(raw, snapshot.cursor(upstream), held, released_unmerged, to_judge_again)
 
 
-def backlog(lake: Lake, source: Source) -> Backlog:
-    """What the next run of cleansed/<source> has to take in (read-only)."""
+def backlog(lake: Lake, source: Source, snapshot: delta.Snapshot | None = None) -> Backlog:
+    """What the next run of cleansed/<source> has to take in (read-only); ``snapshot``:
+    the cleansed table's, if the caller has one open."""
     raw = lake.input_table(Layer.RAW, source.name)
     return _backlog(
         lake,
         source,
         raw,
-        lake.writable(Layer.CLEANSED, source.name).snapshot(),
+        snapshot or lake.writable(Layer.CLEANSED, source.name).snapshot(),
         lake.writable(Layer.QUARANTINE, source.name).snapshot(),
     )
 

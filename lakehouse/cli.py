@@ -129,11 +129,10 @@ def _run(
 def _plan(lake: Lake) -> list[Work] | None:
     """The build plan; None (every step) when it cannot be made: the plan only saves work,
     and the steps retry what a storage hiccup interrupts and name what they cannot do."""
-    from lakehouse.marts import DBT_PROJECT_DIR
     from lakehouse.plan import build_plan
 
     try:
-        plan = build_plan(lake, DBT_PROJECT_DIR / "target" / "manifest.json")
+        plan = build_plan(lake)
     except Exception as exc:
         cause = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
         print(f"could not plan the build ({cause}): running every step", file=sys.stderr)

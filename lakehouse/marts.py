@@ -34,6 +34,8 @@ from lakehouse.sources import SOURCES
 from lakehouse.storage import Lake, Layer
 
 DBT_PROJECT_DIR = PROJECT_DIR / "dbt"
+DBT_MANIFEST = DBT_PROJECT_DIR / "target" / "manifest.json"
+"""The parsed project (``dbt parse``, ``make setup``): models, their SQL checksums and refs."""
 DBT_PROFILE = "jaffle_lakehouse"
 MARTS_SCHEMA = "marts"
 MART_INPUTS_KEY = "lakehouse_mart_inputs"
@@ -189,7 +191,7 @@ def _parsed_manifest(path: str, mtime_ns: int, size: int) -> dict[str, Any]:
     return dict(json.loads(Path(path).read_text()))
 
 
-def mart_models(manifest_path: Path = DBT_PROJECT_DIR / "target" / "manifest.json") -> list[str]:
+def mart_models(manifest_path: Path = DBT_MANIFEST) -> list[str]:
     manifest = read_manifest(manifest_path)
     return sorted(n["name"] for n in manifest["nodes"].values() if n["resource_type"] == "model")
 

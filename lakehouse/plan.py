@@ -19,10 +19,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from deltalake import DeltaTable
+
 from lakehouse import delta, publish
 from lakehouse.cleanse import backlog
 from lakehouse.ingest import new_files
 from lakehouse.marts import (
+    DBT_MANIFEST,
     MART_INPUTS_KEY,
     MartInputs,
     dbt_code_fingerprint,
@@ -30,7 +33,7 @@ from lakehouse.marts import (
     model_parents,
 )
 from lakehouse.sources import SOURCES
-from lakehouse.storage import GATED_LAYERS, Lake, Layer
+from lakehouse.storage import Lake, Layer
 
 if TYPE_CHECKING:
     import dagster as dg
@@ -53,7 +56,7 @@ class Work:
         return f"{self.layer.value}/{self.table}: {self.reason}"
 
 
-def build_plan(lake: Lake, manifest_path: Path) -> list[Work] | None:
+def build_plan(lake: Lake, manifest_path: Path = DBT_MANIFEST) -> list[Work] | None:
     """The tables with work, in layer order; None when the lake cannot be planned cheaply
     (a branch, whose inputs are prod's pinned tables and its own): build everything."""
     if lake.is_branch:
@@ -64,7 +67,10 @@ def build_plan(lake: Lake, manifest_path: Path) -> list[Work] | None:
         if candidates:
             work.append(Work(Layer.RAW, name, f"{len(candidates)} landed file(s) not ingested"))
     for name, source in SOURCES.items():
-        reason = backlog(lake, source).reason or _publish_work(lake, Layer.CLEANSED, name)
+        snapshot = lake.writable(Layer.CLEANSED, name).snapshot()
+        reason = backlog(lake, source, snapshot).reason or _publish_work(
+            lake, Layer.CLEANSED, name, snapshot.dt
+        )
         if reason:
             work.append(Work(Layer.CLEANSED, name, reason))
     inputs = current_mart_inputs(lake, manifest_path)
@@ -74,7 +80,8 @@ def build_plan(lake: Lake, manifest_path: Path) -> list[Work] | None:
             own = MartInputs(
                 {t: v for t, v in inputs.cleansed_versions.items() if t in reads}, inputs.dbt_code
             )
-            reason = _mart_work(lake, model, own) or _publish_work(lake, Layer.MARTS, model)
+            dt = lake.writable(Layer.MARTS, model).open()
+            reason = _mart_work(dt, own) or _publish_work(lake, Layer.MARTS, model, dt)
             if reason:
                 work.append(Work(Layer.MARTS, model, reason))
     return work
@@ -103,8 +110,7 @@ def cleansed_ancestors(manifest_path: Path, model: str) -> set[str]:
     return found
 
 
-def _mart_work(lake: Lake, model: str, inputs: MartInputs) -> str | None:
-    dt = lake.writable(Layer.MARTS, model).open()
+def _mart_work(dt: DeltaTable | None, inputs: MartInputs) -> str | None:
     if dt is None:
         return "never built"
     built = delta.latest_value(dt, MART_INPUTS_KEY)
@@ -113,12 +119,10 @@ def _mart_work(lake: Lake, model: str, inputs: MartInputs) -> str | None:
     return None
 
 
-def _publish_work(lake: Lake, layer: Layer, table: str) -> str | None:
-    """A gated table whose newest write was never judged, or whose readable version no
-    stored verdict covers (a crash between publishing and recording, an edited contract)."""
-    if layer not in GATED_LAYERS:
-        return None
-    dt = lake.writable(layer, table).open()
+def _publish_work(lake: Lake, layer: Layer, table: str, dt: DeltaTable | None) -> str | None:
+    """A gated table (``dt``, its newest snapshot) whose newest write was never judged, or
+    whose readable version no stored verdict covers (a crash between publishing and
+    recording, an edited contract)."""
     if dt is None:
         return None
     state = delta.table_state(dt)

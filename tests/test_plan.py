@@ -14,13 +14,13 @@ from lakehouse import delta
 from lakehouse.cli import main
 from lakehouse.definitions import defs
 from lakehouse.landing import land_files
-from lakehouse.marts import DBT_PROJECT_DIR
+from lakehouse.marts import DBT_MANIFEST
 from lakehouse.plan import assets_to_run, build_plan, cleansed_ancestors
 from lakehouse.settings import LakehouseSettings
 from lakehouse.storage import Lake, Layer
 from tests.conftest import run_build
 
-MANIFEST = DBT_PROJECT_DIR / "target" / "manifest.json"
+MANIFEST = DBT_MANIFEST
 
 
 def planned(lake: Lake) -> list[str]:

@@ -28,10 +28,9 @@ def _daily_build(status: dg.DefaultScheduleStatus) -> dg.ScheduleDefinition:
     def daily_lakehouse_build(
         context: dg.ScheduleEvaluationContext, lakehouse: LakehouseResource
     ) -> dg.RunRequest | dg.SkipReason:
-        from lakehouse.marts import DBT_PROJECT_DIR
         from lakehouse.plan import build_plan
 
-        plan = build_plan(lakehouse.lake(), DBT_PROJECT_DIR / "target" / "manifest.json")
+        plan = build_plan(lakehouse.lake())
         if plan == []:
             return dg.SkipReason("nothing new: every table is up to date with landing")
         reasons = "; ".join(w.describe() for w in plan or []) or "a branch: build everything"
