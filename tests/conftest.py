@@ -10,6 +10,7 @@ import time
 import urllib.request
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -77,8 +78,8 @@ class S3Server:
     """The server's process: a test may SIGSTOP it to play a stalled S3."""
 
 
-@pytest.fixture(scope="session")
-def s3_server() -> Iterator[S3Server]:
+@contextmanager
+def _moto_server() -> Iterator[S3Server]:
     """moto's S3 server on loopback, in its own process.
 
     Real HTTP, so delta-rs (Rust) talks to it too. It must be a separate process: delta-rs
@@ -110,6 +111,20 @@ def s3_server() -> Iterator[S3Server]:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[S3Server]:
+    """The session's S3 server: every S3 test shares it (each with its own bucket)."""
+    with _moto_server() as server:
+        yield server
+
+
+@pytest.fixture
+def private_s3_server() -> Iterator[S3Server]:
+    """An S3 server of the test's own, for what would disturb others (IAM enforcement)."""
+    with _moto_server() as server:
+        yield server
 
 
 @pytest.fixture(scope="session")

@@ -60,10 +60,11 @@ def test_lakehouse_dbt_skips_the_parse_a_new_profile_would_force(tmp_path: Path)
     }
 
     def listed(executable: str, target: str) -> tuple[list[str], str]:
+        command = [str(Path(sys.executable).with_name(executable)), "ls"]
+        command += ["--resource-type", "model", "--output", "name", "--log-format", "text"]
+        command += ["--target-path", str(tmp_path / target), "--project-dir", str(DBT_PROJECT_DIR)]
         result = subprocess.run(
-            [str(Path(sys.executable).with_name(executable)), "ls", "--resource-type", "model"]
-            + ["--output", "name", "--target-path", str(tmp_path / target)]
-            + ["--project-dir", str(DBT_PROJECT_DIR), "--log-format", "text"],
+            command,
             env=env,
             capture_output=True,
             text=True,

@@ -5,7 +5,10 @@ from __future__ import annotations
 import gzip
 import io
 import json
+import urllib.request
+from pathlib import Path
 
+import boto3
 import polars as pl
 import pytest
 
@@ -13,6 +16,7 @@ from lakehouse import delta
 from lakehouse.ingest import FileStatus, ingest_source
 from lakehouse.sources import SOURCE_FILE_URI, SOURCE_ROW_NUMBER, SOURCES
 from lakehouse.storage import Lake, Layer
+from tests.conftest import S3Server, _s3_settings
 
 ORDERS = SOURCES["orders"]
 HEADER = "id,customer,ordered_at,store_id,subtotal,tax_paid,order_total\n"
@@ -227,3 +231,50 @@ def test_a_file_the_fast_reader_refuses_is_rejected_naming_the_row(case: str) ->
     with pytest.raises(LandedFileError) as raised:
         read_landed("landing/orders/f.csv", data)
     assert str(raised.value).startswith(f"landing/orders/f.csv: {message}")
+
+
+@pytest.mark.s3
+def test_an_object_s3_refuses_is_rejected_and_the_others_load(
+    private_s3_server: S3Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """S3 answers AccessDenied for one landed object (an IAM policy, enforced by moto's
+    server): that file is rejected with the cause, every other file loads."""
+    endpoint = private_s3_server.endpoint
+    settings = _s3_settings(endpoint, tmp_path / "work")
+    lake = Lake(settings)
+    lake.put_landing_file("orders", "2026-01-01/good.csv", (HEADER + ROWS).encode())
+    lake.put_landing_file(
+        "orders", "2026-01-01/secret.csv", (HEADER + "o3,c3,x,s1,1,0,1\n").encode()
+    )
+    denied = lake.landing_uri("orders").removeprefix("s3://") + "/2026-01-01/secret.csv"
+
+    iam = boto3.client("iam", endpoint_url=endpoint, region_name="us-east-1")
+    iam.create_user(UserName="ingest")
+    policy = {
+        "Version": "2012-10-17",
+        "Statement": [
+            {"Effect": "Allow", "Action": "s3:*", "Resource": "*"},
+            {"Effect": "Deny", "Action": "s3:GetObject", "Resource": f"arn:aws:s3:::{denied}"},
+        ],
+    }
+    iam.put_user_policy(UserName="ingest", PolicyName="lake", PolicyDocument=json.dumps(policy))
+    key = iam.create_access_key(UserName="ingest")["AccessKey"]
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", key["AccessKeyId"])
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", key["SecretAccessKey"])
+    # From here on the server checks every request against the caller's IAM policy.
+    urllib.request.urlopen(
+        urllib.request.Request(
+            f"{endpoint}/moto-api/reset-auth",
+            data=b"0",
+            headers={"Content-Type": "text/plain"},  # not a form: moto reads the raw body
+            method="POST",
+        )
+    ).close()
+
+    lake = Lake(settings)  # new clients, with the IAM user's keys
+    result = run(lake)
+    by_name = {o.file.name: o for o in result.outcomes}
+    assert by_name["good.csv"].status is FileStatus.LOADED
+    assert by_name["secret.csv"].status is FileStatus.REJECTED
+    assert "AccessDenied" in by_name["secret.csv"].reason
+    assert sorted(raw_orders(lake)["id"]) == ["o1", "o2"]

@@ -218,12 +218,23 @@ def test_a_build_killed_before_withdrawing_a_failed_version_converges(
 @pytest.mark.slow
 @pytest.mark.parametrize("stage", STAGES, indirect=True)
 @pytest.mark.parametrize("builds", [fast_if(True, 2), fast_if(False, 4)])
-def test_concurrent_builds_neither_lose_nor_double_a_row(stage: Stage, builds: int) -> None:
+def test_concurrent_builds_neither_lose_nor_double_a_row(
+    stage: Stage, builds: int, tmp_path: Path
+) -> None:
     stage.saved.restore()
+    # The full matrix starts its builds on one new SQLite DAGSTER_HOME, as on a fresh
+    # machine: creating its schema twice at once once corrupted it.
+    home = tmp_path / "dagster-home" if builds > 2 else None
+    extra_env = {"DAGSTER_HOME": str(home)} if home else None
     started = time.monotonic()
-    procs = [start_build(stage.saved.settings) for _ in range(builds)]
+    procs = [start_build(stage.saved.settings, extra_env=extra_env) for _ in range(builds)]
     outcomes = [finish(p) for p in procs]
     elapsed = time.monotonic() - started
+    if home is not None:
+        runs = _runs_recorded(home)
+        started_runs = sum("Nothing new" not in o.output for o in outcomes)
+        assert len(runs) == started_runs >= 1, (runs, [o.output[-1500:] for o in outcomes])
+        assert all(status in {"SUCCESS", "FAILURE"} for status in runs), runs
     lake = stage.saved.lake
     # Whatever the interleaving, what readers see right now is never wrong: either the
     # undisturbed result or, for tables a failed loser left behind, nothing doubled.
@@ -237,6 +248,14 @@ def test_concurrent_builds_neither_lose_nor_double_a_row(stage: Stage, builds: i
     assert elapsed < 600
     for outcome in outcomes:
         assert "Traceback" not in outcome.output.split("Lake:")[-1], outcome.output[-2000:]
+
+
+def _runs_recorded(home: Path) -> list[str]:
+    """The status of every run a DAGSTER_HOME recorded (opening it proves its schema)."""
+    import dagster as dg
+
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        return [run.status.value for run in instance.get_runs()]
 
 
 @pytest.mark.slow
