@@ -60,6 +60,7 @@ reliability: setup
 lint: setup
 	$(UV) run --frozen ruff check .
 	$(UV) run --frozen ruff format --check .
+	$(UV) run --frozen cfn-lint infra/cloudformation/*.yaml
 	$(UV) run --frozen mypy
 
 dev: setup

@@ -1,0 +1,331 @@
+"""infra/cloudformation/lakehouse.yaml: linted, read for the controls cfn-lint does not
+judge, and its IAM policies enforced for real by moto's S3 server.
+
+moto ignores most bucket properties and bucket-policy conditions and never enforces KMS,
+so encryption, TLS-only and lifecycle are asserted on the template; only the roles'
+permissions are proven against a running endpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+import urllib.request
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+import yaml
+from botocore.exceptions import ClientError
+
+from tests.conftest import S3Server
+from tests.lake_invariants import REPO
+
+TEMPLATE = REPO / "infra" / "cloudformation" / "lakehouse.yaml"
+ACCOUNT = "123456789012"  # moto's default account
+PREFIX = "lakehouse"
+
+
+# -- reading the template --------------------------------------------------------------
+class _CfnLoader(yaml.SafeLoader):
+    """YAML with CloudFormation's short tags (!Sub, !GetAtt, ...) as their long forms."""
+
+
+def _intrinsic(loader: yaml.SafeLoader, suffix: str, node: yaml.Node) -> dict[str, Any]:
+    if isinstance(node, yaml.ScalarNode):
+        value: Any = loader.construct_scalar(node)
+        if suffix == "GetAtt":
+            value = str(value).split(".", 1)
+    elif isinstance(node, yaml.SequenceNode):
+        value = loader.construct_sequence(node, deep=True)
+    else:
+        value = loader.construct_mapping(node, deep=True)  # type: ignore[arg-type]
+    return {"Ref" if suffix == "Ref" else f"Fn::{suffix}": value}
+
+
+_CfnLoader.add_multi_constructor("!", _intrinsic)
+
+
+def template() -> dict[str, Any]:
+    return dict(yaml.load(TEMPLATE.read_text(), Loader=_CfnLoader))  # a SafeLoader subclass
+
+
+def resources(kind: str) -> dict[str, dict[str, Any]]:
+    return {
+        name: res["Properties"]
+        for name, res in template()["Resources"].items()
+        if res["Type"] == kind
+    }
+
+
+def _statements(document: dict[str, Any]) -> list[dict[str, Any]]:
+    statements = document["Statement"]
+    return statements if isinstance(statements, list) else [statements]
+
+
+def _as_list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [value]
+
+
+# -- static gates ----------------------------------------------------------------------
+def test_the_template_passes_cfn_lint() -> None:
+    result = subprocess.run(
+        [str(Path(sys.executable).with_name("cfn-lint")), str(TEMPLATE)],
+        capture_output=True,
+        text=True,
+    )
+    print(result.stdout or "cfn-lint: no findings")
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_lake_bucket_is_encrypted_with_its_own_key_private_versioned_and_logged() -> None:
+    lake = resources("AWS::S3::Bucket")["LakeBucket"]
+    (rule,) = lake["BucketEncryption"]["ServerSideEncryptionConfiguration"]
+    assert rule["ServerSideEncryptionByDefault"] == {
+        "SSEAlgorithm": "aws:kms",
+        "KMSMasterKeyID": {"Fn::GetAtt": ["LakeKey", "Arn"]},
+    }
+    assert rule["BucketKeyEnabled"] is True
+    assert lake["VersioningConfiguration"] == {"Status": "Enabled"}
+    assert set(lake["PublicAccessBlockConfiguration"].values()) == {True}
+    assert len(lake["PublicAccessBlockConfiguration"]) == 4
+    assert lake["OwnershipControls"]["Rules"] == [{"ObjectOwnership": "BucketOwnerEnforced"}]
+    assert lake["LoggingConfiguration"]["DestinationBucketName"] == {"Ref": "AccessLogBucket"}
+    key = resources("AWS::KMS::Key")["LakeKey"]
+    assert key["EnableKeyRotation"] is True
+    named = {
+        arn["Fn::GetAtt"][0]
+        for statement in _statements(key["KeyPolicy"])
+        for arn in _as_list(statement["Principal"].get("AWS", []))
+        if isinstance(arn, dict) and "Fn::GetAtt" in arn
+    }
+    assert named == {"PipelineRole", "BranchRole", "TeardownRole", "AnalystRole"}
+    secret = resources("AWS::SecretsManager::Secret")["PiiSecret"]
+    assert secret["KmsKeyId"] == {"Ref": "LakeKey"}
+
+
+def test_the_bucket_policy_denies_plain_http_and_writes_without_the_lake_key() -> None:
+    policy = resources("AWS::S3::BucketPolicy")["LakeBucketPolicy"]["PolicyDocument"]
+    by_sid = {s["Sid"]: s for s in _statements(policy)}
+    tls = by_sid["DenyInsecureTransport"]
+    assert tls["Effect"] == "Deny" and tls["Action"] == "s3:*" and tls["Principal"] == "*"
+    assert tls["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
+    assert {"Fn::Sub": "${LakeBucket.Arn}/*"} in tls["Resource"]
+    kms = by_sid["DenyWritesWithoutTheLakeKey"]
+    assert kms["Effect"] == "Deny" and kms["Action"] == "s3:PutObject"
+    assert kms["Condition"] == {
+        "StringNotEquals": {
+            "s3:x-amz-server-side-encryption-aws-kms-key-id": {"Fn::GetAtt": ["LakeKey", "Arn"]}
+        }
+    }
+
+
+def test_lifecycle_rules_bound_what_the_bucket_keeps() -> None:
+    rules = resources("AWS::S3::Bucket")["LakeBucket"]["LifecycleConfiguration"]["Rules"]
+    by_id = {r["Id"]: r for r in rules if "Id" in r}
+    assert by_id["abort-incomplete-multipart-uploads"]["AbortIncompleteMultipartUpload"] == {
+        "DaysAfterInitiation": 7
+    }
+    noncurrent = by_id["expire-noncurrent-versions"]["NoncurrentVersionExpiration"]
+    assert noncurrent == {"NoncurrentDays": {"Ref": "NoncurrentVersionDays"}}
+    branches = by_id["expire-abandoned-branches"]
+    assert branches["Prefix"] == {"Fn::Sub": "${LakePrefix}/branches/"}
+    assert branches["ExpirationInDays"] == {"Ref": "BranchExpiryDays"}
+    (landing,) = [r for r in rules if "Fn::If" in r]
+    condition, rule, otherwise = landing["Fn::If"]
+    assert condition == "ExpireLanding" and otherwise == {"Ref": "AWS::NoValue"}
+    assert rule["Prefix"] == {"Fn::Sub": "${LakePrefix}/landing/"}
+    assert all(r["Status"] == "Enabled" for r in [*by_id.values(), rule])
+
+
+def test_no_role_may_do_everything_or_touch_everything() -> None:
+    """No ``*`` action (``s3:*`` included) and no resource wider than one bucket, key or
+    secret in any role's policy."""
+    policies = resources("AWS::IAM::ManagedPolicy")
+    assert len(policies) == 5
+    for name, policy in policies.items():
+        for statement in _statements(policy["PolicyDocument"]):
+            actions = _as_list(statement["Action"])
+            assert all("*" not in action for action in actions), (name, statement)
+            for resource in _as_list(statement["Resource"]):
+                assert resource != "*", (name, statement)
+                if isinstance(resource, dict) and "Fn::Sub" in resource:
+                    # a bucket's objects are scoped below the lake's prefix
+                    assert resource["Fn::Sub"].startswith("${LakeBucket.Arn}/${LakePrefix}/")
+    for name, role in resources("AWS::IAM::Role").items():
+        assert "Policies" not in role and "ManagedPolicyArns" not in role, name
+
+
+# -- IAM, enforced -----------------------------------------------------------------------
+def _render(value: Any, refs: dict[str, str], attrs: dict[tuple[str, str], str]) -> Any:
+    """Resolve the intrinsics a policy document uses, as CloudFormation would."""
+    if isinstance(value, list):
+        return [_render(v, refs, attrs) for v in value]
+    if not isinstance(value, dict):
+        return value
+    if "Ref" in value:
+        return refs[value["Ref"]]
+    if "Fn::GetAtt" in value:
+        return attrs[tuple(value["Fn::GetAtt"])]
+
+    def substitute(match: re.Match[str]) -> str:
+        name = match.group(1)
+        if name.startswith("!"):
+            return "${" + name[1:] + "}"  # ${!x} is a literal ${x} (a policy variable)
+        if "." in name:
+            resource, attribute = name.split(".", 1)
+            return attrs[(resource, attribute)]
+        return refs[name]
+
+    if "Fn::Sub" in value:
+        return re.sub(r"\$\{([^}]+)\}", substitute, value["Fn::Sub"])
+    return {k: _render(v, refs, attrs) for k, v in value.items()}
+
+
+def _policy_documents(bucket: str) -> dict[str, dict[str, Any]]:
+    key_arn = f"arn:aws:kms:us-east-1:{ACCOUNT}:key/lake-key"
+    refs = {
+        "LakePrefix": PREFIX,
+        "PiiSecret": f"arn:aws:secretsmanager:us-east-1:{ACCOUNT}:secret:pii",
+        "AWS::AccountId": ACCOUNT,
+        "AWS::Partition": "aws",
+    }
+    attrs = {("LakeBucket", "Arn"): f"arn:aws:s3:::{bucket}", ("LakeKey", "Arn"): key_arn}
+    for role in resources("AWS::IAM::Role"):
+        attrs[(role, "Arn")] = f"arn:aws:iam::{ACCOUNT}:role/{role}"
+    return {
+        name.removesuffix("Policy"): _render(policy["PolicyDocument"], refs, attrs)
+        for name, policy in resources("AWS::IAM::ManagedPolicy").items()
+    }
+
+
+@contextmanager
+def _enforced_iam(endpoint: str, bucket: str, pull_request: str) -> Iterator[Callable[[str], Any]]:
+    """Roles with the template's policies on a moto server that enforces IAM; yields a
+    function giving an S3 client with a role's credentials (assumed through STS).
+
+    The branch role's write scope names the session tag ``${aws:PrincipalTag/lakehouse-pr}``,
+    which moto does not substitute: the test substitutes the pull request's number, as IAM
+    does for a session tagged with it, and checks what that scope allows."""
+    iam = boto3.client("iam", endpoint_url=endpoint, region_name="us-east-1")
+    trust = {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Effect": "Allow",
+                "Principal": {"AWS": f"arn:aws:iam::{ACCOUNT}:user/operator"},
+                "Action": "sts:AssumeRole",
+            }
+        ],
+    }
+    for role, document in _policy_documents(bucket).items():
+        text = json.dumps(document).replace("${aws:PrincipalTag/lakehouse-pr}", pull_request)
+        arn = iam.create_policy(PolicyName=role, PolicyDocument=text)["Policy"]["Arn"]
+        iam.create_role(RoleName=role, AssumeRolePolicyDocument=json.dumps(trust))
+        iam.attach_role_policy(RoleName=role, PolicyArn=arn)
+    iam.create_user(UserName="operator")
+    may_assume = {
+        "Version": "2012-10-17",
+        "Statement": [{"Effect": "Allow", "Action": "sts:AssumeRole", "Resource": "*"}],
+    }
+    iam.put_user_policy(
+        UserName="operator", PolicyName="assume", PolicyDocument=json.dumps(may_assume)
+    )
+    key = iam.create_access_key(UserName="operator")["AccessKey"]
+    urllib.request.urlopen(
+        urllib.request.Request(
+            f"{endpoint}/moto-api/reset-auth",
+            data=b"0",
+            headers={"Content-Type": "text/plain"},
+            method="POST",
+        )
+    ).close()
+    sts = boto3.client(
+        "sts",
+        endpoint_url=endpoint,
+        region_name="us-east-1",
+        aws_access_key_id=key["AccessKeyId"],
+        aws_secret_access_key=key["SecretAccessKey"],
+    )
+
+    def as_role(role: str) -> Any:
+        creds = sts.assume_role(
+            RoleArn=f"arn:aws:iam::{ACCOUNT}:role/{role}", RoleSessionName="test"
+        )
+        c = creds["Credentials"]
+        return boto3.client(
+            "s3",
+            endpoint_url=endpoint,
+            region_name="us-east-1",
+            aws_access_key_id=c["AccessKeyId"],
+            aws_secret_access_key=c["SecretAccessKey"],
+            aws_session_token=c["SessionToken"],
+        )
+
+    yield as_role
+
+
+def _allowed(call: Callable[[], Any]) -> bool:
+    try:
+        call()
+    except ClientError as exc:
+        assert exc.response["Error"]["Code"] == "AccessDenied", exc.response
+        return False
+    return True
+
+
+@pytest.mark.s3
+def test_each_role_reaches_exactly_its_prefixes(private_s3_server: S3Server) -> None:
+    endpoint = private_s3_server.endpoint
+    bucket = "lake-iam"
+    admin = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1")
+    admin.create_bucket(Bucket=bucket)
+    existing = ["landing/orders/a.csv", "raw/orders/p.parquet", "marts/orders/p.parquet"]
+    existing += ["branches/pr-7/marts/orders/p.parquet", "branches/pr-70/raw/orders/p.parquet"]
+    for key in existing:
+        admin.put_object(Bucket=bucket, Key=f"{PREFIX}/{key}", Body=b"x")
+
+    with _enforced_iam(endpoint, bucket, pull_request="7") as as_role:
+
+        def can(role: str, verb: str, key: str) -> bool:
+            s3 = as_role(role)
+            full = f"{PREFIX}/{key}"
+            calls = {
+                "read": lambda: s3.get_object(Bucket=bucket, Key=full)["Body"].read(),
+                "write": lambda: s3.put_object(Bucket=bucket, Key=full, Body=b"y"),
+                "delete": lambda: s3.delete_object(Bucket=bucket, Key=full),
+            }
+            return _allowed(calls[verb])
+
+        expected = {
+            ("Pipeline", "read", "landing/orders/a.csv"): True,
+            ("Pipeline", "write", "raw/orders/new.parquet"): True,
+            ("Pipeline", "write", "marts/orders/new.parquet"): True,
+            ("Pipeline", "write", "landing/orders/b.csv"): False,
+            ("Pipeline", "write", "branches/pr-7/raw/x.parquet"): False,
+            ("Pipeline", "delete", "branches/pr-7/marts/orders/p.parquet"): False,
+            ("Branch", "read", "raw/orders/p.parquet"): True,
+            ("Branch", "read", "branches/pr-70/raw/orders/p.parquet"): True,
+            ("Branch", "write", "branches/pr-7/raw/orders/new.parquet"): True,
+            ("Branch", "write", "branches/pr-70/raw/orders/new.parquet"): False,
+            ("Branch", "write", "branches/pr-7-evil/raw/x.parquet"): False,
+            ("Branch", "write", "raw/orders/new2.parquet"): False,
+            ("Branch", "delete", "raw/orders/p.parquet"): False,
+            ("Teardown", "delete", "branches/pr-70/raw/orders/p.parquet"): True,
+            ("Teardown", "delete", "raw/orders/p.parquet"): False,
+            ("Teardown", "write", "branches/pr-7/x"): False,
+            ("Teardown", "read", "marts/orders/p.parquet"): False,
+            ("Analyst", "read", "marts/orders/p.parquet"): True,
+            ("Analyst", "read", "raw/orders/p.parquet"): False,
+            ("Analyst", "read", "branches/pr-7/marts/orders/p.parquet"): False,
+            ("Analyst", "write", "marts/orders/new.parquet"): False,
+            ("GitHubPullRequest", "write", "branches/pr-7/x"): False,
+            ("GitHubPullRequest", "read", "raw/orders/p.parquet"): False,
+        }
+        actual = {case: can(*case) for case in expected}
+    assert actual == expected
