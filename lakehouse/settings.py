@@ -200,6 +200,11 @@ class LakehouseSettings(BaseSettings):
         default=None, description="For S3-compatible stores (MinIO, moto); unset for AWS."
     )
     aws_region: str | None = Field(default=None, description="Defaults to the AWS chain's region.")
+    s3_sse_kms_key_id: str | None = Field(
+        default=None,
+        description="KMS key (id or ARN) of every object the lake writes on S3 (SSE-KMS, with "
+        "an S3 Bucket Key); unset, objects get the bucket's default encryption.",
+    )
     s3_connect_timeout_seconds: float = Field(
         default=5.0, gt=0, description="Give up connecting to S3 after this long (per attempt)."
     )

@@ -236,6 +236,11 @@ class Lake:
             opts["AWS_ENDPOINT_URL"] = self.settings.s3_endpoint_url
             if self.settings.s3_endpoint_url.startswith("http://"):
                 opts["AWS_ALLOW_HTTP"] = "true"
+        if self.settings.s3_sse_kms_key_id:
+            # delta-rs sends these headers on every data file and log entry it writes.
+            opts["AWS_SERVER_SIDE_ENCRYPTION"] = "aws:kms"
+            opts["AWS_SSE_KMS_KEY_ID"] = self.settings.s3_sse_kms_key_id
+            opts["AWS_SSE_BUCKET_KEY_ENABLED"] = "true"
         session = self._boto_session
         region = self.settings.aws_region or session.region_name
         if region:
@@ -248,6 +253,14 @@ class Lake:
             if frozen.token:
                 opts["AWS_SESSION_TOKEN"] = frozen.token
         return opts
+
+    @cached_property
+    def _encryption(self) -> dict[str, Any]:
+        """boto3's arguments for the lake's KMS key on a write (none without one)."""
+        key = self.settings.s3_sse_kms_key_id
+        if not key:
+            return {}
+        return {"ServerSideEncryption": "aws:kms", "SSEKMSKeyId": key, "BucketKeyEnabled": True}
 
     @cached_property
     def _boto_session(self) -> Any:
@@ -340,9 +353,11 @@ class Lake:
             bucket, key = _split_s3(uri)
             try:
                 if exclusive:
-                    self.s3.put_object(Bucket=bucket, Key=key, Body=data, IfNoneMatch="*")
+                    self.s3.put_object(
+                        Bucket=bucket, Key=key, Body=data, IfNoneMatch="*", **self._encryption
+                    )
                 else:
-                    self.s3.put_object(Bucket=bucket, Key=key, Body=data)
+                    self.s3.put_object(Bucket=bucket, Key=key, Body=data, **self._encryption)
             except ClientError as exc:
                 if exclusive and exc.response["Error"]["Code"] in ("PreconditionFailed", "412"):
                     return False

@@ -18,6 +18,8 @@ class LakehouseResource(dg.ConfigurableResource):
     lake_root: str | None = None
     s3_endpoint_url: str | None = None
     aws_region: str | None = None
+    s3_sse_kms_key_id: str | None = None
+    """The KMS key of every object written (an id or ARN, not a secret)."""
     work_dir: str | None = None
     environment: str | None = None
     """local, branch or prod; unset: resolved from the deployment's variables."""
@@ -27,6 +29,7 @@ class LakehouseResource(dg.ConfigurableResource):
         "lake_root",
         "s3_endpoint_url",
         "aws_region",
+        "s3_sse_kms_key_id",
         "work_dir",
         "environment",
         "pull_request_id",
@@ -40,6 +43,7 @@ class LakehouseResource(dg.ConfigurableResource):
             lake_root=settings.lake_root,
             s3_endpoint_url=settings.s3_endpoint_url,
             aws_region=settings.aws_region,
+            s3_sse_kms_key_id=settings.s3_sse_kms_key_id,
             work_dir=str(settings.work_dir),
             environment=env.kind.value,
             pull_request_id=None if env.pull_request is None else str(env.pull_request),
