@@ -54,7 +54,7 @@ test: setup browser
 reliability: setup
 	@mkdir -p .work && rm -f .work/reliability.jsonl
 	LAKEHOUSE_RELIABILITY_REPORT=$(CURDIR)/.work/reliability.jsonl \
-	  $(UV) run --frozen pytest -n 2 -q --reliability -m "reliability or (long_on_s3 and s3)"
+	  $(UV) run --frozen pytest -n 2 -q --reliability -m "fault_matrix or reliability or (long_on_s3 and s3)"
 	$(UV) run --frozen python -m tests.lake_invariants .work/reliability.jsonl docs/reliability.md
 
 lint: setup

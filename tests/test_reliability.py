@@ -103,6 +103,10 @@ STAGES = [
 all. Every test takes them in this order, so each is built once per worker."""
 
 
+# Every test here belongs to the matrix `make reliability` reports, the fast cases too.
+pytestmark = pytest.mark.fault_matrix
+
+
 def fast_if(fast: bool, value: object) -> object:
     return pytest.param(value, marks=() if fast else pytest.mark.reliability, id=str(value))
 
