@@ -11,6 +11,7 @@ import logging
 import re
 from dataclasses import dataclass
 from enum import StrEnum
+from functools import lru_cache
 from pathlib import Path
 from typing import Self
 
@@ -224,6 +225,11 @@ class LakehouseSettings(BaseSettings):
         default=None,
         description="HMAC key for customer pseudonyms. Unset means the insecure demo key.",
     )
+    pii_secret_arn: str | None = Field(
+        default=None,
+        description="AWS Secrets Manager secret (ARN or name) holding the PII secret, read at "
+        "run time when LAKEHOUSE_PII_SECRET is unset (infra/cloudformation: PiiSecretArn).",
+    )
     allow_insecure_pii_secret: bool = Field(
         default=True,
         description="Refuse to run without a real PII secret when false (set it false in prod).",
@@ -336,6 +342,8 @@ class LakehouseSettings(BaseSettings):
         """The HMAC key, or the demo key with a loud warning when none is configured."""
         if self.pii_secret is not None and self.pii_secret.get_secret_value():
             return self.pii_secret.get_secret_value().encode()
+        if self.pii_secret_arn:
+            return _secrets_manager_value(self.pii_secret_arn, self.aws_region).encode()
         if not self.allow_insecure_pii_secret:
             raise RuntimeError(
                 "LAKEHOUSE_PII_SECRET is not set and LAKEHOUSE_ALLOW_INSECURE_PII_SECRET=false: "
@@ -352,3 +360,25 @@ class LakehouseSettings(BaseSettings):
             "demo key and can be reversed. Set LAKEHOUSE_PII_SECRET outside a local demo. !!!"
         )
         return INSECURE_DEMO_PII_SECRET.encode()
+
+
+@lru_cache(maxsize=4)
+def _secrets_manager_value(secret_id: str, region: str | None) -> str:
+    """A secret's current string value, read once per process. Errors name the secret and
+    AWS's error code, never a value."""
+    import boto3
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    try:
+        client = boto3.session.Session(region_name=region).client("secretsmanager")
+        value = client.get_secret_value(SecretId=secret_id).get("SecretString")
+    except ClientError as exc:
+        code = exc.response.get("Error", {}).get("Code", "error")
+        raise RuntimeError(f"cannot read the PII secret {secret_id}: {code}") from None
+    except BotoCoreError as exc:
+        raise RuntimeError(
+            f"cannot read the PII secret {secret_id}: {type(exc).__name__}"
+        ) from None
+    if not value:
+        raise RuntimeError(f"the PII secret {secret_id} has no string value")
+    return str(value)

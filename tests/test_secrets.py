@@ -87,3 +87,29 @@ def test_a_refused_endpoint_fails_fast_and_names_the_cause(tmp_path: Path) -> No
     assert "asset checks failed" not in output
     assert SECRET not in output
     assert elapsed < 60, f"a refused endpoint took {elapsed:.0f} s to report"
+
+
+@pytest.mark.s3
+def test_the_pii_secret_can_come_from_secrets_manager(
+    s3_endpoint: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``LAKEHOUSE_PII_SECRET_ARN``: the key is read from AWS Secrets Manager (moto's, on
+    loopback) at run time and hashes exactly as the same value given directly; a secret
+    that cannot be read fails with its name and AWS's error code, and no value."""
+    import boto3
+
+    from lakehouse.pii import pseudonym
+
+    monkeypatch.setenv("AWS_ENDPOINT_URL_SECRETS_MANAGER", s3_endpoint)
+    manager = boto3.client("secretsmanager", endpoint_url=s3_endpoint, region_name="us-east-1")
+    arn = manager.create_secret(Name="lakehouse/test/pii-secret", SecretString=SECRET)["ARN"]
+
+    from_manager = LakehouseSettings(pii_secret_arn=arn, aws_region="us-east-1")
+    direct = LakehouseSettings(pii_secret=SECRET)
+    assert from_manager.pii_key() == direct.pii_key() == SECRET.encode()
+    assert pseudonym("Ada", from_manager.pii_key()) == pseudonym("Ada", direct.pii_key())
+    assert SECRET not in repr(from_manager) and SECRET not in str(from_manager.model_dump())
+
+    missing = LakehouseSettings(pii_secret_arn="lakehouse/test/nope", aws_region="us-east-1")
+    with pytest.raises(RuntimeError, match=r"lakehouse/test/nope: ResourceNotFoundException"):
+        missing.pii_key()
