@@ -61,6 +61,10 @@ lint: setup
 	$(UV) run --frozen ruff check .
 	$(UV) run --frozen ruff format --check .
 	$(UV) run --frozen cfn-lint infra/cloudformation/*.yaml
+	@# bandit: no medium or high finding; each SQL string built from the repo's identifiers is
+	@# marked "nosec B608" where it is built (bandit then warns that other parts of the same
+	@# line passed: that warning is dropped, findings and errors are not).
+	$(UV) run --frozen bandit -q -r lakehouse -ll 2> >(grep -v "but no failed test" >&2)
 	$(UV) run --frozen mypy
 
 dev: setup

@@ -113,3 +113,30 @@ def test_the_pii_secret_can_come_from_secrets_manager(
     missing = LakehouseSettings(pii_secret_arn="lakehouse/test/nope", aws_region="us-east-1")
     with pytest.raises(RuntimeError, match=r"lakehouse/test/nope: ResourceNotFoundException"):
         missing.pii_key()
+
+
+def test_no_new_secret_like_string_lands_in_the_repository() -> None:
+    """detect-secrets over every tracked file finds only what ``.secrets.baseline`` lists
+    (each audited: moto's dummy keys, the public demo PII key, test-only values, an IAM
+    action name). A new finding fails here: remove it, or audit it into the baseline
+    (``detect-secrets scan --baseline .secrets.baseline``)."""
+    import json
+
+    files = subprocess.run(
+        ["git", "ls-files"], cwd=REPO, capture_output=True, text=True, check=True
+    ).stdout.split()
+    files.remove(".secrets.baseline")  # its own hashes look like secrets
+    scanned = subprocess.run(
+        [str(Path(sys.executable).with_name("detect-secrets")), "scan", *files],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+
+    def findings(report: str) -> set[tuple[str, str, str]]:
+        results = json.loads(report)["results"]
+        return {(f, s["type"], s["hashed_secret"]) for f, found in results.items() for s in found}
+
+    known = findings((REPO / ".secrets.baseline").read_text())
+    assert findings(scanned) - known == set()
