@@ -17,7 +17,7 @@ ifeq ($(UV),)
 UV := python3 -m uv
 endif
 
-.PHONY: help setup browser demo test reliability lint dev clean
+.PHONY: help setup browser postgres demo test reliability lint dev clean
 
 help:
 	@echo "make demo   generate Jaffle Shop data, land it, build raw/cleansed/marts on ./lake"
@@ -42,10 +42,17 @@ browser:
 	  SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
 	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq chromium >/dev/null; }
 
+# The deployment test runs Dagster on a real PostgreSQL: Debian's server, started as an
+# unprivileged cluster in a temporary folder by the test itself.
+postgres:
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { \
+	  SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq postgresql >/dev/null; }
+
 demo: setup
 	$(UV) run --frozen lakehouse demo
 
-test: setup browser
+test: setup browser postgres
 	$(UV) run --frozen pytest -n 2 --dist loadfile
 
 # Every fault point on a local folder and on S3, and 2 and 4 concurrent builds; writes

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 import uuid
@@ -205,3 +207,71 @@ def built_lake(tmp_path_factory: pytest.TempPathFactory, sample_delivery: dict[s
     land_files(lake, sample_delivery, datetime(2026, 11, 1, tzinfo=UTC))
     run_build(settings)
     return lake
+
+
+@dataclass(frozen=True)
+class Postgres:
+    host: str
+    port: int
+    user: str
+    database: str
+
+    def env(self) -> dict[str, str]:
+        """The DAGSTER_PG_* variables infra/dagster/dagster.yaml reads."""
+        return {
+            "DAGSTER_PG_HOST": self.host,
+            "DAGSTER_PG_PORT": str(self.port),
+            "DAGSTER_PG_USERNAME": self.user,
+            "DAGSTER_PG_PASSWORD": "unused-on-a-trust-cluster",
+            "DAGSTER_PG_DB": self.database,
+        }
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[Postgres]:
+    """A PostgreSQL server of the test session's own: Debian's binaries (``make test``
+    installs them), a new cluster in a temporary folder, on loopback only, run as an
+    unprivileged user (PostgreSQL refuses root). Trust authentication: it is a throwaway."""
+    binaries = sorted(Path("/usr/lib/postgresql").glob("*/bin"))
+    if not binaries:
+        pytest.fail("PostgreSQL is not installed: `make test` installs it (make postgres)")
+    bin_dir = binaries[-1]
+    # Not under pytest's tmp folders: those are private to the user running the tests.
+    base = Path(tempfile.mkdtemp(prefix="lakehouse-postgres-"))
+    base.chmod(0o777)
+    as_user = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups"]
+    as_user = as_user if os.geteuid() == 0 else []
+    data = base / "data"
+    port = free_port()
+
+    def run(*argv: str) -> None:
+        subprocess.run([*as_user, *argv], check=True, capture_output=True, cwd=base)
+
+    run(str(bin_dir / "initdb"), "-D", str(data), "-U", "dagster", "--auth=trust", "-E", "UTF8")
+    options = f"-p {port} -k {base} -h 127.0.0.1"
+    run(
+        str(bin_dir / "pg_ctl"),
+        "-D",
+        str(data),
+        "-o",
+        options,
+        "-l",
+        str(base / "log"),
+        "-w",
+        "start",
+    )
+    try:
+        run(
+            str(bin_dir / "createdb"),
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(port),
+            "-U",
+            "dagster",
+            "dagster",
+        )
+        yield Postgres("127.0.0.1", port, "dagster", "dagster")
+    finally:
+        run(str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop")
+        shutil.rmtree(base, ignore_errors=True)

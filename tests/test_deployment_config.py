@@ -7,13 +7,19 @@ import shutil
 from pathlib import Path
 
 import dagster as dg
+import pytest
 
 from lakehouse.definitions import defs
+from tests.conftest import Postgres
 
 CONFIG = Path(__file__).resolve().parents[1] / "infra" / "dagster" / "dagster.yaml"
 
 
-def test_the_instance_config_loads_with_pools_and_run_monitoring(tmp_path: Path) -> None:
+def test_the_instance_config_loads_with_pools_and_run_monitoring(
+    postgres: Postgres, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name, value in postgres.env().items():
+        monkeypatch.setenv(name, value)
     shutil.copy(CONFIG, tmp_path / "dagster.yaml")
     with dg.DagsterInstance.from_config(str(tmp_path)) as instance:
         assert instance.run_monitoring_enabled
@@ -28,3 +34,39 @@ def test_every_table_writer_has_its_own_pool() -> None:
     assert writers, pools
     assert all(p and p.startswith("lake-") for p in writers.values()), writers
     assert len(set(writers.values())) == len(writers)  # no two writers share a pool
+
+
+def test_the_instance_runs_on_postgresql_and_records_runs_there(
+    postgres: Postgres, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """infra/dagster/dagster.yaml against a real PostgreSQL: Dagster migrates its schema
+    there, and a materialization's run and events are rows in PostgreSQL's own tables
+    (read back with psycopg2, not through Dagster)."""
+    import psycopg2
+
+    for name, value in postgres.env().items():
+        monkeypatch.setenv(name, value)
+    shutil.copy(CONFIG, tmp_path / "dagster.yaml")
+
+    @dg.asset
+    def deployment_probe() -> int:
+        return 1
+
+    with dg.DagsterInstance.from_config(str(tmp_path)) as instance:
+        assert type(instance.run_storage).__name__ == "PostgresRunStorage"
+        result = dg.materialize([deployment_probe], instance=instance)
+        assert result.success
+
+    with (
+        psycopg2.connect(
+            host=postgres.host, port=postgres.port, user=postgres.user, dbname=postgres.database
+        ) as con,
+        con.cursor() as cur,
+    ):
+        cur.execute("SELECT status FROM runs WHERE run_id = %s", (result.run_id,))
+        assert cur.fetchall() == [("SUCCESS",)]
+        cur.execute(
+            "SELECT count(*) FROM event_logs WHERE run_id = %s AND dagster_event_type = %s",
+            (result.run_id, "ASSET_MATERIALIZATION"),
+        )
+        assert cur.fetchone() == (1,)

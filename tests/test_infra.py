@@ -329,3 +329,54 @@ def test_each_role_reaches_exactly_its_prefixes(private_s3_server: S3Server) -> 
         }
         actual = {case: can(*case) for case in expected}
     assert actual == expected
+
+
+# -- the self-hosted deployment ------------------------------------------------------------
+DEPLOYMENT = REPO / "infra" / "dagster"
+SECRET_VARIABLES = {"LAKEHOUSE_PII_SECRET", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"}
+
+
+def test_the_image_is_locked_without_dev_tools_prepared_and_not_root() -> None:
+    dockerfile = DEPLOYMENT / "Dockerfile"
+    result = subprocess.run(
+        [str(Path(sys.executable).with_name("hadolint")), str(dockerfile)],
+        capture_output=True,
+        text=True,
+    )
+    print(result.stdout or "hadolint: no findings")
+    assert result.returncode == 0, result.stdout + result.stderr
+    text = dockerfile.read_text()
+    syncs = re.findall(r"uv sync [^\n\\]*", text)
+    assert syncs and all("--frozen" in s and "--no-dev" in s for s in syncs), syncs
+    assert "dbt parse" in text  # the manifest the definitions load is built into the image
+    final_stage = text.rsplit("\nFROM ", 1)[1]
+    (user,) = re.findall(r"^USER (\S+)$", final_stage, flags=re.MULTILINE)
+    assert user.split(":")[0] not in {"root", "0"}
+    assert final_stage.index("USER") < final_stage.index("CMD")
+
+
+def test_the_compose_file_is_valid_and_holds_no_secret() -> None:
+    compose = DEPLOYMENT / "compose.yaml"
+    result = subprocess.run(
+        [
+            str(Path(sys.executable).with_name("check-jsonschema")),
+            "--builtin-schema",
+            "vendor.compose-spec",
+            str(compose),
+        ],
+        capture_output=True,
+        text=True,
+    )
+    print(result.stdout)
+    assert result.returncode == 0, result.stdout + result.stderr
+    services = yaml.safe_load(compose.read_text())["services"]
+    assert {"postgres", "code", "webserver", "daemon"} <= set(services)
+    # Passwords and keys are required from the environment, never written here.
+    for name, service in services.items():
+        for key, value in (service.get("environment") or {}).items():
+            secret = key.endswith("PASSWORD") or key in SECRET_VARIABLES
+            if secret and value:
+                assert str(value).startswith("${"), (name, key)
+    # The webserver and the daemon share the deployment's instance (PostgreSQL).
+    workspace = yaml.safe_load((DEPLOYMENT / "workspace.yaml").read_text())
+    assert workspace["load_from"][0]["grpc_server"]["host"] == "code"
