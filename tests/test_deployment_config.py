@@ -70,3 +70,51 @@ def test_the_instance_runs_on_postgresql_and_records_runs_there(
             (result.run_id, "ASSET_MATERIALIZATION"),
         )
         assert cur.fetchone() == (1,)
+
+
+ECS_CONFIG = CONFIG.parent / "ecs" / "dagster.yaml"
+
+
+def test_the_ecs_instance_is_the_deployment_s_plus_the_ecs_run_launcher() -> None:
+    import yaml
+
+    base = yaml.safe_load(CONFIG.read_text())
+    ecs = yaml.safe_load(ECS_CONFIG.read_text())
+    launcher = ecs.pop("run_launcher")
+    assert ecs == base, "infra/dagster/ecs/dagster.yaml drifted from infra/dagster/dagster.yaml"
+    assert launcher["class"] == "EcsRunLauncher"
+
+
+@pytest.mark.s3
+def test_the_ecs_run_launcher_configuration_loads(
+    postgres: Postgres, s3_endpoint: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The EcsRunLauncher as configured, against moto's ECS on loopback: it resolves the run
+    task definition from the environment and finds its ``run`` container. (No run is
+    launched: moto's ECS cannot run Fargate tasks.)"""
+    import boto3
+
+    for name, value in postgres.env().items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", s3_endpoint)
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    ecs = boto3.client("ecs", endpoint_url=s3_endpoint, region_name="us-east-1")
+    registered = ecs.register_task_definition(
+        family="lakehouse-run",
+        requiresCompatibilities=["FARGATE"],
+        networkMode="awsvpc",
+        cpu="1024",
+        memory="4096",
+        containerDefinitions=[{"name": "run", "image": "lakehouse:test", "essential": True}],
+    )["taskDefinition"]["taskDefinitionArn"]
+    monkeypatch.setenv("DAGSTER_ECS_RUN_TASK_DEFINITION", registered)
+    shutil.copy(ECS_CONFIG, tmp_path / "dagster.yaml")
+
+    with dg.DagsterInstance.from_config(str(tmp_path)) as instance:
+        launcher = instance.run_launcher
+        assert type(launcher).__name__ == "EcsRunLauncher"
+        assert launcher.task_definition == registered
+        assert launcher.container_name == "run"
+        assert launcher.use_current_ecs_task_config is False
+        assert "LAKEHOUSE_PII_SECRET_ARN" in launcher.env_vars
+        assert "LAKEHOUSE_PII_SECRET" not in launcher.env_vars  # runs read it from AWS
