@@ -3,7 +3,11 @@ they configure are the ones the assets use."""
 
 from __future__ import annotations
 
+import os
 import shutil
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import dagster as dg
@@ -13,6 +17,7 @@ from lakehouse.definitions import defs
 from tests.conftest import Postgres
 
 CONFIG = Path(__file__).resolve().parents[1] / "infra" / "dagster" / "dagster.yaml"
+PROBE = Path(__file__).with_name("deployment_probe.py")
 
 
 def test_the_instance_config_loads_with_pools_and_run_monitoring(
@@ -118,3 +123,62 @@ def test_the_ecs_run_launcher_configuration_loads(
         assert launcher.use_current_ecs_task_config is False
         assert "LAKEHOUSE_PII_SECRET_ARN" in launcher.env_vars
         assert "LAKEHOUSE_PII_SECRET" not in launcher.env_vars  # runs read it from AWS
+
+
+@pytest.mark.slow
+def test_the_daemon_records_sensor_ticks_and_runs_a_backfill_on_postgresql(
+    postgres: Postgres, tmp_path: Path
+) -> None:
+    """The deployment as Dagster's own tools run it, on a real PostgreSQL: a sensor started
+    with the CLI, a three-day backfill submitted with the CLI (queued by the instance's run
+    queue), then ``dagster-daemon``: the sensor's ticks and the backfill's three successful
+    runs are rows in PostgreSQL (read with psycopg2)."""
+    import psycopg2
+
+    home = tmp_path / "home"
+    home.mkdir()
+    shutil.copy(CONFIG, home / "dagster.yaml")
+    env = {**os.environ, **postgres.env(), "DAGSTER_HOME": str(home)}
+    bin_dir = Path(sys.executable).parent
+    location = ["-f", str(PROBE)]
+
+    def dagster(*argv: str) -> None:
+        subprocess.run([str(bin_dir / "dagster"), *argv], env=env, check=True, capture_output=True)
+
+    dagster("sensor", "start", "probe_sensor", *location)
+    dagster("job", "backfill", "-j", "probe_backfill", "--all", "ALL", "--noprompt", *location)
+
+    def counts() -> tuple[int, int, int]:
+        with (
+            psycopg2.connect(
+                host=postgres.host, port=postgres.port, user=postgres.user, dbname=postgres.database
+            ) as con,
+            con.cursor() as cur,
+        ):
+            cur.execute(
+                "SELECT count(*) FILTER (WHERE r.status = 'SUCCESS'), count(*) FROM runs r "
+                "JOIN run_tags t ON t.run_id = r.run_id AND t.key = 'dagster/backfill'"
+            )
+            succeeded, backfill_runs = cur.fetchone() or (0, 0)
+            cur.execute("SELECT count(*) FROM job_ticks WHERE type = 'SENSOR'")
+            (ticks,) = cur.fetchone() or (0,)
+        return int(succeeded), int(backfill_runs), int(ticks)
+
+    assert counts()[:2] == (0, 3)  # submitted and queued: the daemon launches them
+    daemon = subprocess.Popen(
+        [str(bin_dir / "dagster-daemon"), "run", *location],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 180
+        while counts()[0] < 3 or counts()[2] < 1:
+            assert daemon.poll() is None, "dagster-daemon exited"
+            assert time.monotonic() < deadline, counts()
+            time.sleep(2)
+    finally:
+        daemon.terminate()
+        daemon.wait(timeout=60)
+    succeeded, backfill_runs, ticks = counts()
+    assert (succeeded, backfill_runs) == (3, 3) and ticks >= 1
