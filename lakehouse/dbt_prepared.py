@@ -7,7 +7,9 @@ entry point hands dbt the manifest ``dbt parse`` already saved (``make setup``, 
 definitions on first load) through dbt's programmatic API (``dbtRunner(manifest=...)``),
 so dbt goes straight to the work; arguments, JSON logs, artifacts and exit codes are
 dbt's own (Dagster streams them exactly as from ``dbt``). When any project file is newer
-than that parse, or the parse came from another dbt version, dbt parses as usual.
+than that parse, the parse came from another dbt version, or the run passes ``--vars``,
+dbt parses as usual. (The saved parse renders ``target`` as the default target; the
+project's targets differ only in threads, which dbt reads at run time, not parse time.)
 """
 
 from __future__ import annotations
@@ -60,7 +62,9 @@ def main(argv: list[str] | None = None) -> int:
     from dbt.cli.main import dbtRunner
 
     args = list(sys.argv[1:] if argv is None else argv)
-    manifest = saved_manifest() if args[:1] and args[0] in WITH_MANIFEST else None
+    # --vars change what parsing renders: such a run parses for itself.
+    takes_saved = bool(args) and args[0] in WITH_MANIFEST and "--vars" not in args
+    manifest = saved_manifest() if takes_saved else None
     result = dbtRunner(manifest=manifest).invoke(args)
     if result.success:
         return 0
