@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
@@ -81,6 +82,26 @@ class S3Server:
     endpoint: str
     pid: int
     """The server's process: a test may SIGSTOP it to play a stalled S3."""
+
+    def iam_user(self, name: str, policy: dict[str, Any]) -> tuple[str, str]:
+        """A new IAM user with ``policy`` inline; returns its access key id and secret."""
+        iam = boto3.client("iam", endpoint_url=self.endpoint, region_name="us-east-1")
+        iam.create_user(UserName=name)
+        iam.put_user_policy(UserName=name, PolicyName=name, PolicyDocument=json.dumps(policy))
+        key = iam.create_access_key(UserName=name)["AccessKey"]
+        return key["AccessKeyId"], key["SecretAccessKey"]
+
+    def enforce_iam(self) -> None:
+        """From now on the server checks every request against its caller's IAM policies
+        (use a server of the test's own: ``private_s3_server``)."""
+        urllib.request.urlopen(
+            urllib.request.Request(
+                f"{self.endpoint}/moto-api/reset-auth",
+                data=b"0",
+                headers={"Content-Type": "text/plain"},  # not a form: moto reads the raw body
+                method="POST",
+            )
+        ).close()
 
 
 @contextmanager
@@ -225,6 +246,22 @@ class Postgres:
             "DAGSTER_PG_PASSWORD": "unused-on-a-trust-cluster",
             "DAGSTER_PG_DB": self.database,
         }
+
+    def connect(self) -> Any:
+        """A psycopg2 connection, to read what Dagster wrote without Dagster."""
+        import psycopg2
+
+        return psycopg2.connect(
+            host=self.host, port=self.port, user=self.user, dbname=self.database
+        )
+
+
+@pytest.fixture
+def postgres_env(postgres: Postgres, monkeypatch: pytest.MonkeyPatch) -> Postgres:
+    """``postgres``, with this process's DAGSTER_PG_* variables pointing at it."""
+    for name, value in postgres.env().items():
+        monkeypatch.setenv(name, value)
+    return postgres
 
 
 @pytest.fixture(scope="session")

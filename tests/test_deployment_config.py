@@ -21,10 +21,8 @@ PROBE = Path(__file__).with_name("deployment_probe.py")
 
 
 def test_the_instance_config_loads_with_pools_and_run_monitoring(
-    postgres: Postgres, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    postgres_env: Postgres, tmp_path: Path
 ) -> None:
-    for name, value in postgres.env().items():
-        monkeypatch.setenv(name, value)
     shutil.copy(CONFIG, tmp_path / "dagster.yaml")
     with dg.DagsterInstance.from_config(str(tmp_path)) as instance:
         assert instance.run_monitoring_enabled
@@ -42,15 +40,11 @@ def test_every_table_writer_has_its_own_pool() -> None:
 
 
 def test_the_instance_runs_on_postgresql_and_records_runs_there(
-    postgres: Postgres, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    postgres_env: Postgres, tmp_path: Path
 ) -> None:
     """infra/dagster/dagster.yaml against a real PostgreSQL: Dagster migrates its schema
     there, and a materialization's run and events are rows in PostgreSQL's own tables
     (read back with psycopg2, not through Dagster)."""
-    import psycopg2
-
-    for name, value in postgres.env().items():
-        monkeypatch.setenv(name, value)
     shutil.copy(CONFIG, tmp_path / "dagster.yaml")
 
     @dg.asset
@@ -62,12 +56,7 @@ def test_the_instance_runs_on_postgresql_and_records_runs_there(
         result = dg.materialize([deployment_probe], instance=instance)
         assert result.success
 
-    with (
-        psycopg2.connect(
-            host=postgres.host, port=postgres.port, user=postgres.user, dbname=postgres.database
-        ) as con,
-        con.cursor() as cur,
-    ):
+    with postgres_env.connect() as con, con.cursor() as cur:
         cur.execute("SELECT status FROM runs WHERE run_id = %s", (result.run_id,))
         assert cur.fetchall() == [("SUCCESS",)]
         cur.execute(
@@ -92,15 +81,13 @@ def test_the_ecs_instance_is_the_deployment_s_plus_the_ecs_run_launcher() -> Non
 
 @pytest.mark.s3
 def test_the_ecs_run_launcher_configuration_loads(
-    postgres: Postgres, s3_endpoint: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    postgres_env: Postgres, s3_endpoint: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The EcsRunLauncher as configured, against moto's ECS on loopback: it resolves the run
     task definition from the environment and finds its ``run`` container. (No run is
     launched: moto's ECS cannot run Fargate tasks.)"""
     import boto3
 
-    for name, value in postgres.env().items():
-        monkeypatch.setenv(name, value)
     monkeypatch.setenv("AWS_ENDPOINT_URL", s3_endpoint)
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
     ecs = boto3.client("ecs", endpoint_url=s3_endpoint, region_name="us-east-1")
@@ -133,8 +120,6 @@ def test_the_daemon_records_sensor_ticks_and_runs_a_backfill_on_postgresql(
     with the CLI, a three-day backfill submitted with the CLI (queued by the instance's run
     queue), then ``dagster-daemon``: the sensor's ticks and the backfill's three successful
     runs are rows in PostgreSQL (read with psycopg2)."""
-    import psycopg2
-
     home = tmp_path / "home"
     home.mkdir()
     shutil.copy(CONFIG, home / "dagster.yaml")
@@ -149,12 +134,7 @@ def test_the_daemon_records_sensor_ticks_and_runs_a_backfill_on_postgresql(
     dagster("job", "backfill", "-j", "probe_backfill", "--all", "ALL", "--noprompt", *location)
 
     def counts() -> tuple[int, int, int]:
-        with (
-            psycopg2.connect(
-                host=postgres.host, port=postgres.port, user=postgres.user, dbname=postgres.database
-            ) as con,
-            con.cursor() as cur,
-        ):
+        with postgres.connect() as con, con.cursor() as cur:
             cur.execute(
                 "SELECT count(*) FILTER (WHERE r.status = 'SUCCESS'), count(*) FROM runs r "
                 "JOIN run_tags t ON t.run_id = r.run_id AND t.key = 'dagster/backfill'"

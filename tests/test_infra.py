@@ -12,9 +12,7 @@ import json
 import re
 import subprocess
 import sys
-import urllib.request
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -73,14 +71,17 @@ def _as_list(value: Any) -> list[Any]:
 
 
 # -- static gates ----------------------------------------------------------------------
-def test_the_template_passes_cfn_lint() -> None:
+def _passes(tool: str, *args: str) -> None:
+    """Run a linter installed beside this interpreter; print its report, fail on findings."""
     result = subprocess.run(
-        [str(Path(sys.executable).with_name("cfn-lint")), str(TEMPLATE)],
-        capture_output=True,
-        text=True,
+        [str(Path(sys.executable).with_name(tool)), *args], capture_output=True, text=True
     )
-    print(result.stdout or "cfn-lint: no findings")
+    print(result.stdout or f"{tool}: no findings")
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_template_passes_cfn_lint() -> None:
+    _passes("cfn-lint", str(TEMPLATE))
 
 
 def test_the_lake_bucket_is_encrypted_with_its_own_key_private_versioned_and_logged() -> None:
@@ -204,14 +205,14 @@ def _policy_documents(bucket: str) -> dict[str, dict[str, Any]]:
     }
 
 
-@contextmanager
-def _enforced_iam(endpoint: str, bucket: str, pull_request: str) -> Iterator[Callable[[str], Any]]:
-    """Roles with the template's policies on a moto server that enforces IAM; yields a
-    function giving an S3 client with a role's credentials (assumed through STS).
+def _enforced_iam(server: S3Server, bucket: str, pull_request: str) -> Callable[[str], Any]:
+    """Roles with the template's policies on a moto server that then enforces IAM; returns
+    a function giving an S3 client with a role's credentials (assumed through STS).
 
     The branch role's write scope names the session tag ``${aws:PrincipalTag/lakehouse-pr}``,
     which moto does not substitute: the test substitutes the pull request's number, as IAM
     does for a session tagged with it, and checks what that scope allows."""
+    endpoint = server.endpoint
     iam = boto3.client("iam", endpoint_url=endpoint, region_name="us-east-1")
     trust = {
         "Version": "2012-10-17",
@@ -228,29 +229,18 @@ def _enforced_iam(endpoint: str, bucket: str, pull_request: str) -> Iterator[Cal
         arn = iam.create_policy(PolicyName=role, PolicyDocument=text)["Policy"]["Arn"]
         iam.create_role(RoleName=role, AssumeRolePolicyDocument=json.dumps(trust))
         iam.attach_role_policy(RoleName=role, PolicyArn=arn)
-    iam.create_user(UserName="operator")
     may_assume = {
         "Version": "2012-10-17",
         "Statement": [{"Effect": "Allow", "Action": "sts:AssumeRole", "Resource": "*"}],
     }
-    iam.put_user_policy(
-        UserName="operator", PolicyName="assume", PolicyDocument=json.dumps(may_assume)
-    )
-    key = iam.create_access_key(UserName="operator")["AccessKey"]
-    urllib.request.urlopen(
-        urllib.request.Request(
-            f"{endpoint}/moto-api/reset-auth",
-            data=b"0",
-            headers={"Content-Type": "text/plain"},
-            method="POST",
-        )
-    ).close()
+    key_id, secret = server.iam_user("operator", may_assume)
+    server.enforce_iam()
     sts = boto3.client(
         "sts",
         endpoint_url=endpoint,
         region_name="us-east-1",
-        aws_access_key_id=key["AccessKeyId"],
-        aws_secret_access_key=key["SecretAccessKey"],
+        aws_access_key_id=key_id,
+        aws_secret_access_key=secret,
     )
 
     def as_role(role: str) -> Any:
@@ -267,7 +257,7 @@ def _enforced_iam(endpoint: str, bucket: str, pull_request: str) -> Iterator[Cal
             aws_session_token=c["SessionToken"],
         )
 
-    yield as_role
+    return as_role
 
 
 def _allowed(call: Callable[[], Any]) -> bool:
@@ -290,44 +280,44 @@ def test_each_role_reaches_exactly_its_prefixes(private_s3_server: S3Server) -> 
     for key in existing:
         admin.put_object(Bucket=bucket, Key=f"{PREFIX}/{key}", Body=b"x")
 
-    with _enforced_iam(endpoint, bucket, pull_request="7") as as_role:
-
-        def can(role: str, verb: str, key: str) -> bool:
-            s3 = as_role(role)
-            full = f"{PREFIX}/{key}"
-            calls = {
-                "read": lambda: s3.get_object(Bucket=bucket, Key=full)["Body"].read(),
-                "write": lambda: s3.put_object(Bucket=bucket, Key=full, Body=b"y"),
-                "delete": lambda: s3.delete_object(Bucket=bucket, Key=full),
-            }
-            return _allowed(calls[verb])
-
-        expected = {
-            ("Pipeline", "read", "landing/orders/a.csv"): True,
-            ("Pipeline", "write", "raw/orders/new.parquet"): True,
-            ("Pipeline", "write", "marts/orders/new.parquet"): True,
-            ("Pipeline", "write", "landing/orders/b.csv"): False,
-            ("Pipeline", "write", "branches/pr-7/raw/x.parquet"): False,
-            ("Pipeline", "delete", "branches/pr-7/marts/orders/p.parquet"): False,
-            ("Branch", "read", "raw/orders/p.parquet"): True,
-            ("Branch", "read", "branches/pr-70/raw/orders/p.parquet"): True,
-            ("Branch", "write", "branches/pr-7/raw/orders/new.parquet"): True,
-            ("Branch", "write", "branches/pr-70/raw/orders/new.parquet"): False,
-            ("Branch", "write", "branches/pr-7-evil/raw/x.parquet"): False,
-            ("Branch", "write", "raw/orders/new2.parquet"): False,
-            ("Branch", "delete", "raw/orders/p.parquet"): False,
-            ("Teardown", "delete", "branches/pr-70/raw/orders/p.parquet"): True,
-            ("Teardown", "delete", "raw/orders/p.parquet"): False,
-            ("Teardown", "write", "branches/pr-7/x"): False,
-            ("Teardown", "read", "marts/orders/p.parquet"): False,
-            ("Analyst", "read", "marts/orders/p.parquet"): True,
-            ("Analyst", "read", "raw/orders/p.parquet"): False,
-            ("Analyst", "read", "branches/pr-7/marts/orders/p.parquet"): False,
-            ("Analyst", "write", "marts/orders/new.parquet"): False,
-            ("GitHubPullRequest", "write", "branches/pr-7/x"): False,
-            ("GitHubPullRequest", "read", "raw/orders/p.parquet"): False,
+    def can(role: str, verb: str, key: str) -> bool:
+        s3 = clients[role]
+        full = f"{PREFIX}/{key}"
+        calls = {
+            "read": lambda: s3.get_object(Bucket=bucket, Key=full)["Body"].read(),
+            "write": lambda: s3.put_object(Bucket=bucket, Key=full, Body=b"y"),
+            "delete": lambda: s3.delete_object(Bucket=bucket, Key=full),
         }
-        actual = {case: can(*case) for case in expected}
+        return _allowed(calls[verb])
+
+    expected = {
+        ("Pipeline", "read", "landing/orders/a.csv"): True,
+        ("Pipeline", "write", "raw/orders/new.parquet"): True,
+        ("Pipeline", "write", "marts/orders/new.parquet"): True,
+        ("Pipeline", "write", "landing/orders/b.csv"): False,
+        ("Pipeline", "write", "branches/pr-7/raw/x.parquet"): False,
+        ("Pipeline", "delete", "branches/pr-7/marts/orders/p.parquet"): False,
+        ("Branch", "read", "raw/orders/p.parquet"): True,
+        ("Branch", "read", "branches/pr-70/raw/orders/p.parquet"): True,
+        ("Branch", "write", "branches/pr-7/raw/orders/new.parquet"): True,
+        ("Branch", "write", "branches/pr-70/raw/orders/new.parquet"): False,
+        ("Branch", "write", "branches/pr-7-evil/raw/x.parquet"): False,
+        ("Branch", "write", "raw/orders/new2.parquet"): False,
+        ("Branch", "delete", "raw/orders/p.parquet"): False,
+        ("Teardown", "delete", "branches/pr-70/raw/orders/p.parquet"): True,
+        ("Teardown", "delete", "raw/orders/p.parquet"): False,
+        ("Teardown", "write", "branches/pr-7/x"): False,
+        ("Teardown", "read", "marts/orders/p.parquet"): False,
+        ("Analyst", "read", "marts/orders/p.parquet"): True,
+        ("Analyst", "read", "raw/orders/p.parquet"): False,
+        ("Analyst", "read", "branches/pr-7/marts/orders/p.parquet"): False,
+        ("Analyst", "write", "marts/orders/new.parquet"): False,
+        ("GitHubPullRequest", "write", "branches/pr-7/x"): False,
+        ("GitHubPullRequest", "read", "raw/orders/p.parquet"): False,
+    }
+    as_role = _enforced_iam(private_s3_server, bucket, pull_request="7")
+    clients = {role: as_role(role) for role, _, _ in expected}  # one STS session per role
+    actual = {case: can(*case) for case in expected}
     assert actual == expected
 
 
@@ -338,13 +328,7 @@ SECRET_VARIABLES = {"LAKEHOUSE_PII_SECRET", "AWS_SECRET_ACCESS_KEY", "AWS_SESSIO
 
 def test_the_image_is_locked_without_dev_tools_prepared_and_not_root() -> None:
     dockerfile = DEPLOYMENT / "Dockerfile"
-    result = subprocess.run(
-        [str(Path(sys.executable).with_name("hadolint")), str(dockerfile)],
-        capture_output=True,
-        text=True,
-    )
-    print(result.stdout or "hadolint: no findings")
-    assert result.returncode == 0, result.stdout + result.stderr
+    _passes("hadolint", str(dockerfile))
     text = dockerfile.read_text()
     syncs = re.findall(r"uv sync [^\n\\]*", text)
     assert syncs and all("--frozen" in s and "--no-dev" in s for s in syncs), syncs
@@ -357,18 +341,7 @@ def test_the_image_is_locked_without_dev_tools_prepared_and_not_root() -> None:
 
 def test_the_compose_file_is_valid_and_holds_no_secret() -> None:
     compose = DEPLOYMENT / "compose.yaml"
-    result = subprocess.run(
-        [
-            str(Path(sys.executable).with_name("check-jsonschema")),
-            "--builtin-schema",
-            "vendor.compose-spec",
-            str(compose),
-        ],
-        capture_output=True,
-        text=True,
-    )
-    print(result.stdout)
-    assert result.returncode == 0, result.stdout + result.stderr
+    _passes("check-jsonschema", "--builtin-schema", "vendor.compose-spec", str(compose))
     services = yaml.safe_load(compose.read_text())["services"]
     assert {"postgres", "code", "webserver", "daemon"} <= set(services)
     # Passwords and keys are required from the environment, never written here.

@@ -5,10 +5,8 @@ from __future__ import annotations
 import gzip
 import io
 import json
-import urllib.request
 from pathlib import Path
 
-import boto3
 import polars as pl
 import pytest
 
@@ -248,8 +246,6 @@ def test_an_object_s3_refuses_is_rejected_and_the_others_load(
     )
     denied = lake.landing_uri("orders").removeprefix("s3://") + "/2026-01-01/secret.csv"
 
-    iam = boto3.client("iam", endpoint_url=endpoint, region_name="us-east-1")
-    iam.create_user(UserName="ingest")
     policy = {
         "Version": "2012-10-17",
         "Statement": [
@@ -257,19 +253,10 @@ def test_an_object_s3_refuses_is_rejected_and_the_others_load(
             {"Effect": "Deny", "Action": "s3:GetObject", "Resource": f"arn:aws:s3:::{denied}"},
         ],
     }
-    iam.put_user_policy(UserName="ingest", PolicyName="lake", PolicyDocument=json.dumps(policy))
-    key = iam.create_access_key(UserName="ingest")["AccessKey"]
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", key["AccessKeyId"])
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", key["SecretAccessKey"])
-    # From here on the server checks every request against the caller's IAM policy.
-    urllib.request.urlopen(
-        urllib.request.Request(
-            f"{endpoint}/moto-api/reset-auth",
-            data=b"0",
-            headers={"Content-Type": "text/plain"},  # not a form: moto reads the raw body
-            method="POST",
-        )
-    ).close()
+    key_id, secret = private_s3_server.iam_user("ingest", policy)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", key_id)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", secret)
+    private_s3_server.enforce_iam()
 
     lake = Lake(settings)  # new clients, with the IAM user's keys
     result = run(lake)
