@@ -29,11 +29,10 @@ import yaml
 from deltalake import DeltaTable
 
 from lakehouse import delta
-from lakehouse.settings import PROJECT_DIR
+from lakehouse.dbt_prepared import DBT_PROJECT_DIR
 from lakehouse.sources import SOURCES
 from lakehouse.storage import Lake, Layer
 
-DBT_PROJECT_DIR = PROJECT_DIR / "dbt"
 DBT_MANIFEST = DBT_PROJECT_DIR / "target" / "manifest.json"
 """The parsed project (``dbt parse``, ``make setup``): models, their SQL checksums and refs."""
 DBT_PROFILE = "jaffle_lakehouse"

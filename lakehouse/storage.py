@@ -352,12 +352,10 @@ class Lake:
 
             bucket, key = _split_s3(uri)
             try:
-                if exclusive:
-                    self.s3.put_object(
-                        Bucket=bucket, Key=key, Body=data, IfNoneMatch="*", **self._encryption
-                    )
-                else:
-                    self.s3.put_object(Bucket=bucket, Key=key, Body=data, **self._encryption)
+                condition: dict[str, Any] = {"IfNoneMatch": "*"} if exclusive else {}
+                self.s3.put_object(
+                    Bucket=bucket, Key=key, Body=data, **condition, **self._encryption
+                )
             except ClientError as exc:
                 if exclusive and exc.response["Error"]["Code"] in ("PreconditionFailed", "412"):
                     return False
