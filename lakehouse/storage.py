@@ -451,9 +451,17 @@ class Lake:
             bucket, _ = _split_s3(uri)
             for start in range(0, len(objects), 1000):  # S3's limit per request
                 chunk = objects[start : start + 1000]
-                self.s3.delete_objects(
+                response = self.s3.delete_objects(
                     Bucket=bucket, Delete={"Objects": [{"Key": _split_s3(o)[1]} for o in chunk]}
                 )
+                # A batch delete answers 200 even when keys were refused (AccessDenied, object
+                # lock): each refusal is only in the body, and must not pass for a deletion.
+                if errors := response.get("Errors"):
+                    first = errors[0]
+                    raise PermissionError(
+                        f"{len(errors)} of {len(chunk)} objects under {uri}/ not deleted: "
+                        f"{first['Key']}: {first['Code']} ({first.get('Message', '')})"
+                    )
         elif Path(uri).exists():
             shutil.rmtree(uri)
         return len(objects)

@@ -91,13 +91,13 @@ class S3Server:
         key = iam.create_access_key(UserName=name)["AccessKey"]
         return key["AccessKeyId"], key["SecretAccessKey"]
 
-    def enforce_iam(self) -> None:
+    def enforce_iam(self, on: bool = True) -> None:
         """From now on the server checks every request against its caller's IAM policies
-        (use a server of the test's own: ``private_s3_server``)."""
+        (use a server of the test's own: ``private_s3_server``); ``on=False`` stops it."""
         urllib.request.urlopen(
             urllib.request.Request(
                 f"{self.endpoint}/moto-api/reset-auth",
-                data=b"0",
+                data=b"0" if on else b"inf",  # requests allowed before enforcement starts
                 headers={"Content-Type": "text/plain"},  # not a form: moto reads the raw body
                 method="POST",
             )

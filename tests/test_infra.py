@@ -13,15 +13,25 @@ import re
 import subprocess
 import sys
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import boto3
+import dagster as dg
 import pytest
 import yaml
 from botocore.exceptions import ClientError
 
-from tests.conftest import S3Server
+from lakehouse import delta
+from lakehouse.branch import teardown
+from lakehouse.definitions import build_definitions
+from lakehouse.defs.resources import LakehouseResource
+from lakehouse.landing import land_files
+from lakehouse.sample_data import generate_sample
+from lakehouse.settings import DeploymentKind, LakehouseSettings
+from lakehouse.storage import BRANCHES, Lake, Layer
+from tests.conftest import S3Server, run_build
 from tests.lake_invariants import REPO
 
 TEMPLATE = REPO / "infra" / "cloudformation" / "lakehouse.yaml"
@@ -207,7 +217,8 @@ def _policy_documents(bucket: str) -> dict[str, dict[str, Any]]:
 
 def _enforced_iam(server: S3Server, bucket: str, pull_request: str) -> Callable[[str], Any]:
     """Roles with the template's policies on a moto server that then enforces IAM; returns
-    a function giving an S3 client with a role's credentials (assumed through STS).
+    a function giving a role's temporary credentials (assumed through STS), as the
+    ``AWS_*`` variables a process would be started with.
 
     The branch role's write scope names the session tag ``${aws:PrincipalTag/lakehouse-pr}``,
     which moto does not substitute: the test substitutes the pull request's number, as IAM
@@ -225,6 +236,19 @@ def _enforced_iam(server: S3Server, bucket: str, pull_request: str) -> Callable[
         ],
     }
     for role, document in _policy_documents(bucket).items():
+        if role == "Teardown":
+            # moto authorizes a batch delete (DeleteObjects) as s3:DeleteObject on the
+            # bucket, then skips IAM for each key; AWS authorizes each key. Granting the
+            # bucket ARN here lets the batch through as AWS would; single deletes (the
+            # per-prefix cases below) are still checked against the template's scope.
+            document = json.loads(json.dumps(document))
+            document["Statement"].append(
+                {
+                    "Effect": "Allow",
+                    "Action": "s3:DeleteObject",
+                    "Resource": f"arn:aws:s3:::{bucket}",
+                }
+            )
         text = json.dumps(document).replace("${aws:PrincipalTag/lakehouse-pr}", pull_request)
         arn = iam.create_policy(PolicyName=role, PolicyDocument=text)["Policy"]["Arn"]
         iam.create_role(RoleName=role, AssumeRolePolicyDocument=json.dumps(trust))
@@ -243,21 +267,28 @@ def _enforced_iam(server: S3Server, bucket: str, pull_request: str) -> Callable[
         aws_secret_access_key=secret,
     )
 
-    def as_role(role: str) -> Any:
-        creds = sts.assume_role(
+    def credentials(role: str) -> dict[str, str]:
+        assumed = sts.assume_role(
             RoleArn=f"arn:aws:iam::{ACCOUNT}:role/{role}", RoleSessionName="test"
-        )
-        c = creds["Credentials"]
-        return boto3.client(
-            "s3",
-            endpoint_url=endpoint,
-            region_name="us-east-1",
-            aws_access_key_id=c["AccessKeyId"],
-            aws_secret_access_key=c["SecretAccessKey"],
-            aws_session_token=c["SessionToken"],
-        )
+        )["Credentials"]
+        return {
+            "AWS_ACCESS_KEY_ID": assumed["AccessKeyId"],
+            "AWS_SECRET_ACCESS_KEY": assumed["SecretAccessKey"],
+            "AWS_SESSION_TOKEN": assumed["SessionToken"],
+        }
 
-    return as_role
+    return credentials
+
+
+def _s3_client(endpoint: str, credentials: dict[str, str]) -> Any:
+    return boto3.client(
+        "s3",
+        endpoint_url=endpoint,
+        region_name="us-east-1",
+        aws_access_key_id=credentials["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=credentials["AWS_SECRET_ACCESS_KEY"],
+        aws_session_token=credentials["AWS_SESSION_TOKEN"],
+    )
 
 
 def _allowed(call: Callable[[], Any]) -> bool:
@@ -315,10 +346,89 @@ def test_each_role_reaches_exactly_its_prefixes(private_s3_server: S3Server) -> 
         ("GitHubPullRequest", "write", "branches/pr-7/x"): False,
         ("GitHubPullRequest", "read", "raw/orders/p.parquet"): False,
     }
-    as_role = _enforced_iam(private_s3_server, bucket, pull_request="7")
-    clients = {role: as_role(role) for role, _, _ in expected}  # one STS session per role
+    credentials = _enforced_iam(private_s3_server, bucket, pull_request="7")
+    roles = {role for role, _, _ in expected}  # one STS session per role
+    clients = {role: _s3_client(endpoint, credentials(role)) for role in roles}
     actual = {case: can(*case) for case in expected}
     assert actual == expected
+
+
+@pytest.mark.s3
+@pytest.mark.slow
+def test_branch_and_teardown_run_on_their_roles_and_iam_stops_what_the_fence_would(
+    private_s3_server: S3Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The branch pipeline needs no more than the branch role grants, the teardown job no
+    more than the teardown role; and with the code's own fence (``Lake.check_writable``)
+    switched off, IAM alone still keeps the branch out of prod and out of its siblings."""
+    endpoint = private_s3_server.endpoint
+    bucket = "lake-branch-role"
+    boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1").create_bucket(Bucket=bucket)
+    monkeypatch.setenv("LAKEHOUSE_PII_SECRET", "prod-secret-for-tests")  # shared by branches
+    settings = LakehouseSettings(
+        lake_root=f"s3://{bucket}/{PREFIX}",
+        s3_endpoint_url=endpoint,
+        aws_region="us-east-1",
+        work_dir=tmp_path / "work",
+        environment="prod",
+    )
+    prod = Lake(settings)
+    delivery = generate_sample(tmp_path / "sample", days=3, scale=0.05, seed=3)
+    land_files(prod, delivery, datetime(2026, 11, 1, tzinfo=UTC))  # landed in prod, unbuilt
+
+    def prod_objects() -> dict[str, str]:
+        branches = prod.prod_uri(BRANCHES) + "/"
+        return {
+            o.uri: o.etag or ""
+            for o in prod.iter_objects(prod.root)
+            if not o.uri.startswith(branches)
+        }
+
+    before = prod_objects()
+    credentials = _enforced_iam(private_s3_server, bucket, pull_request="7")
+    for name, value in credentials("Branch").items():
+        monkeypatch.setenv(name, value)  # every client the run opens is the branch role's
+    branch = Lake(settings.for_environment(DeploymentKind.BRANCH, pull_request=7))
+    run_build(branch.settings)  # reads prod's landing, builds raw -> marts as the branch
+    assert delta.row_count(branch.published_table(Layer.MARTS, "orders")) > 0  # type: ignore[arg-type]
+    own = branch.published_table(Layer.RAW, "orders")
+    assert own is not None and own.table_uri.startswith(branch.root)
+    rows = own.to_pyarrow_table()
+    written = {o.uri for o in branch.iter_objects(prod.prod_uri(BRANCHES))}
+    assert written and all(uri.startswith(branch.root + "/") for uri in written)
+
+    # A teardown on credentials that may not delete fails, naming the refusal (a batch
+    # delete answers 200 and lists refused keys in its body: none may pass for deleted).
+    with pytest.raises(PermissionError, match="AccessDenied"):
+        teardown(Lake(settings), 7)  # as the branch role: it reads branches/, deletes nothing
+
+    # The pull request closes: prod's teardown job, on the teardown role's credentials only.
+    for name, value in credentials("Teardown").items():
+        monkeypatch.setenv(name, value)
+    defs = build_definitions(LakehouseResource.from_settings(settings))
+    with dg.DagsterInstance.ephemeral() as instance:
+        closed = defs.resolve_job_def("teardown_branch_job").execute_in_process(
+            run_config={"ops": {"teardown_branch": {"config": {"pull_request": 7}}}},
+            instance=instance,
+        )
+    assert closed.success
+    assert not list(branch.iter_objects(prod.prod_uri(BRANCHES)))  # listed as the branch role
+
+    monkeypatch.setattr(Lake, "check_writable", lambda self, uri: None)  # the fence, bypassed
+    with pytest.raises(ClientError) as denied:
+        branch.write_object(prod.uri("_dbt", "manifest.json"), b"{}")
+    assert denied.value.response["Error"]["Code"] == "AccessDenied"
+    for uri in (
+        prod.table_uri(Layer.RAW, "orders"),  # prod
+        prod.prod_uri(BRANCHES, "pr-70", "raw", "orders"),  # a sibling with a common prefix
+    ):
+        intruder = delta.WritableTable(uri, branch.storage_options, gated=True).snapshot()
+        with pytest.raises(Exception, match=r"(?i)access ?denied|403"):
+            intruder.replace(rows, delta.Stamp("intruder", "raw/orders"))
+
+    private_s3_server.enforce_iam(on=False)  # read back with prod's client, opened before
+    assert prod_objects() == before, "an object under prod changed"
+    assert not list(prod.iter_objects(prod.prod_uri(BRANCHES)))
 
 
 # -- the self-hosted deployment ------------------------------------------------------------
