@@ -11,6 +11,7 @@ import dagster as dg
 from lakehouse.defs.checks import contract_checks
 from lakehouse.defs.cleansed import cleansed_assets
 from lakehouse.defs.jobs import (
+    branch_cleanup_jobs,
     build_lakehouse_job,
     deliver_sample_data_job,
     diff_branch_marts_job,
@@ -18,8 +19,6 @@ from lakehouse.defs.jobs import (
     quarantine_action_job,
     refresh_branch_pins_job,
     reingest_file_job,
-    remove_idle_branches_job,
-    teardown_branch_job,
 )
 from lakehouse.defs.landing import landing_specs
 from lakehouse.defs.marts import jaffle_marts
@@ -32,7 +31,10 @@ from lakehouse.defs.sensors import lakehouse_sensors
 def build_definitions(lakehouse: LakehouseResource | None = None) -> dg.Definitions:
     """All definitions; tests pass a resource pointing at a temporary lake."""
     lakehouse = lakehouse or LakehouseResource()
-    running = lakehouse.settings().schedules_running
+    settings = lakehouse.settings()
+    teardown_branch_job, remove_idle_branches_job = branch_cleanup_jobs(
+        settings.teardown_task_role_arn
+    )
     return dg.Definitions(
         assets=[*landing_specs, *raw_assets, *cleansed_assets, jaffle_marts],
         asset_checks=contract_checks,
@@ -47,8 +49,8 @@ def build_definitions(lakehouse: LakehouseResource | None = None) -> dg.Definiti
             teardown_branch_job,
             remove_idle_branches_job,
         ],
-        sensors=lakehouse_sensors(running),
-        schedules=lakehouse_schedules(running),
+        sensors=lakehouse_sensors(settings.schedules_running),
+        schedules=lakehouse_schedules(settings.schedules_running, remove_idle_branches_job),
         resources={"lakehouse": lakehouse},
         # Sensor and automation runs too: the multiprocess executor re-imports the code
         # location in every step (~8 s each on 2 cores).

@@ -206,6 +206,12 @@ class LakehouseSettings(BaseSettings):
         description="KMS key (id or ARN) of every object the lake writes on S3 (SSE-KMS, with "
         "an S3 Bucket Key); unset, objects get the bucket's default encryption.",
     )
+    teardown_task_role_arn: str | None = Field(
+        default=None,
+        description="On ECS, the IAM role the teardown and idle-branch runs take instead of the "
+        "run task definition's (the stack's TeardownRoleArn output): the pipeline role may not "
+        "delete under branches/.",
+    )
     s3_connect_timeout_seconds: float = Field(
         default=5.0, gt=0, description="Give up connecting to S3 after this long (per attempt)."
     )

@@ -3,19 +3,27 @@ they configure are the ones the assets use."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
 import sys
+import threading
 import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import dagster as dg
 import pytest
+import yaml
 
 from lakehouse.definitions import defs
 from tests.conftest import Postgres
 
+ACCOUNT = "123456789012"  # moto's default account
 CONFIG = Path(__file__).resolve().parents[1] / "infra" / "dagster" / "dagster.yaml"
 PROBE = Path(__file__).with_name("deployment_probe.py")
 
@@ -79,37 +87,133 @@ def test_the_ecs_instance_is_the_deployment_s_plus_the_ecs_run_launcher() -> Non
     assert launcher["class"] == "EcsRunLauncher"
 
 
+@contextmanager
+def _task_metadata_endpoint(task: dict[str, str]) -> Iterator[str]:
+    """ECS's task metadata endpoint (v4) on loopback, as the daemon's container sees it."""
+
+    class Metadata(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = json.dumps(task if self.path == "/task" else {"Name": "daemon"}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Metadata)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 @pytest.mark.s3
-def test_the_ecs_run_launcher_configuration_loads(
+@pytest.mark.slow
+def test_on_ecs_each_run_is_a_task_beside_the_daemon_and_cleanup_runs_take_the_teardown_role(
     postgres_env: Postgres, s3_endpoint: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The EcsRunLauncher as configured, against moto's ECS on loopback: it resolves the run
-    task definition from the environment and finds its ``run`` container. (No run is
-    launched: moto's ECS cannot run Fargate tasks.)"""
+    """infra/dagster/ecs/dagster.yaml launching real runs with ``dagster job launch``
+    against moto's ECS and EC2 on loopback: each run is a Fargate task from the run task
+    definition, in the daemon task's cluster, subnet and security group (read through the
+    task metadata endpoint, as on ECS); a teardown run overrides the task role with the
+    teardown role, a build keeps the task definition's (the pipeline role)."""
     import boto3
 
     monkeypatch.setenv("AWS_ENDPOINT_URL", s3_endpoint)
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    ecs = boto3.client("ecs", endpoint_url=s3_endpoint, region_name="us-east-1")
-    registered = ecs.register_task_definition(
-        family="lakehouse-run",
-        requiresCompatibilities=["FARGATE"],
-        networkMode="awsvpc",
-        cpu="1024",
-        memory="4096",
-        containerDefinitions=[{"name": "run", "image": "lakehouse:test", "essential": True}],
-    )["taskDefinition"]["taskDefinitionArn"]
-    monkeypatch.setenv("DAGSTER_ECS_RUN_TASK_DEFINITION", registered)
-    shutil.copy(ECS_CONFIG, tmp_path / "dagster.yaml")
+    ecs = boto3.client("ecs", region_name="us-east-1")
+    ec2 = boto3.client("ec2", region_name="us-east-1")
+    name = f"lakehouse-{uuid.uuid4().hex[:8]}"
+    cluster = ecs.create_cluster(clusterName=name)["cluster"]["clusterArn"]
+    subnet = ec2.describe_subnets()["Subnets"][0]["SubnetId"]
+    group = ec2.create_security_group(GroupName=name, Description="dagster tasks")["GroupId"]
+    pipeline_role = f"arn:aws:iam::{ACCOUNT}:role/lakehouse-prod-pipeline"
+    teardown_role = f"arn:aws:iam::{ACCOUNT}:role/lakehouse-prod-teardown"
 
-    with dg.DagsterInstance.from_config(str(tmp_path)) as instance:
-        launcher = instance.run_launcher
-        assert type(launcher).__name__ == "EcsRunLauncher"
-        assert launcher.task_definition == registered
-        assert launcher.container_name == "run"
-        assert launcher.use_current_ecs_task_config is False
-        assert "LAKEHOUSE_PII_SECRET_ARN" in launcher.env_vars
-        assert "LAKEHOUSE_PII_SECRET" not in launcher.env_vars  # runs read it from AWS
+    def task_definition(family: str, container: str) -> str:
+        return ecs.register_task_definition(
+            family=f"{name}-{family}",
+            taskRoleArn=pipeline_role,
+            requiresCompatibilities=["FARGATE"],
+            networkMode="awsvpc",
+            cpu="1024",
+            memory="4096",
+            containerDefinitions=[
+                {"name": container, "image": "lakehouse:test", "cpu": 1024, "memory": 4096}
+            ],
+        )["taskDefinition"]["taskDefinitionArn"]
+
+    network = {"awsvpcConfiguration": {"subnets": [subnet], "securityGroups": [group]}}
+    daemon = ecs.run_task(
+        cluster=cluster,
+        taskDefinition=task_definition("daemon", "daemon"),
+        launchType="FARGATE",
+        networkConfiguration=network,
+    )["tasks"][0]["taskArn"]
+
+    home = tmp_path / "home"
+    home.mkdir()
+    instance_config = yaml.safe_load(ECS_CONFIG.read_text())
+    # Launch at submission: the queue (tested with the daemon below) is not what is shown here.
+    del instance_config["concurrency"]["runs"]
+    instance_config["run_coordinator"] = {
+        "module": "dagster._core.run_coordinator",
+        "class": "DefaultRunCoordinator",
+    }
+    (home / "dagster.yaml").write_text(yaml.safe_dump(instance_config))
+    env = {
+        **os.environ,
+        "DAGSTER_HOME": str(home),
+        "DAGSTER_ECS_RUN_TASK_DEFINITION": task_definition("run", "run"),
+        # The daemon's environment: every name the launcher passes on must be set there.
+        "LAKEHOUSE_LAKE_ROOT": str(tmp_path / "lake"),
+        "LAKEHOUSE_ENVIRONMENT": "prod",
+        "LAKEHOUSE_PII_SECRET_ARN": f"arn:aws:secretsmanager:us-east-1:{ACCOUNT}:secret:pii",
+        "LAKEHOUSE_S3_SSE_KMS_KEY_ID": f"arn:aws:kms:us-east-1:{ACCOUNT}:key/lake",
+        "LAKEHOUSE_ALLOW_INSECURE_PII_SECRET": "false",
+        "LAKEHOUSE_TEARDOWN_TASK_ROLE_ARN": teardown_role,
+        "LAKEHOUSE_WORK_DIR": str(tmp_path / "work"),
+    }
+    launch = [str(Path(sys.executable).with_name("dagster")), "job", "launch"]
+    launch += ["-m", "lakehouse.definitions", "-a", "defs"]
+    launches = {
+        "teardown_branch_job": {"ops": {"teardown_branch": {"config": {"pull_request": 3}}}},
+        "build_lakehouse": {},
+    }
+    with _task_metadata_endpoint({"Cluster": cluster, "TaskARN": daemon}) as metadata:
+        env["ECS_CONTAINER_METADATA_URI_V4"] = metadata
+        for job, config in launches.items():
+            subprocess.run(
+                [*launch, "-j", job, "--config-json", json.dumps(config)],
+                env=env,
+                check=True,
+                capture_output=True,
+                timeout=300,
+            )
+
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        runs = [r for r in instance.get_runs() if r.tags.get("ecs/cluster") == cluster]
+    assert sorted(r.job_name for r in runs) == sorted(launches)
+    for run in runs:
+        (task,) = ecs.describe_tasks(cluster=cluster, tasks=[run.tags["ecs/task_arn"]])["tasks"]
+        assert task["taskDefinitionArn"] == env["DAGSTER_ECS_RUN_TASK_DEFINITION"]
+        (eni,) = [a for a in task["attachments"] if a["type"] == "ElasticNetworkInterface"]
+        details = {d["name"]: d["value"] for d in eni["details"]}
+        assert details["subnetId"] == subnet
+        interface = ec2.describe_network_interfaces(
+            NetworkInterfaceIds=[details["networkInterfaceId"]]
+        )["NetworkInterfaces"][0]
+        assert [g["GroupId"] for g in interface["Groups"]] == [group]
+        role = task["overrides"].get("taskRoleArn")
+        assert role == (teardown_role if run.job_name == "teardown_branch_job" else None), run
+        (container,) = task["overrides"]["containerOverrides"]
+        assert container["name"] == "run" and run.run_id in " ".join(container["command"])
 
 
 @pytest.mark.slow

@@ -1,5 +1,6 @@
 """Jobs: deliver sample data, and build the whole lakehouse."""
 
+import json
 import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
@@ -262,8 +263,8 @@ def teardown_branch(
     )
 
 
-@dg.job(description="Tear down a closed pull request's branch data (run from prod).")
-def teardown_branch_job() -> None:
+@dg.graph
+def teardown_branch_graph() -> None:
     teardown_branch()
 
 
@@ -292,6 +293,26 @@ def remove_idle_branches(
     )
 
 
-@dg.job(description="Delete branches idle for longer than N days (scheduled nightly).")
-def remove_idle_branches_job() -> None:
+@dg.graph
+def remove_idle_branches_graph() -> None:
     remove_idle_branches()
+
+
+def branch_cleanup_jobs(task_role_arn: str | None) -> tuple[dg.JobDefinition, dg.JobDefinition]:
+    """The teardown and idle-branch jobs. On ECS (``EcsRunLauncher``) their runs take
+    ``task_role_arn`` (the stack's teardown role: deletes under branches/, nothing else)
+    instead of the run task definition's pipeline role, which may not delete there."""
+    tags = (
+        {"ecs/task_overrides": json.dumps({"taskRoleArn": task_role_arn})} if task_role_arn else {}
+    )
+    teardown = teardown_branch_graph.to_job(
+        name="teardown_branch_job",
+        description="Tear down a closed pull request's branch data (run from prod).",
+        tags=tags,  # also every run's tags (UI, schedule and `dagster job launch` alike)
+    )
+    idle = remove_idle_branches_graph.to_job(
+        name="remove_idle_branches_job",
+        description="Delete branches idle for longer than N days (scheduled nightly).",
+        tags=tags,  # also every run's tags (UI, schedule and `dagster job launch` alike)
+    )
+    return teardown, idle

@@ -6,11 +6,7 @@ unless asked (``LAKEHOUSE_BRANCH_SCHEDULES=true``); see ``LakehouseSettings``.
 
 import dagster as dg
 
-from lakehouse.defs.jobs import (
-    build_lakehouse_job,
-    maintain_delta_tables_job,
-    remove_idle_branches_job,
-)
+from lakehouse.defs.jobs import build_lakehouse_job, maintain_delta_tables_job
 from lakehouse.defs.resources import LakehouseResource
 
 
@@ -40,7 +36,9 @@ def _daily_build(status: dg.DefaultScheduleStatus) -> dg.ScheduleDefinition:
     return daily_lakehouse_build
 
 
-def lakehouse_schedules(running: bool) -> list[dg.ScheduleDefinition]:
+def lakehouse_schedules(
+    running: bool, remove_idle_branches_job: dg.JobDefinition
+) -> list[dg.ScheduleDefinition]:
     status = dg.DefaultScheduleStatus.RUNNING if running else dg.DefaultScheduleStatus.STOPPED
     return [
         _daily_build(status),
