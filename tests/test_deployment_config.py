@@ -35,6 +35,15 @@ def test_the_instance_config_loads_with_pools_and_run_monitoring(
     with dg.DagsterInstance.from_config(str(tmp_path)) as instance:
         assert instance.run_monitoring_enabled
         assert instance.get_concurrency_config().pool_config.default_pool_limit == 1
+        assert instance.run_retries_enabled and instance.run_retries_max_retries == 1
+        # (Dagster exports neither enum at the top level.)
+        from dagster._core.definitions.run_request import InstigatorType
+        from dagster._core.scheduler.instigation import TickStatus
+
+        sensor_ticks = instance.get_tick_retention_settings(InstigatorType.SENSOR)
+        assert sensor_ticks[TickStatus.SKIPPED] == 7 and sensor_ticks[TickStatus.SUCCESS] == 90
+        schedule_ticks = instance.get_tick_retention_settings(InstigatorType.SCHEDULE)
+        assert set(schedule_ticks.values()) == {90}
 
 
 def test_every_table_writer_has_its_own_pool() -> None:
