@@ -1,7 +1,8 @@
 """Cleansed -> marts: dbt builds in a scratch DuckDB, the lake gets Delta tables.
 
-dbt reads the cleansed tables at their published Delta versions, copied into the DuckDB
-file's ``cleansed`` schema, so a whole dbt run sees one consistent snapshot. Each model
+dbt reads the cleansed tables at their published Delta versions, as views in the DuckDB
+file's ``cleansed`` schema over those versions' Parquet files (copied in where DuckDB
+cannot read them in place: S3), so a whole dbt run sees one consistent snapshot. Each model
 it builds is judged by its contract right there, in the scratch database (write-audit-
 publish with the audit before the write), and only a model that passes is written to
 marts/<model>: one Delta commit (readers see the old table or the new one, never half)
@@ -61,6 +62,28 @@ def _copy_in(con: duckdb.DuckDBPyConnection, table: str, data: Any) -> None:
     # identifiers from the dbt manifest and lakehouse.sources, not data (bandit B608)
     con.execute(f"CREATE OR REPLACE TABLE {table} AS SELECT * FROM incoming")  # nosec B608
     con.unregister("incoming")
+
+
+def _view_over_files(con: duckdb.DuckDBPyConnection, table: str, dt: DeltaTable) -> bool:
+    """Point ``table`` at this Delta version's own Parquet files, which DuckDB (and dbt,
+    through the same file) then reads where they lie, in parallel, instead of a copy made
+    on every run. False when it cannot: a table with no files or with partition columns
+    (their values are in the paths, not the files), or files on S3, which DuckDB reads
+    only through its httpfs extension (downloaded at first use: not offline); those are
+    copied in instead. Vacuum's retention keeps the files for the run's duration."""
+    files = dt.file_uris()
+    if not files or dt.metadata().partition_columns:
+        return False
+    if any("://" in f for f in files):
+        return False
+    columns = ", ".join('"' + field.name.replace('"', '""') + '"' for field in dt.schema().fields)
+    paths = ", ".join("'" + f.replace("'", "''") + "'" for f in files)
+    # identifiers from the Delta schema and lakehouse.sources, not data (bandit B608)
+    con.execute(
+        f"CREATE VIEW {table} AS SELECT {columns} "  # nosec B608
+        f"FROM read_parquet([{paths}], union_by_name = true)"
+    )
+    return True
 
 
 @dataclass(frozen=True)
@@ -126,8 +149,13 @@ class MartWorkspace:
                     con.execute(f"DROP TABLE IF EXISTS {CLEANSED_SCHEMA}.{name}")
                     continue
                 version = (versions or {}).get(name, ref.version)
-                frame = delta.read(ref.uri, self.lake.storage_options, version=version)
-                _copy_in(con, f"{CLEANSED_SCHEMA}.{name}", frame.to_arrow())
+                table = f"{CLEANSED_SCHEMA}.{name}"
+                con.execute(f"DROP VIEW IF EXISTS {table}")
+                con.execute(f"DROP TABLE IF EXISTS {table}")
+                dt = delta.open_table(ref.uri, self.lake.storage_options, version)
+                if dt is None or not _view_over_files(con, table, dt):
+                    frame = delta.read(ref.uri, self.lake.storage_options, version=version)
+                    _copy_in(con, table, frame.to_arrow())
                 pinned[name] = version
         return pinned
 

@@ -134,3 +134,39 @@ def test_the_manifest_is_parsed_once_per_version_of_the_file(tmp_path: Path) -> 
     assert read_manifest(manifest) is first  # parsed once
     manifest.write_text('{"nodes": {"model.x": {}}}')  # dbt parse rewrote it
     assert read_manifest(manifest) == {"nodes": {"model.x": {}}}
+
+
+def test_dbt_reads_cleansed_in_place_on_a_folder_and_from_a_copy_on_s3(lake: Lake) -> None:
+    """On a folder, the DuckDB file dbt reads holds views over the pinned Delta version's
+    Parquet files (no copy per run); on S3, where DuckDB cannot read without downloading
+    its httpfs extension, a copy. Either way dbt sees exactly that version, types included."""
+    from decimal import Decimal
+
+    from lakehouse.marts import MartWorkspace
+
+    first = pl.DataFrame(
+        {
+            "order_id": ["o1", "o2"],
+            "ordered_at": [datetime(2026, 1, 1, 9, tzinfo=UTC), datetime(2026, 1, 2, tzinfo=UTC)],
+            "order_total": [Decimal("1.50"), Decimal("20.00")],
+        },
+        schema_overrides={"order_total": pl.Decimal(12, 2)},
+    )
+    v0 = put_table(lake, Layer.CLEANSED, "orders", first)
+    put_table(lake, Layer.CLEANSED, "orders", first.head(1))  # a newer version, not pinned
+    workspace = MartWorkspace(lake, "test-in-place")
+    try:
+        assert workspace.load_cleansed({"orders": v0}) == {"orders": v0}
+        con = workspace.connect()
+        try:
+            kind = con.sql(
+                "SELECT table_type FROM information_schema.tables "
+                "WHERE table_schema = 'cleansed' AND table_name = 'orders'"
+            ).fetchall()
+            seen = con.sql("SELECT * FROM cleansed.orders ORDER BY order_id").pl()
+        finally:
+            con.close()
+    finally:
+        workspace.discard()
+    assert kind == [("BASE TABLE",) if lake.is_s3 else ("VIEW",)]
+    assert seen.equals(first) and seen.schema == first.schema, (seen, seen.schema)
