@@ -22,6 +22,7 @@ import polars as pl
 import yaml
 from deltalake.exceptions import DeltaError
 
+from lakehouse import delta
 from lakehouse.settings import PROJECT_DIR
 from lakehouse.storage import Lake, Layer
 
@@ -339,17 +340,17 @@ def _soda() -> Any:
 def register(
     con: duckdb.DuckDBPyConnection, lake: Lake, layer: Layer, table: str, version: int
 ) -> None:
-    """Expose one Delta table version as the view ``<layer>.<table>`` (a lazy Arrow scan)."""
+    """Expose one Delta table version as the view ``<layer>.<table>``: Soda's queries then
+    read its Parquet files with DuckDB's own reader (an Arrow scan where DuckDB cannot
+    reach them: ``delta.duckdb_view``)."""
     try:
         dt = lake.published_table(layer, table, version)
     except DeltaError as exc:
         raise FileNotFoundError(f"{layer}/{table} has no version {version}: {exc}") from exc
     if dt is None:
         raise FileNotFoundError(f"{layer}/{table} does not exist")
-    con.register(f"__{layer}__{table}", dt.to_pyarrow_dataset())
     con.execute(f"CREATE SCHEMA IF NOT EXISTS {layer}")
-    # identifiers from the repo's contracts (soda_checks/), not data (bandit B608)
-    con.execute(f"CREATE OR REPLACE VIEW {layer}.{table} AS SELECT * FROM __{layer}__{table}")  # nosec B608
+    delta.duckdb_view(con, f"{layer}.{table}", dt)
 
 
 def _sample(

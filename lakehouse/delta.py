@@ -32,6 +32,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 
+import duckdb
 import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -197,6 +198,32 @@ def read(
     return pl.read_delta(
         uri, version=version, columns=columns, storage_options=polars_options(storage_options)
     )
+
+
+def native_scan(dt: DeltaTable) -> str | None:
+    """A DuckDB ``SELECT`` of this Delta version over its own Parquet files, read by
+    DuckDB's native reader (in parallel, only the columns a query names); None where it
+    cannot be: no files, partition columns (their values live in the paths), or files on
+    S3, which DuckDB reads only through its httpfs extension, a download at first use."""
+    files = dt.file_uris()
+    if not files or dt.metadata().partition_columns or any("://" in f for f in files):
+        return None
+    columns = ", ".join('"' + f.name.replace('"', '""') + '"' for f in dt.schema().fields)
+    paths = ", ".join("'" + f.replace("'", "''") + "'" for f in files)
+    # column names from the Delta schema, paths from its log; both quoted (bandit B608)
+    return f"SELECT {columns} FROM read_parquet([{paths}], union_by_name = true)"  # nosec B608
+
+
+def duckdb_view(con: duckdb.DuckDBPyConnection, name: str, dt: DeltaTable) -> None:
+    """Expose this Delta version as the DuckDB view ``name``: over its Parquet files where
+    DuckDB reads them natively (``native_scan``), else over an Arrow dataset registered on
+    this connection (it lives as long as the connection does)."""
+    scan = native_scan(dt)
+    if scan is None:
+        arrow_name = "__" + name.replace(".", "__")
+        con.register(arrow_name, dt.to_pyarrow_dataset())
+        scan = f"SELECT * FROM {arrow_name}"  # nosec B608
+    con.execute(f"CREATE OR REPLACE VIEW {name} AS {scan}")
 
 
 def polars_options(storage_options: Mapping[str, str]) -> dict[str, Any] | None:

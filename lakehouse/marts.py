@@ -64,28 +64,6 @@ def _copy_in(con: duckdb.DuckDBPyConnection, table: str, data: Any) -> None:
     con.unregister("incoming")
 
 
-def _view_over_files(con: duckdb.DuckDBPyConnection, table: str, dt: DeltaTable) -> bool:
-    """Point ``table`` at this Delta version's own Parquet files, which DuckDB (and dbt,
-    through the same file) then reads where they lie, in parallel, instead of a copy made
-    on every run. False when it cannot: a table with no files or with partition columns
-    (their values are in the paths, not the files), or files on S3, which DuckDB reads
-    only through its httpfs extension (downloaded at first use: not offline); those are
-    copied in instead. Vacuum's retention keeps the files for the run's duration."""
-    files = dt.file_uris()
-    if not files or dt.metadata().partition_columns:
-        return False
-    if any("://" in f for f in files):
-        return False
-    columns = ", ".join('"' + field.name.replace('"', '""') + '"' for field in dt.schema().fields)
-    paths = ", ".join("'" + f.replace("'", "''") + "'" for f in files)
-    # identifiers from the Delta schema and lakehouse.sources, not data (bandit B608)
-    con.execute(
-        f"CREATE VIEW {table} AS SELECT {columns} "  # nosec B608
-        f"FROM read_parquet([{paths}], union_by_name = true)"
-    )
-    return True
-
-
 @dataclass(frozen=True)
 class MartWorkspace:
     """One run's dbt scratch space over a lake: a DuckDB file, a profile pointing at it,
@@ -153,7 +131,12 @@ class MartWorkspace:
                 con.execute(f"DROP VIEW IF EXISTS {table}")
                 con.execute(f"DROP TABLE IF EXISTS {table}")
                 dt = delta.open_table(ref.uri, self.lake.storage_options, version)
-                if dt is None or not _view_over_files(con, table, dt):
+                scan = None if dt is None else delta.native_scan(dt)
+                if scan is not None:
+                    # A view over the version's own files, which dbt (another process,
+                    # the same DuckDB file) reads where they lie: no copy per run.
+                    con.execute(f"CREATE VIEW {table} AS {scan}")
+                else:  # S3: copied in (a view over an Arrow dataset dies with `con`)
                     frame = delta.read(ref.uri, self.lake.storage_options, version=version)
                     _copy_in(con, table, frame.to_arrow())
                 pinned[name] = version
