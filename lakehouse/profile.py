@@ -9,12 +9,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import duckdb
+import pyarrow as pa
+import pyarrow.compute as pc
+from deltalake import DeltaTable
 
+from lakehouse import delta
 from lakehouse.contracts import load_contract, register
 from lakehouse.sources import INGEST_RUN_ID, LINEAGE_COLUMNS, SOURCE_ROW_NUMBER, Source
 from lakehouse.storage import Lake, Layer
 
-NUMERIC_PREFIXES = ("decimal", "bigint", "integer", "double", "float", "hugeint", "smallint")
+NUMERIC_DELTA_TYPES = ("decimal", "long", "integer", "short", "byte", "double", "float")
 
 
 def key_columns(layer: Layer, table: str) -> list[str]:
@@ -26,39 +30,76 @@ def key_columns(layer: Layer, table: str) -> list[str]:
     return keys
 
 
+def _file_statistics(dt: DeltaTable) -> pa.Table:
+    return pa.table(dt.get_add_actions(flatten=True))
+
+
+def _from_statistics(stats: pa.Table, column: str, metric: str) -> pa.ChunkedArray | None:
+    """One statistic of ``column`` for every data file, or None unless every file has it
+    (a file written without statistics, or a column excluded from them)."""
+    name = f"{metric}.{column}"
+    if name not in stats.column_names or stats.column(name).null_count:
+        return None
+    return stats.column(name)
+
+
 def column_profile(lake: Lake, layer: Layer, table: str, version: int) -> dict[str, float]:
     """``<column>/null_rate`` for every column, ``/min /max /mean`` for numbers and
-    ``/distinct`` for key columns, in one pass over the table's Delta version."""
-    con = duckdb.connect()
-    try:
-        register(con, lake, layer, table, version)
-        columns = con.execute(f"DESCRIBE {layer}.{table}").fetchall()
-        keys = set(key_columns(layer, table))
-        exprs, names = ["count(*)"], ["rows"]
-        for name, dtype, *_ in columns:
-            q = f'"{name}"'
+    ``/distinct`` for key columns, of one Delta version.
+
+    Row and null counts, minima and maxima come from the Delta log's per-file statistics
+    (exact, and free: no data is read); only what the log does not hold (means, distinct
+    keys, and any statistic a file lacks) is computed, from just those columns."""
+    dt = lake.published_table(layer, table, version)
+    if dt is None:
+        raise FileNotFoundError(f"{layer}/{table} has no version {version}")
+    stats = _file_statistics(dt)
+    rows = int(pc.sum(stats.column("num_records")).as_py() or 0) if stats.num_rows else 0
+    keys = set(key_columns(layer, table))
+    out: dict[str, float] = {}
+    exprs: list[str] = []
+    names: list[str] = []
+    for field in dt.schema().fields:
+        name, q = field.name, '"' + field.name.replace('"', '""') + '"'
+        numeric = str(field.type).removeprefix('PrimitiveType("').startswith(NUMERIC_DELTA_TYPES)
+        numeric = numeric and name != SOURCE_ROW_NUMBER
+        nulls = _from_statistics(stats, name, "null_count")
+        if nulls is not None or rows == 0:
+            null_count = int(pc.sum(nulls).as_py() or 0) if nulls is not None else 0
+            out[f"{name}/null_rate"] = null_count / rows if rows else 0.0
+        else:
             exprs.append(f"count(*) - count({q})")
             names.append(f"{name}/nulls")
-            if str(dtype).lower().startswith(NUMERIC_PREFIXES) and name != SOURCE_ROW_NUMBER:
-                exprs += [f"min({q})::DOUBLE", f"max({q})::DOUBLE", f"avg({q})::DOUBLE"]
-                names += [f"{name}/min", f"{name}/max", f"{name}/mean"]
-            if name in keys:
-                exprs.append(f"approx_count_distinct({q})")
-                names.append(f"{name}/distinct")
-        # identifiers from the table's own schema, not data (bandit B608)
-        row = con.execute(f"SELECT {', '.join(exprs)} FROM {layer}.{table}").fetchone()  # nosec B608
-    finally:
-        con.close()
-    assert row is not None
-    values = dict(zip(names, row, strict=True))
-    rows = int(values.pop("rows") or 0)
-    out: dict[str, float] = {}
-    for name, value in values.items():
-        column, _, metric = name.rpartition("/")
-        if metric == "nulls":
-            out[f"{column}/null_rate"] = (float(value) / rows) if rows else 0.0
-        elif value is not None:
-            out[name] = float(value)
+        if rows == 0:
+            continue
+        if numeric:
+            for metric, reduce in (("min", pc.min), ("max", pc.max)):
+                values = _from_statistics(stats, name, metric)
+                if values is not None and (value := reduce(values).as_py()) is not None:
+                    out[f"{name}/{metric}"] = float(value)
+                elif values is None:
+                    exprs.append(f"{metric}({q})::DOUBLE")
+                    names.append(f"{name}/{metric}")
+            exprs.append(f"avg({q})::DOUBLE")
+            names.append(f"{name}/mean")
+        if name in keys:
+            exprs.append(f"approx_count_distinct({q})")
+            names.append(f"{name}/distinct")
+    if exprs:
+        con = duckdb.connect()
+        try:
+            delta.duckdb_view(con, "profiled", dt)  # read: only the columns named here
+            # identifiers from the table's own schema, not data (bandit B608)
+            row = con.execute(f"SELECT {', '.join(exprs)} FROM profiled").fetchone()  # nosec B608
+        finally:
+            con.close()
+        assert row is not None
+        for name, value in zip(names, row, strict=True):
+            column, _, metric = name.rpartition("/")
+            if metric == "nulls":
+                out[f"{column}/null_rate"] = float(value) / rows if rows else 0.0
+            elif value is not None:
+                out[name] = float(value)
     return out
 
 

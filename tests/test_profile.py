@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import polars as pl
+import pyarrow as pa
 import pytest
+from deltalake import DeltaTable, write_deltalake
 
 from lakehouse import delta
 from lakehouse.profile import column_profile, key_columns, raw_schema_drift
+from lakehouse.settings import LakehouseSettings
 from lakehouse.sources import SOURCES
 from lakehouse.storage import Lake, Layer
 
@@ -53,3 +59,39 @@ def test_schema_drift_names_new_missing_and_retyped_columns() -> None:
         drift.describe()
         == "new column(s) coupon; missing column(s) tax_paid; retyped subtotal (varchar -> bigint)"
     )
+
+
+def _scanned(df: pl.DataFrame, numeric: list[str]) -> dict[str, float]:
+    """The profile the slow way: every value read."""
+    out = {f"{c}/null_rate": df[c].null_count() / df.height for c in df.columns}
+    for c in numeric:
+        out[f"{c}/min"] = float(df[c].min())  # type: ignore[arg-type]
+        out[f"{c}/max"] = float(df[c].max())  # type: ignore[arg-type]
+        out[f"{c}/mean"] = float(df[c].cast(float).mean())  # type: ignore[arg-type]
+    return out
+
+
+@pytest.mark.parametrize("indexed_columns", [None, 1])
+def test_the_profile_equals_a_full_scan_with_or_without_file_statistics(
+    tmp_path: Path, indexed_columns: int | None
+) -> None:
+    """Counts, minima and maxima come from the Delta log's file statistics; a column the
+    writer kept no statistics for (here: all but the first) is read instead, same result."""
+    lake = Lake(LakehouseSettings(lake_root=str(tmp_path / "lake"), work_dir=tmp_path / "w"))
+    uri = lake.table_uri(Layer.CLEANSED, "supplies")
+    parts = [
+        pl.DataFrame({"supply_id": ["s1", None], "product_id": ["p1", "p2"], "cost": [1.5, None]}),
+        pl.DataFrame({"supply_id": ["s3"], "product_id": [None], "cost": [-2.25]}),
+    ]
+    config = {"delta.dataSkippingNumIndexedCols": str(indexed_columns)} if indexed_columns else None
+    for part in parts:
+        write_deltalake(uri, part.to_arrow(), mode="append", configuration=config)
+    dt = DeltaTable(uri)
+    stats = pa.table(dt.get_add_actions(flatten=True)).column_names
+    assert ("null_count.cost" in stats) == (indexed_columns is None)
+
+    profile = column_profile(lake, Layer.CLEANSED, "supplies", dt.version())
+    expected = _scanned(pl.concat(parts), numeric=["cost"])
+    distinct = {k: profile.pop(k) for k in list(profile) if k.endswith("/distinct")}
+    assert profile == pytest.approx(expected)
+    assert distinct == {"supply_id/distinct": 2.0, "product_id/distinct": 2.0}
