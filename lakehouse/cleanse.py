@@ -18,11 +18,11 @@ read + released = written + duplicates + quarantined.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
+import duckdb
 import polars as pl
 
 from lakehouse import delta, publish, quarantine
@@ -132,11 +132,16 @@ def row_hash(df: pl.DataFrame, columns: list[str]) -> pl.Series:
     joined = df.select(
         pl.concat_str(
             [pl.col(c).cast(pl.String).fill_null("\x00") for c in columns], separator="\x1f"
-        )
-    ).to_series()
-    return pl.Series(
-        ROW_HASH, [hashlib.sha256(v.encode()).hexdigest() for v in joined.to_list()], pl.String
+        ).alias("joined")
     )
+    # DuckDB's sha256 is hashlib's digest (same hex), computed natively in row order.
+    con = duckdb.connect()
+    try:
+        con.register("rows_to_hash", joined)
+        hashed = con.sql("SELECT sha256(joined) AS h FROM rows_to_hash").pl()
+    finally:
+        con.close()
+    return hashed.to_series().cast(pl.String).alias(ROW_HASH)
 
 
 def type_rows(raw: pl.DataFrame, source: Source, pii_key: bytes, run_id: str) -> Typed:
