@@ -259,6 +259,27 @@ def load_contract(layer: Layer | str, table: str) -> Contract:
     return contract
 
 
+PII_ATTRIBUTE = "pii"
+"""A column's ``attributes: {pii: true}`` in its contract: personal data."""
+
+
+def pii_columns(layer: Layer | str, table: str) -> frozenset[str]:
+    """The columns the contracts mark as personal data (``attributes: {pii: true}``).
+
+    They are kept out of Delta's file statistics: the log's min/max values and null
+    counts would otherwise copy them into ``_delta_log/`` and checkpoints, which outlive
+    the rows (an erasure that rewrites the data leaves old log entries). A quarantine
+    table holds its raw table's columns, so it takes raw's marks."""
+    layer = Layer.RAW if Layer(layer) is Layer.QUARANTINE else Layer(layer)
+    if layer not in CONTRACT_LAYERS or not contract_path(layer, table).exists():
+        return frozenset()
+    return frozenset(
+        name
+        for name, spec in load_contract(layer, table).columns.items()
+        if (spec.get("attributes") or {}).get(PII_ATTRIBUTE) is True
+    )
+
+
 def all_contracts() -> list[Contract]:
     return [
         load_contract(layer, path.stem)

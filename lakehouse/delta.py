@@ -283,6 +283,10 @@ def read_inserts(
 
 
 # -- writing -----------------------------------------------------------------------------
+STATS_COLUMNS = "delta.dataSkippingStatsColumns"
+"""The table property naming the columns a writer keeps file statistics for."""
+
+
 @dataclass(frozen=True)
 class WritableTable:
     """A table location the caller may write. Only ``Lake.writable`` makes them (after
@@ -293,6 +297,16 @@ class WritableTable:
     uri: str
     storage_options: dict[str, str]
     gated: bool = False
+    unindexed_columns: frozenset[str] = frozenset()
+    """Columns kept out of the file statistics in the log (personal data): a new table
+    lists every other column in ``delta.dataSkippingStatsColumns``."""
+
+    def table_properties(self, columns: list[str]) -> dict[str, str]:
+        """The properties a new table with ``columns`` is created with."""
+        if not self.unindexed_columns:
+            return {}
+        indexed = [c for c in columns if c not in self.unindexed_columns]
+        return {STATS_COLUMNS: ",".join(indexed)}
 
     def open(self, version: int | None = None) -> DeltaTable | None:
         return open_table(self.uri, self.storage_options, version)
@@ -370,6 +384,12 @@ class Snapshot:
         try:
             if self.dt is None:
                 kwargs.pop("schema_mode", None)  # a new table takes the data's schema
+                configuration = {
+                    **self.target.table_properties(data.schema.names),
+                    **kwargs.pop("configuration", {}),
+                }
+                if configuration:
+                    kwargs["configuration"] = configuration
                 write_deltalake(
                     self.target.uri,
                     data,

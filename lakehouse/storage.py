@@ -144,7 +144,14 @@ class Lake:
     def writable(self, layer: Layer | str, table: str) -> WritableTable:
         uri = self.table_uri(layer, table)
         self.check_writable(uri)
-        return WritableTable(uri, self.storage_options, gated=layer in GATED_LAYERS)
+        from lakehouse.contracts import pii_columns
+
+        return WritableTable(
+            uri,
+            self.storage_options,
+            gated=layer in GATED_LAYERS,
+            unindexed_columns=pii_columns(layer, table),
+        )
 
     def check_writable(self, uri: str) -> None:
         """Refuse any write outside this lake's prefix: the code-level fence around prod."""
