@@ -407,6 +407,12 @@ def main(argv: list[str] | None = None) -> int:
         return _quarantine(lake, args)
     if args.command == "verify":
         return _verify(lake, args.table, args.version)
+    if args.command == "pii-scan":
+        from lakehouse.privacy import scan_for_names
+
+        scan = scan_for_names(lake)
+        print(scan.describe())
+        return 1 if scan.leaks else 0
     if args.command == "land":
         from lakehouse.landing import land_files
 

@@ -19,6 +19,7 @@ from lakehouse.defs.jobs import (
     quarantine_action_job,
     refresh_branch_pins_job,
     reingest_file_job,
+    scan_for_pii_job,
 )
 from lakehouse.defs.landing import landing_specs
 from lakehouse.defs.marts import jaffle_marts
@@ -48,6 +49,7 @@ def build_definitions(lakehouse: LakehouseResource | None = None) -> dg.Definiti
             refresh_branch_pins_job,
             teardown_branch_job,
             remove_idle_branches_job,
+            scan_for_pii_job,
         ],
         sensors=lakehouse_sensors(settings.schedules_running),
         schedules=lakehouse_schedules(settings.schedules_running, remove_idle_branches_job),

@@ -199,6 +199,17 @@ def put_table(lake: Lake, layer: str, table: str, df: Any, run_id: str = "test")
     return snapshot.replace(df, delta.Stamp(run_id, f"{layer}/{table}"), txns=extra)
 
 
+def put_around_the_fence(lake: Lake, uri: str, data: bytes) -> None:
+    """Write an object where the lake's own writer may not (e.g. prod into a branch's
+    folder), to lay out a lake as other writers would have left it."""
+    if lake.is_s3:
+        bucket, _, key = uri.removeprefix("s3://").partition("/")
+        lake.s3.put_object(Bucket=bucket, Key=key, Body=data)
+    else:
+        Path(uri).parent.mkdir(parents=True, exist_ok=True)
+        Path(uri).write_bytes(data)
+
+
 def run_build(
     settings: LakehouseSettings, expect_success: bool = True
 ) -> dg.ExecuteInProcessResult:

@@ -31,7 +31,7 @@ from lakehouse.diff import diff_branch
 from lakehouse.landing import land_files
 from lakehouse.settings import DeploymentKind, LakehouseSettings
 from lakehouse.storage import BRANCHES, Lake, Layer, WriteOutsidePrefixError
-from tests.conftest import run_build
+from tests.conftest import put_around_the_fence, run_build
 
 
 def fingerprints(lake: Lake, *, exclude_branches: bool = True) -> dict[str, str]:
@@ -132,16 +132,6 @@ def test_the_fence_refuses_every_write_outside_the_branch(tmp_path: Path) -> Non
     assert not (tmp_path / "lake").exists()  # nothing was written anywhere
 
 
-def _put(lake: Lake, uri: str, data: bytes) -> None:
-    """Write around the fence, to lay out a lake for the teardown tests."""
-    if lake.is_s3:
-        bucket, _, key = uri.removeprefix("s3://").partition("/")
-        lake.s3.put_object(Bucket=bucket, Key=key, Body=data)
-    else:
-        Path(uri).parent.mkdir(parents=True, exist_ok=True)
-        Path(uri).write_bytes(data)
-
-
 def test_teardown_deletes_exactly_one_branch_and_reports_it(lake: Lake) -> None:
     layout = {
         "raw/orders/_delta_log/00000000000000000000.json": b"prod",
@@ -154,7 +144,7 @@ def test_teardown_deletes_exactly_one_branch_and_reports_it(lake: Lake) -> None:
         "branches/pr-2/_branch/pins.json": b"{}",
     }
     for key, data in layout.items():
-        _put(lake, lake.prod_uri(key), data)
+        put_around_the_fence(lake, lake.prod_uri(key), data)
     assert [b.name for b in list_branches(lake)] == ["pr-1", "pr-10", "pr-2"]
     before = fingerprints(lake, exclude_branches=False)
 

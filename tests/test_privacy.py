@@ -7,13 +7,21 @@ import json
 import shutil
 from pathlib import Path
 
+import dagster as dg
+import duckdb
+import polars as pl
+import pyarrow as pa
 import pyarrow.parquet as pq
-from deltalake import DeltaTable
+from deltalake import DeltaTable, write_deltalake
 
 from lakehouse import delta
 from lakehouse.contracts import all_contracts, pii_columns
+from lakehouse.definitions import build_definitions
+from lakehouse.defs.resources import LakehouseResource
+from lakehouse.privacy import known_names, scan_for_names
 from lakehouse.sources import SOURCES, Kind
-from lakehouse.storage import Lake, Layer
+from lakehouse.storage import BRANCHES, Lake, Layer
+from tests.conftest import put_around_the_fence, put_table
 
 
 def _file_statistics(table: Path) -> list[dict]:
@@ -79,3 +87,58 @@ def test_every_column_holding_a_name_is_marked_pii_in_its_contract() -> None:
             carried = derived & set(contract.columns)
             assert carried <= pii_columns(Layer.MARTS, contract.table), contract.table
     assert pii_columns(Layer.QUARANTINE, "customers") == pii_columns(Layer.RAW, "customers")
+
+
+def test_a_built_lake_holds_no_clear_name_outside_raw_and_landing(built_lake: Lake) -> None:
+    names = known_names(built_lake)
+    assert len(names) > 50
+    scan = scan_for_names(built_lake, names)
+    assert scan.objects_scanned > 20 and scan.leaks == [], scan.describe()
+
+
+def test_the_scan_finds_a_clear_name_wherever_it_is_written(lake: Lake, tmp_path: Path) -> None:
+    """Compressed Parquet (nested too), a Delta log's statistics, plain objects, a branch's
+    folders and the dbt scratch database: each leak is reported where it is; raw and
+    landing (prod's or a branch's) are where names belong."""
+    raw = pl.DataFrame({"id": ["c1", "c2"], "name": ["Shelly Benitez", "J Ng"]})
+    put_table(lake, Layer.RAW, "customers", raw)
+    assert known_names(lake) == ["Shelly Benitez"]  # "J Ng": too short to search for
+    leaky = pa.table(
+        {"id": ["c1"], "detail": [{"who": "customer Shelly Benitez", "n": 1}], "k": ["x"]}
+    )
+    opts = lake.storage_options or None
+    write_deltalake(lake.uri("cleansed", "leaky"), leaky, storage_options=opts)
+    lake.write_object(lake.uri("_lakehouse", "note.json"), b'{"by": "Shelly Benitez"}')
+    lake.write_object(lake.uri("landing", "customers", "f.csv"), b"id,name\nc1,Shelly Benitez\n")
+    branch = lake.prod_uri(BRANCHES, "pr-3")
+    put_around_the_fence(
+        lake, f"{branch}/raw/customers/x.json", b"Shelly Benitez"
+    )  # a branch's raw
+    put_around_the_fence(lake, f"{branch}/marts/m/y.json", b"Shelly Benitez")
+    scratch = Path(lake.settings.work_dir) / "dbt-x" / "runs" / "r" / "lakehouse.duckdb"
+    scratch.parent.mkdir(parents=True)
+    con = duckdb.connect(str(scratch))
+    con.execute("CREATE TABLE people AS SELECT 'Shelly Benitez' AS full_name")
+    con.close()
+
+    scan = scan_for_names(lake)
+    found = {(leak.uri.removeprefix(lake.prod_root + "/"), leak.where) for leak in scan.leaks}
+    log = {w for u, w in found if u.startswith("cleansed/leaky/_delta_log/")}
+    data = {w for u, w in found if u.startswith("cleansed/leaky/part-")}
+    assert data == {"detail"} and log == {"text"}, found  # statistics copy the value
+    others = {(u, w) for u, w in found if not u.startswith("cleansed/leaky/")}
+    assert others == {
+        ("_lakehouse/note.json", "text"),
+        ("branches/pr-3/marts/m/y.json", "text"),
+        (str(scratch), "main.people.full_name"),
+    }, found
+    assert {leak.name for leak in scan.leaks} == {"Shelly Benitez"}
+
+    defs = build_definitions(LakehouseResource.from_settings(lake.settings))
+    with dg.DagsterInstance.ephemeral() as instance:
+        result = defs.resolve_job_def("scan_for_pii_job").execute_in_process(
+            instance=instance, raise_on_error=False
+        )
+    assert not result.success
+    (failure,) = [e for e in result.all_events if e.is_step_failure]
+    assert "_lakehouse/note.json" in str(failure.event_specific_data)

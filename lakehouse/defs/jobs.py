@@ -316,3 +316,28 @@ def branch_cleanup_jobs(task_role_arn: str | None) -> tuple[dg.JobDefinition, dg
         tags=tags,  # also every run's tags (UI, schedule and `dagster job launch` alike)
     )
     return teardown, idle
+
+
+@dg.op(
+    description="Search every object outside raw/ and landing/ (logs, checkpoints, change "
+    "data, quarantine, marts, dbt scratch databases) for a clear-text customer name."
+)
+def scan_for_pii(context: dg.OpExecutionContext, lakehouse: LakehouseResource) -> None:
+    from lakehouse.privacy import scan_for_names
+
+    scan = scan_for_names(lakehouse.lake())
+    context.add_output_metadata(
+        {
+            "objects_scanned": scan.objects_scanned,
+            "leaks": len(scan.leaks),
+            "report": dg.MetadataValue.md(scan.describe()),
+        }
+    )
+    if scan.leaks:
+        raise dg.Failure(scan.describe(), allow_retries=False)
+    context.log.info(scan.describe())
+
+
+@dg.job(description="Fail if a clear-text name is found outside raw and landing.")
+def scan_for_pii_job() -> None:
+    scan_for_pii()
