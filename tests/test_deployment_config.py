@@ -185,7 +185,7 @@ def test_on_ecs_each_run_is_a_task_beside_the_daemon_and_cleanup_runs_take_the_t
         "LAKEHOUSE_ENVIRONMENT": "prod",
         "LAKEHOUSE_PII_SECRET_ARN": f"arn:aws:secretsmanager:us-east-1:{ACCOUNT}:secret:pii",
         "LAKEHOUSE_S3_SSE_KMS_KEY_ID": f"arn:aws:kms:us-east-1:{ACCOUNT}:key/lake",
-        "LAKEHOUSE_ALLOW_INSECURE_PII_SECRET": "false",
+        "LAKEHOUSE_ALLOW_INSECURE_PII_SECRET": "false",  # pragma: allowlist secret
         "LAKEHOUSE_TEARDOWN_TASK_ROLE_ARN": teardown_role,
         "LAKEHOUSE_WORK_DIR": str(tmp_path / "work"),
     }
