@@ -133,8 +133,9 @@ def _scratch_databases(lake: Lake) -> Iterable[Path]:
 
 
 def scan_for_names(lake: Lake, names: list[str] | None = None) -> PiiScan:
-    """Every object under the lake's root (and every dbt scratch database) outside raw and
-    landing, decoded and searched for ``names`` (default: ``known_names``)."""
+    """Every object under the lake's root outside raw and landing (on a versioned bucket,
+    every noncurrent version too) and every dbt scratch database, decoded and searched for
+    ``names`` (default: ``known_names``)."""
     names = known_names(lake) if names is None else names
     leaks: list[Leak] = []
     scanned = 0
@@ -148,6 +149,16 @@ def scan_for_names(lake: Lake, names: list[str] | None = None) -> PiiScan:
             continue  # deleted since listed
         scanned += 1
         leaks += [Leak(obj.uri, where, name) for where, name in _scan_bytes(obj.uri, data, names)]
+    # A versioned bucket keeps what was overwritten or deleted: those bytes count too.
+    for uri, version_id in lake.iter_noncurrent_versions(lake.prod_root):
+        if _allowed(lake, uri):
+            continue
+        scanned += 1
+        data = lake.read_object_version(uri, version_id)
+        leaks += [
+            Leak(f"{uri}?versionId={version_id}", where, name)
+            for where, name in _scan_bytes(uri, data, names)
+        ]
     for path in _scratch_databases(lake):
         scanned += 1
         leaks += [Leak(str(path), where, name) for where, name in _scan_duckdb(path, names)]

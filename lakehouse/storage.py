@@ -420,6 +420,24 @@ class Lake:
             return self.s3.head_object(Bucket=bucket, Key=key)["LastModified"]
         return datetime.fromtimestamp(Path(uri).stat().st_mtime, tz=UTC)
 
+    def iter_noncurrent_versions(self, uri: str) -> Iterator[tuple[str, str]]:
+        """``(object URI, version id)`` of every replaced or deleted object version still
+        kept under a location (a versioned S3 bucket keeps them until its lifecycle rule
+        expires them); none on a folder or an unversioned bucket."""
+        if not self.is_s3:
+            return
+        bucket, prefix = _split_s3(uri.rstrip("/") + "/")
+        for page in self.s3.get_paginator("list_object_versions").paginate(
+            Bucket=bucket, Prefix=prefix
+        ):
+            for version in page.get("Versions", []):
+                if not version["IsLatest"]:
+                    yield f"s3://{bucket}/{version['Key']}", version["VersionId"]
+
+    def read_object_version(self, uri: str, version_id: str) -> bytes:
+        bucket, key = _split_s3(uri)
+        return self.s3.get_object(Bucket=bucket, Key=key, VersionId=version_id)["Body"].read()
+
     def iter_objects(self, uri: str, start_after: str | None = None) -> Iterator[StoredObject]:
         """Every object under a location (recursively), with size and modification time;
         with ``start_after``, only those whose key below ``uri`` sorts after it."""

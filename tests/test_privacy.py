@@ -12,6 +12,7 @@ import duckdb
 import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 from deltalake import DeltaTable, write_deltalake
 
 from lakehouse import delta
@@ -19,6 +20,7 @@ from lakehouse.contracts import all_contracts, pii_columns
 from lakehouse.definitions import build_definitions
 from lakehouse.defs.resources import LakehouseResource
 from lakehouse.privacy import known_names, scan_for_names
+from lakehouse.settings import LakehouseSettings
 from lakehouse.sources import SOURCES, Kind
 from lakehouse.storage import BRANCHES, Lake, Layer
 from tests.conftest import put_around_the_fence, put_table
@@ -142,3 +144,27 @@ def test_the_scan_finds_a_clear_name_wherever_it_is_written(lake: Lake, tmp_path
     assert not result.success
     (failure,) = [e for e in result.all_events if e.is_step_failure]
     assert "_lakehouse/note.json" in str(failure.event_specific_data)
+
+
+@pytest.mark.s3
+def test_the_scan_reads_the_versions_a_versioned_bucket_keeps(
+    s3_settings: LakehouseSettings,
+) -> None:
+    """Overwriting an object on a versioned bucket leaves the old bytes readable: a name in
+    a replaced version is a leak until that version is gone."""
+    lake = Lake(s3_settings)
+    bucket = lake.root.removeprefix("s3://").partition("/")[0]
+    lake.s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
+    put_table(
+        lake, Layer.RAW, "customers", pl.DataFrame({"id": ["c1"], "name": ["Shelly Benitez"]})
+    )
+    note = lake.uri("_lakehouse", "note.json")
+    lake.write_object(note, b'{"by": "Shelly Benitez"}')
+    lake.write_object(note, b'{"by": "S***** B******"}')  # the current version is clean
+
+    (leak,) = scan_for_names(lake).leaks
+    (version,) = [v for u, v in lake.iter_noncurrent_versions(lake.root) if u == note]
+    assert leak.uri == f"{note}?versionId={version}" and leak.name == "Shelly Benitez"
+    key = note.removeprefix(f"s3://{bucket}/")
+    lake.s3.delete_object(Bucket=bucket, Key=key, VersionId=version)  # as erasure will
+    assert scan_for_names(lake).leaks == []
