@@ -64,6 +64,17 @@ def _copy_in(con: duckdb.DuckDBPyConnection, table: str, data: Any) -> None:
     con.unregister("incoming")
 
 
+def _drop_relation(con: duckdb.DuckDBPyConnection, schema: str, name: str) -> None:
+    """Drop ``schema.name``, a view or a table (DuckDB refuses to drop one as the other)."""
+    kinds = con.execute(
+        "SELECT table_type FROM information_schema.tables "
+        "WHERE table_schema = ? AND table_name = ?",
+        [schema, name],
+    ).fetchall()
+    for (kind,) in kinds:
+        con.execute(f"DROP {'VIEW' if kind == 'VIEW' else 'TABLE'} {schema}.{name}")
+
+
 @dataclass(frozen=True)
 class MartWorkspace:
     """One run's dbt scratch space over a lake: a DuckDB file, a profile pointing at it,
@@ -116,7 +127,8 @@ class MartWorkspace:
             con.close()
 
     def load_cleansed(self, versions: dict[str, int] | None = None) -> dict[str, int]:
-        """Copy every cleansed table, at a pinned version, into DuckDB's ``cleansed`` schema."""
+        """Every cleansed table, at a pinned version, in DuckDB's ``cleansed`` schema: a view
+        over the version's files where DuckDB reads them, else a copy."""
         pinned: dict[str, int] = {}
         with self._loading(CLEANSED_SCHEMA) as con:
             for name in SOURCES:
@@ -124,12 +136,11 @@ class MartWorkspace:
                 if ref.version is None:
                     # Nothing published yet: no stale copy may stand in for it. Only models
                     # that do not read it can be built (automation selects exactly those).
-                    con.execute(f"DROP TABLE IF EXISTS {CLEANSED_SCHEMA}.{name}")
+                    _drop_relation(con, CLEANSED_SCHEMA, name)
                     continue
                 version = (versions or {}).get(name, ref.version)
                 table = f"{CLEANSED_SCHEMA}.{name}"
-                con.execute(f"DROP VIEW IF EXISTS {table}")
-                con.execute(f"DROP TABLE IF EXISTS {table}")
+                _drop_relation(con, CLEANSED_SCHEMA, name)
                 dt = delta.open_table(ref.uri, self.lake.storage_options, version)
                 scan = None if dt is None else delta.native_scan(dt)
                 if scan is not None:

@@ -156,6 +156,8 @@ def test_dbt_reads_cleansed_in_place_on_a_folder_and_from_a_copy_on_s3(lake: Lak
     put_table(lake, Layer.CLEANSED, "orders", first.head(1))  # a newer version, not pinned
     workspace = MartWorkspace(lake, "test-in-place")
     try:
+        newest = workspace.load_cleansed()["orders"]  # loading again replaces what is there
+        assert newest > v0
         assert workspace.load_cleansed({"orders": v0}) == {"orders": v0}
         con = workspace.connect()
         try:
