@@ -24,6 +24,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from lakehouse.contracts import pii_columns
+from lakehouse.sources import SOURCES
 from lakehouse.storage import BRANCHES, LANDING, Lake, Layer
 
 CLEAR_TEXT_ALLOWED = (LANDING, Layer.RAW.value)
@@ -56,13 +57,14 @@ class PiiScan:
 
 
 def known_names(lake: Lake) -> list[str]:
-    """Every distinct value of raw's PII columns (prod's, as published), longest first."""
+    """Every distinct value of raw's PII columns (as published), longest first."""
     names: set[str] = set()
-    for source in ("customers",):
-        dt = lake.published_table(Layer.RAW, source)
+    for source in SOURCES:
+        columns = sorted(pii_columns(Layer.RAW, source))
+        dt = lake.published_table(Layer.RAW, source) if columns else None
         if dt is None:
             continue
-        for column in sorted(pii_columns(Layer.RAW, source)):
+        for column in columns:
             values = pl.Series(dt.to_pyarrow_table(columns=[column]).column(column))
             names |= {v for v in values.drop_nulls().to_list() if len(v) >= MIN_NAME_LENGTH}
     return sorted(names, key=lambda n: (-len(n), n))

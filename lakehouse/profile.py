@@ -11,7 +11,6 @@ from dataclasses import dataclass
 import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
-from deltalake import DeltaTable
 
 from lakehouse import delta
 from lakehouse.contracts import load_contract, register
@@ -28,10 +27,6 @@ def key_columns(layer: Layer, table: str) -> list[str]:
         if check.type == "duplicate":
             keys += [check.column] if check.column else list(check.body.get("columns") or [])
     return keys
-
-
-def _file_statistics(dt: DeltaTable) -> pa.Table:
-    return pa.table(dt.get_add_actions(flatten=True))
 
 
 def _from_statistics(stats: pa.Table, column: str, metric: str) -> pa.ChunkedArray | None:
@@ -53,8 +48,8 @@ def column_profile(lake: Lake, layer: Layer, table: str, version: int) -> dict[s
     dt = lake.published_table(layer, table, version)
     if dt is None:
         raise FileNotFoundError(f"{layer}/{table} has no version {version}")
-    stats = _file_statistics(dt)
-    rows = int(pc.sum(stats.column("num_records")).as_py() or 0) if stats.num_rows else 0
+    stats = pa.table(dt.get_add_actions(flatten=True))
+    rows = delta.row_count(dt)
     keys = set(key_columns(layer, table))
     out: dict[str, float] = {}
     exprs: list[str] = []
