@@ -46,6 +46,12 @@ ASSET_KEY_KEY = "dagster_asset_key"
 REJECTED_KEY = "lakehouse_rejected_version"
 """Commit-info key of a restore that withdrew a version whose contract checks failed."""
 MAINTENANCE_KEY = "lakehouse_maintenance"
+PRINCIPAL_KEY = "lakehouse_principal"
+"""Commit-info key: who made the commit (an AWS caller identity, or an OS user)."""
+ACTION_KEY = "lakehouse_action"
+"""Commit-info key: what an operator's commit did (e.g. ``quarantine_discard``)."""
+REASON_KEY = "lakehouse_reason"
+"""Commit-info key: why, in the operator's words."""
 
 PUBLISHED = "lakehouse.published"
 """App id whose version is the newest table version that passed its blocking checks."""
@@ -94,13 +100,26 @@ def retry_on_conflict(attempt: Callable[[], T], what: str, attempts: int = 8) ->
 
 @dataclass(frozen=True)
 class Stamp:
-    """Who is writing: attached to every commit as custom metadata."""
+    """Who is writing, and why: attached to every commit as custom metadata, so the
+    commit itself (atomically with its data) is the audit record of the change."""
 
     run_id: str
     asset_key: str
+    principal: str = ""
+    action: str = ""
+    """Set by operator verbs (release, discard, erase...); other commits are classified
+    from their Delta operation (``lakehouse.audit``)."""
+    reason: str = ""
 
     def metadata(self, **extra: Any) -> dict[str, str]:
         meta = {RUN_ID_KEY: self.run_id, ASSET_KEY_KEY: self.asset_key}
+        for key, value in (
+            (PRINCIPAL_KEY, self.principal),
+            (ACTION_KEY, self.action),
+            (REASON_KEY, self.reason),
+        ):
+            if value:
+                meta[key] = value
         return meta | {k: v if isinstance(v, str) else json.dumps(v) for k, v in extra.items()}
 
     def commit(self, **extra: Any) -> CommitProperties:

@@ -27,7 +27,7 @@ import json
 import logging
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from enum import StrEnum
 
@@ -439,6 +439,7 @@ def request_reingest(lake: Lake, file_uri: str, stamp: delta.Stamp, reason: str)
         pl.lit(stamp.run_id).alias("run_id"),
     )
     log_target = lake.writable(Layer.RAW, INGEST_LOG_TABLE)
+    stamp = replace(stamp, action="reingest_request", reason=reason.strip())
     delta.retry_on_conflict(
         lambda: log_target.snapshot().append(events, stamp), f"raw/{INGEST_LOG_TABLE}"
     )

@@ -20,7 +20,7 @@ history it has merged (its ``quarantine/<table>`` cursor).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from enum import StrEnum
 
@@ -226,6 +226,8 @@ def operator_change(
         raise ValueError(f"an operator can release or discard rows, not mark them {status}")
     if not reason.strip():
         raise ValueError("say why: the reason is recorded with the rows")
+    action = "quarantine_release" if status is Status.RELEASE_REQUESTED else "quarantine_discard"
+    stamp = replace(stamp, action=action, reason=reason.strip())
     target = lake.writable(Layer.QUARANTINE, source.name)
 
     def attempt() -> int:

@@ -13,8 +13,10 @@ created (zero-copy: the same files, read-only). Every write location is handed o
 
 from __future__ import annotations
 
+import getpass
 import hashlib
 import shutil
+import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -125,6 +127,34 @@ class Lake:
     @property
     def is_branch(self) -> bool:
         return self.environment.kind is DeploymentKind.BRANCH
+
+    @cached_property
+    def principal(self) -> str:
+        """Who this process acts as, recorded with every commit it makes: on S3 the caller
+        identity STS reports for its credentials (on AWS the role session, so a run is
+        traceable to its task role); on a folder, the OS user and host."""
+        if self.is_s3:
+            try:
+                from botocore.config import Config
+
+                sts = self._boto_session.client(
+                    "sts",
+                    # an S3-compatible endpoint (moto, MinIO) serves STS at the same address
+                    endpoint_url=self.settings.s3_endpoint_url,
+                    config=Config(connect_timeout=3, read_timeout=5, retries={"max_attempts": 2}),
+                )
+                return str(sts.get_caller_identity()["Arn"])
+            except Exception:  # no STS there: the access key still names the credentials
+                creds = self._boto_session.get_credentials()
+                if creds is not None:
+                    return f"aws-access-key:{creds.get_frozen_credentials().access_key}"
+        return f"os:{getpass.getuser()}@{socket.gethostname()}"
+
+    def stamp(
+        self, run_id: str, asset_key: str, *, action: str = "", reason: str = ""
+    ) -> delta.Stamp:
+        """The stamp of a commit this process makes in this lake (with its principal)."""
+        return delta.Stamp(run_id, asset_key, self.principal, action, reason)
 
     def branch(self, pull_request: int) -> Lake:
         """The branch lake of pull request N over this lake's prod root."""

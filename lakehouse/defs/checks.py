@@ -17,7 +17,7 @@ from typing import Any
 
 import dagster as dg
 
-from lakehouse import delta, publish
+from lakehouse import publish
 from lakehouse.contracts import all_contracts, load_contract
 from lakehouse.defs.resources import LakehouseResource
 from lakehouse.storage import GATED_LAYERS, Layer
@@ -118,7 +118,7 @@ def build_contract_checks(layer: Layer, table: str) -> dg.AssetChecksDefinition:
         verdict = publish.load_verdict(lake, layer, table)
         if verdict is None or verdict.run_id != context.run.run_id:
             if gated:  # a version a crashed run left unjudged: judge it before reporting
-                stamp = delta.Stamp(context.run.run_id, key.to_user_string())
+                stamp = lake.stamp(context.run.run_id, key.to_user_string())
                 publish.audit_pending(lake, layer, table, stamp)
             verdict = publish.current_verdict(lake, layer, table, context.run.run_id)
         if verdict is None:

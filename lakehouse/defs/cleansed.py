@@ -3,7 +3,6 @@ judged by its contract and published only if it passes."""
 
 import dagster as dg
 
-from lakehouse import delta
 from lakehouse.cleanse import BatchRejectedError, QuarantinePolicy, cleanse_source
 from lakehouse.contracts import load_contract
 from lakehouse.defs.metadata import table_metadata
@@ -60,7 +59,7 @@ def build_cleansed_asset(source: Source) -> dg.AssetsDefinition:
     ) -> dg.MaterializeResult:
         lake = lakehouse.lake()
         settings = lake.settings
-        stamp = delta.Stamp(context.run_id, context.asset_key.to_user_string())
+        stamp = lake.stamp(context.run_id, context.asset_key.to_user_string())
         policy = QuarantinePolicy(
             max_rate=settings.quarantine_max_rate,
             min_rows=settings.quarantine_min_rows,

@@ -19,7 +19,7 @@ from dagster_dbt import DagsterDbtTranslator, DbtCliResource, DbtProject, dbt_as
 from dagster_dbt.dbt_project import DagsterDbtProjectPreparer
 from packaging import version
 
-from lakehouse import delta, publish
+from lakehouse import publish
 from lakehouse.contracts import load_contract, verify_registered
 from lakehouse.defs.checks import verdict_evaluations
 from lakehouse.defs.metadata import table_metadata
@@ -229,7 +229,7 @@ def _build_marts(
                 continue
             key = context.asset_key_for_output(event.output_name)
             model = key.path[-1]
-            stamp = delta.Stamp(context.run_id, key.to_user_string())
+            stamp = lake.stamp(context.run_id, key.to_user_string())
             verdict = _judge_candidate(con, lake, model, pinned, context.run_id, rejected)
             verdicts[key] = verdict
             if not verdict.published:

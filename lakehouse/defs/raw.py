@@ -46,7 +46,7 @@ def build_raw_asset(source: Source) -> dg.AssetsDefinition:
         context: dg.AssetExecutionContext, config: IngestConfig, lakehouse: LakehouseResource
     ) -> dg.MaterializeResult:
         lake = lakehouse.lake()
-        stamp = delta.Stamp(context.run_id, context.asset_key.to_user_string())
+        stamp = lake.stamp(context.run_id, context.asset_key.to_user_string())
         with lineage_run(
             lake,
             context.run_id,
