@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from lakehouse import delta
+from lakehouse import audit, delta
 from lakehouse.settings import BRANCH_NAME, branch_name
 from lakehouse.storage import BRANCHES, Lake, Layer
 
@@ -120,15 +120,33 @@ def _read_pins(lake: Lake) -> BranchPins:
     return BranchPins.from_json(data.decode(), lake.modified_at(uri))
 
 
-def refresh_pins(lake: Lake) -> tuple[BranchPins, BranchPins]:
-    """Re-pin the branch to prod's current versions; returns (before, after).
+def refresh_pins(lake: Lake, stamp: delta.Stamp | None = None) -> tuple[BranchPins, BranchPins]:
+    """Re-pin the branch to prod's current versions; returns (before, after). A move is
+    recorded in the branch's audit trail (what the branch reads has changed).
 
     Tables the branch has built itself stay as they are: rebuild them to pick up prod's news.
     """
     before = lake.pins
     lake.write_object(lake.uri(PINS_FILE), _snapshot(lake, before.created_at).to_json().encode())
     lake.__dict__.pop("pins", None)  # the cached_property re-reads them
-    return before, lake.pins
+    after = lake.pins
+    moved = {
+        t: [before.tables.get(t), v] for t, v in after.tables.items() if before.tables.get(t) != v
+    }
+    if moved:
+        audit.record_event(
+            lake,
+            stamp or lake.stamp(_direct_run_id(), "branch/pins"),
+            audit.Action.REPIN,
+            lake.uri(PINS_FILE),
+            details={"moved": moved},
+        )
+    return before, after
+
+
+def _direct_run_id() -> str:
+    """The run id of a change made by calling the library directly (no Dagster run)."""
+    return "direct-" + datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
 
 
 def prod_manifest_dir(lake: Lake, folder: Path) -> Path | None:
@@ -197,23 +215,39 @@ def list_branches(lake: Lake) -> list[BranchInfo]:
     return [BranchInfo(name, n, size, last) for name, (n, size, last) in sorted(totals.items())]
 
 
-def _delete(lake: Lake, name: str, last_activity: datetime | None = None) -> Deletion:
+def _delete(
+    lake: Lake, name: str, stamp: delta.Stamp | None, last_activity: datetime | None = None
+) -> Deletion:
+    """Delete a branch's folder; a deletion that removed anything is recorded in this
+    (prod's) audit trail, since the branch's own trail goes with it."""
     objects = lake.delete_branch(name)
-    return Deletion(name, lake.prod_uri(BRANCHES, name), objects, last_activity)
+    deletion = Deletion(name, lake.prod_uri(BRANCHES, name), objects, last_activity)
+    if objects:
+        audit.record_event(
+            lake,
+            stamp or lake.stamp(_direct_run_id(), f"{BRANCHES}/{name}"),
+            audit.Action.TEARDOWN,
+            f"{BRANCHES}/{name}",
+            details={"objects_deleted": objects, "last_activity": last_activity},
+        )
+    return deletion
 
 
-def teardown(lake: Lake, pull_request: int) -> Deletion:
+def teardown(lake: Lake, pull_request: int, stamp: delta.Stamp | None = None) -> Deletion:
     """Delete the branch of a closed pull request (``branches/pr-N/`` exactly)."""
-    return _delete(lake, branch_name(pull_request))
+    return _delete(lake, branch_name(pull_request), stamp)
 
 
 def remove_idle_branches(
-    lake: Lake, idle_for: timedelta, now: datetime | None = None
+    lake: Lake,
+    idle_for: timedelta,
+    now: datetime | None = None,
+    stamp: delta.Stamp | None = None,
 ) -> list[Deletion]:
     """Delete every branch nothing has written to for longer than ``idle_for``."""
     now = now or datetime.now(UTC)
     return [
-        _delete(lake, info.name, info.last_activity)
+        _delete(lake, info.name, stamp, info.last_activity)
         for info in list_branches(lake)
         if now - info.last_activity > idle_for
     ]

@@ -29,6 +29,13 @@
                         build, accepting a stopped batch of TABLE into quarantine
     lakehouse quarantine reingest --file URI --reason R
                         read a rejected landed file again on the next build
+    lakehouse audit [--table LAYER/TABLE] [--since DATE] [--record] [--verify]
+                        the audit trail: every change, when, by whom, why (--record:
+                        record commits not yet in it first; --verify: exit 1 if
+                        incomplete or rewritten)
+    lakehouse pii-scan  search every object outside raw/ and landing/ for known names
+
+Every command that changes data records its commits in the audit trail when it ends.
 
 Runs go through Dagster (so they appear in the UI when DAGSTER_HOME is set) on the lake
 named by LAKEHOUSE_LAKE_ROOT, by default ./lake in the checkout. The environment (local,
@@ -54,6 +61,7 @@ from lakehouse.summary import format_summary, lake_summary
 if TYPE_CHECKING:
     import dagster as dg
 
+    from lakehouse import delta
     from lakehouse.plan import Work
 
 
@@ -119,11 +127,50 @@ def _run(
             tags=run_tags(),
             asset_selection=selection,
         )
+    _record_audit(lake, result.run_id)
     if not result.success:
         for event in result.all_events:
             if event.is_step_failure:
                 print(f"FAILED {event.step_key}: {_failure_cause(event)}", file=sys.stderr)
     return result.success
+
+
+def _record_audit(lake: Lake, run_id: str) -> None:
+    """Record the commits a command made in the audit trail. A failure to record loses
+    nothing (the commits themselves say who made them; the next recording catches up)."""
+    from lakehouse.audit import AUDIT_TABLE, record
+
+    try:
+        record(lake, lake.stamp(run_id, "audit/trail"))
+    except Exception as exc:
+        print(f"warning: {AUDIT_TABLE} not recorded this time: {exc}", file=sys.stderr)
+
+
+def _audit(lake: Lake, args: argparse.Namespace) -> int:
+    from lakehouse import audit
+
+    if args.record:
+        _record_audit(lake, "cli-" + datetime.now(UTC).strftime("%Y%m%dT%H%M%S"))
+    since = None
+    if args.since:
+        since = datetime.fromisoformat(args.since)
+        since = since if since.tzinfo else since.replace(tzinfo=UTC)
+    print(audit.format_trail(audit.read(lake, table=args.table, since=since)))
+    behind = audit.pending(lake)
+    if behind:
+        print(
+            f"\nnot yet recorded: commits of {', '.join(sorted(behind))} "
+            "(`lakehouse audit --record` records them)",
+            file=sys.stderr,
+        )
+    if not args.verify:
+        return 0
+    found = audit.verify(lake)
+    for problem in found.missing + found.not_append_only:
+        print(f"AUDIT: {problem}", file=sys.stderr)
+    for commit in found.outside:
+        print(f"made outside the lakehouse: {commit}", file=sys.stderr)
+    return 0 if found.complete and found.append_only else 1
 
 
 def _plan(lake: Lake) -> list[Work] | None:
@@ -207,7 +254,8 @@ def _branch(lake: Lake, args: argparse.Namespace) -> int:
         print(branch.teardown(lake, args.pr).describe())
         return 0
     if args.branch_command == "prune":
-        deleted = branch.remove_idle_branches(lake, timedelta(days=args.idle_days))
+        idle_days = args.idle_days or lake.settings.branch_idle_days
+        deleted = branch.remove_idle_branches(lake, timedelta(days=idle_days))
         for deletion in deleted:
             print(deletion.describe())
         print(f"{len(deleted)} idle branch(es) deleted")
@@ -247,7 +295,7 @@ def _quarantine(lake: Lake, args: argparse.Namespace) -> int:
     from lakehouse import delta, quarantine
     from lakehouse.ingest import FileStatus, request_reingest
 
-    stamp = delta.Stamp("cli-" + datetime.now(UTC).strftime("%Y%m%dT%H%M%S"), "quarantine")
+    stamp = lake.stamp("cli-" + datetime.now(UTC).strftime("%Y%m%dT%H%M%S"), "quarantine")
     command = args.quarantine_command
     if command == "list":
         for table in SOURCES:
@@ -276,6 +324,8 @@ def _quarantine(lake: Lake, args: argparse.Namespace) -> int:
         except ValueError as exc:
             raise SystemExit(str(exc)) from exc
         print(f"{n} rejected version(s) of {args.file} will be read again by the next build")
+        if n:
+            _record_audit(lake, stamp.run_id)
         return 0 if n else 1
     table = _cleansed_table(args.table)
     if command == "show":
@@ -297,28 +347,7 @@ def _quarantine(lake: Lake, args: argparse.Namespace) -> int:
             )
         return 0
     if command in ("release", "discard"):
-        status = (
-            quarantine.Status.RELEASE_REQUESTED
-            if command == "release"
-            else quarantine.Status.DISCARDED
-        )
-        n = quarantine.operator_change(
-            lake,
-            SOURCES[table],
-            stamp,
-            status,
-            args.reason,
-            rule=args.rule,
-            file=args.file,
-            row=args.row,
-        )
-        verb = (
-            "marked for release (judged again by the next build)"
-            if command == "release"
-            else "discarded"
-        )
-        print(f"{n} row(s) of quarantine/{table} {verb}")
-        return 0 if n else 1
+        return _operator_change(lake, args, table, stamp)
     # accept: a build in which this table's stopped batch goes to quarantine.
     ok = _run(
         lake,
@@ -327,6 +356,28 @@ def _quarantine(lake: Lake, args: argparse.Namespace) -> int:
     )
     _print_summary(lake)
     return 0 if ok else 1
+
+
+def _operator_change(lake: Lake, args: argparse.Namespace, table: str, stamp: delta.Stamp) -> int:
+    from lakehouse import quarantine
+
+    release = args.quarantine_command == "release"
+    status = quarantine.Status.RELEASE_REQUESTED if release else quarantine.Status.DISCARDED
+    n = quarantine.operator_change(
+        lake,
+        SOURCES[table],
+        stamp,
+        status,
+        args.reason,
+        rule=args.rule,
+        file=args.file,
+        row=args.row,
+    )
+    verb = "marked for release (judged again by the next build)" if release else "discarded"
+    print(f"{n} row(s) of quarantine/{table} {verb}")
+    if n:
+        _record_audit(lake, stamp.run_id)
+    return 0 if n else 1
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -351,6 +402,12 @@ def main(argv: list[str] | None = None) -> int:
     check.add_argument("table", help="LAYER/TABLE, e.g. cleansed/orders")
     check.add_argument("--version", type=int, default=None, help="Delta version (default: current)")
     sub.add_parser("validate-contracts", help="check every Soda contract without data")
+    sub.add_parser("pii-scan", help="search every object outside raw/ and landing/ for names")
+    trail = sub.add_parser("audit", help="the audit trail: every change, when, who, why")
+    trail.add_argument("--table", default=None, help="LAYER/TABLE, e.g. cleansed/orders")
+    trail.add_argument("--since", default=None, help="ISO date or time (UTC unless given)")
+    trail.add_argument("--record", action="store_true", help="record unrecorded commits first")
+    trail.add_argument("--verify", action="store_true", help="exit 1 if incomplete or rewritten")
     branch = sub.add_parser("branch", help="branch deployments: pins, diff, teardown")
     branch_sub = branch.add_subparsers(dest="branch_command", required=True)
     branch_sub.add_parser("list", help="branches and their last write")
@@ -363,7 +420,9 @@ def main(argv: list[str] | None = None) -> int:
     down = branch_sub.add_parser("teardown", help="delete branches/pr-N/")
     down.add_argument("--pr", type=int, required=True)
     prune = branch_sub.add_parser("prune", help="delete idle branches")
-    prune.add_argument("--idle-days", type=float, default=14.0)
+    prune.add_argument(
+        "--idle-days", type=float, default=None, help="default: LAKEHOUSE_BRANCH_IDLE_DAYS (14)"
+    )
     q = sub.add_parser("quarantine", help="rows set aside: list, show, release, discard, accept")
     q_sub = q.add_subparsers(dest="quarantine_command", required=True)
     q_sub.add_parser("list", help="rows per table, rule and status")
@@ -407,6 +466,8 @@ def main(argv: list[str] | None = None) -> int:
         return _quarantine(lake, args)
     if args.command == "verify":
         return _verify(lake, args.table, args.version)
+    if args.command == "audit":
+        return _audit(lake, args)
     if args.command == "pii-scan":
         from lakehouse.privacy import scan_for_names
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dagster as dg
 
+from lakehouse.defs.audit import audit_job, audit_sensor, audit_trail
 from lakehouse.defs.checks import contract_checks
 from lakehouse.defs.cleansed import cleansed_assets
 from lakehouse.defs.jobs import (
@@ -37,7 +38,7 @@ def build_definitions(lakehouse: LakehouseResource | None = None) -> dg.Definiti
         settings.teardown_task_role_arn
     )
     return dg.Definitions(
-        assets=[*landing_specs, *raw_assets, *cleansed_assets, jaffle_marts],
+        assets=[*landing_specs, *raw_assets, *cleansed_assets, jaffle_marts, audit_trail],
         asset_checks=contract_checks,
         jobs=[
             build_lakehouse_job,
@@ -50,8 +51,12 @@ def build_definitions(lakehouse: LakehouseResource | None = None) -> dg.Definiti
             teardown_branch_job,
             remove_idle_branches_job,
             scan_for_pii_job,
+            audit_job,
         ],
-        sensors=lakehouse_sensors(settings.schedules_running),
+        sensors=[
+            *lakehouse_sensors(settings.schedules_running),
+            audit_sensor(settings.schedules_running),
+        ],
         schedules=lakehouse_schedules(settings.schedules_running, remove_idle_branches_job),
         resources={"lakehouse": lakehouse},
         # Sensor and automation runs too: the multiprocess executor re-imports the code

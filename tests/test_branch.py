@@ -16,7 +16,8 @@ import dagster as dg
 import polars as pl
 import pytest
 
-from lakehouse import delta
+from lakehouse import audit, delta
+from lakehouse.audit import AUDIT_TABLE
 from lakehouse.branch import (
     list_branches,
     prod_tables,
@@ -35,11 +36,13 @@ from tests.conftest import put_around_the_fence, run_build
 
 
 def fingerprints(lake: Lake, *, exclude_branches: bool = True) -> dict[str, str]:
-    """Every object under the prod root: its ETag on S3, its SHA-256 locally."""
+    """Every object under the prod root but its audit trail (which records teardowns, and
+    is checked by itself): its ETag on S3, its SHA-256 locally."""
     branches = lake.prod_uri(BRANCHES) + "/"
+    trail = lake.prod_uri(AUDIT_TABLE) + "/"
     out = {}
     for obj in lake.iter_objects(lake.prod_root):
-        if exclude_branches and obj.uri.startswith(branches):
+        if (exclude_branches and obj.uri.startswith(branches)) or obj.uri.startswith(trail):
             continue
         out[obj.uri] = obj.etag or hashlib.sha256(Path(obj.uri).read_bytes()).hexdigest()
     return out
@@ -94,6 +97,12 @@ def test_a_branch_runs_the_whole_pipeline_without_touching_prod(
     old, new = refresh_pins(branch)
     assert old.tables == pins.tables and new.tables == prod_tables(prod)
     assert branch.pins.tables == new.tables and new.created_at == old.created_at
+    repins = audit.read(branch).filter(pl.col("action") == audit.Action.REPIN.value)
+    assert repins.height == 1 and repins["environment"][0] == "branch pr-11"
+    assert json.loads(repins["details"][0])["moved"]["raw/orders"] == [
+        pins.tables["raw/orders"],
+        new.tables["raw/orders"],
+    ]
 
 
 def test_a_branch_reads_what_it_did_not_build_from_prod_pinned(
@@ -163,6 +172,12 @@ def test_teardown_deletes_exactly_one_branch_and_reports_it(lake: Lake) -> None:
     assert all("last written" in d.describe() for d in removed)
     left = fingerprints(lake, exclude_branches=False)
     assert set(left) == {lake.prod_uri(k) for k in list(layout)[:4]}
+
+    # Each deletion is in prod's audit trail (the branch's own went with it).
+    trail = audit.read(lake).filter(pl.col("action") == audit.Action.TEARDOWN.value)
+    assert sorted(trail["table"]) == ["branches/pr-1", "branches/pr-10", "branches/pr-2"]
+    assert all(json.loads(d)["objects_deleted"] >= 1 for d in trail["details"])
+    assert all(p and p == lake.principal for p in trail["principal"])
 
 
 def test_teardown_and_idle_jobs_report_what_they_deleted(tmp_path: Path) -> None:

@@ -16,7 +16,8 @@ DIFF_REPORT = "_branch/data-diff.md"
 
 build_lakehouse_job = dg.define_asset_job(
     "build_lakehouse",
-    selection=dg.AssetSelection.all(),
+    # The audit trail records what a build did, after it (by the CLI, or its own sensor).
+    selection=dg.AssetSelection.all() - dg.AssetSelection.groups("audit"),
     description="Ingest every new landed file, cleanse it and rebuild the marts.",
     # One process: the default executor re-imports the code location per step (~8 s each).
     executor_def=dg.in_process_executor,
@@ -55,8 +56,9 @@ def deliver_sample_data_job() -> None:
 
 
 class MaintenanceConfig(dg.Config):
-    retention_days: float = 7.0
-    """Time travel keeps working this far back; older unreferenced files are deleted."""
+    retention_days: float | None = None
+    """Time travel keeps working this far back; older unreferenced files are deleted.
+    Default: the time_travel_days setting (LAKEHOUSE_TIME_TRAVEL_DAYS)."""
 
 
 @dg.op(description="Compact, checkpoint and vacuum every Delta table of the lake.")
@@ -65,17 +67,16 @@ def maintain_delta_tables(
 ) -> None:
     from datetime import timedelta
 
-    from lakehouse import delta
     from lakehouse.branch import vacuum_retention
     from lakehouse.maintenance import maintain, maintained_tables
 
     lake = lakehouse.lake()
-    retention = timedelta(days=config.retention_days)
+    retention = timedelta(days=config.retention_days or lake.settings.time_travel_days)
     if not lake.is_branch:  # never vacuum files a live branch's pins still read
         retention = vacuum_retention(lake, retention)
         context.log.info(f"vacuum retention: {retention} (covers every branch's pins)")
     for layer, table in maintained_tables():
-        stamp = delta.Stamp(context.run_id, f"{layer.value}/{table}")
+        stamp = lake.stamp(context.run_id, f"{layer.value}/{table}")
         report = maintain(lake, layer, table, stamp, retention)
         if report is None:
             continue
@@ -111,7 +112,7 @@ class QuarantineActionConfig(dg.Config):
 def change_quarantined_rows(
     context: dg.OpExecutionContext, config: QuarantineActionConfig, lakehouse: LakehouseResource
 ) -> None:
-    from lakehouse import delta, quarantine
+    from lakehouse import quarantine
     from lakehouse.sources import SOURCES
 
     if config.table not in SOURCES:
@@ -121,10 +122,11 @@ def change_quarantined_rows(
         "discard": quarantine.Status.DISCARDED,
     }[config.action]
     try:
+        lake = lakehouse.lake()
         n = quarantine.operator_change(
-            lakehouse.lake(),
+            lake,
             SOURCES[config.table],
-            delta.Stamp(context.run_id, f"quarantine/{config.table}"),
+            lake.stamp(context.run_id, f"quarantine/{config.table}"),
             status,
             config.reason,
             rule=config.rule,
@@ -160,13 +162,11 @@ class ReingestConfig(dg.Config):
 def reingest_landed_file(
     context: dg.OpExecutionContext, config: ReingestConfig, lakehouse: LakehouseResource
 ) -> None:
-    from lakehouse import delta
     from lakehouse.ingest import request_reingest
 
     try:
-        n = request_reingest(
-            lakehouse.lake(), config.file, delta.Stamp(context.run_id, "ingest"), config.reason
-        )
+        lake = lakehouse.lake()
+        n = request_reingest(lake, config.file, lake.stamp(context.run_id, "ingest"), config.reason)
     except ValueError as exc:
         raise dg.Failure(str(exc), allow_retries=False) from exc
     if n == 0:
@@ -231,7 +231,8 @@ def refresh_branch_pins(
 ) -> None:
     from lakehouse.branch import refresh_pins
 
-    before, after = refresh_pins(_branch_lake(lakehouse, config.pull_request))
+    lake = _branch_lake(lakehouse, config.pull_request)
+    before, after = refresh_pins(lake, lake.stamp(context.run_id, "branch/pins"))
     moved = {
         t: (before.tables.get(t), v) for t, v in after.tables.items() if before.tables.get(t) != v
     }
@@ -256,7 +257,9 @@ def teardown_branch(
 ) -> None:
     from lakehouse.branch import teardown
 
-    deletion = teardown(lakehouse.lake(), config.pull_request)
+    lake = lakehouse.lake()
+    stamp = lake.stamp(context.run_id, f"branches/pr-{config.pull_request}")
+    deletion = teardown(lake, config.pull_request, stamp)
     context.log.info(deletion.describe())
     context.add_output_metadata(
         {"deleted_prefix": deletion.prefix, "objects_deleted": deletion.objects}
@@ -269,7 +272,8 @@ def teardown_branch_graph() -> None:
 
 
 class IdleConfig(dg.Config):
-    idle_days: float = 14.0
+    idle_days: float | None = None
+    """Default: the branch_idle_days setting (LAKEHOUSE_BRANCH_IDLE_DAYS)."""
 
 
 @dg.op(description="Delete every branch nothing has written to for longer than idle_days.")
@@ -280,7 +284,10 @@ def remove_idle_branches(
 
     from lakehouse.branch import remove_idle_branches as remove
 
-    deleted = remove(lakehouse.lake(), timedelta(days=config.idle_days))
+    lake = lakehouse.lake()
+    idle_days = config.idle_days or lake.settings.branch_idle_days
+    stamp = lake.stamp(context.run_id, "branches", reason=f"idle for over {idle_days:g} days")
+    deleted = remove(lake, timedelta(days=idle_days), stamp=stamp)
     for deletion in deleted:
         context.log.info(deletion.describe())
     context.add_output_metadata(
