@@ -19,11 +19,13 @@ from typing import Any
 
 import boto3
 import dagster as dg
+import polars as pl
 import pytest
 import yaml
 from botocore.exceptions import ClientError
 
-from lakehouse import delta
+from lakehouse import audit, delta
+from lakehouse.audit import AUDIT_TABLE
 from lakehouse.branch import teardown
 from lakehouse.definitions import build_definitions
 from lakehouse.defs.resources import LakehouseResource
@@ -308,6 +310,7 @@ def test_each_role_reaches_exactly_its_prefixes(private_s3_server: S3Server) -> 
     admin.create_bucket(Bucket=bucket)
     existing = ["landing/orders/a.csv", "raw/orders/p.parquet", "marts/orders/p.parquet"]
     existing += ["branches/pr-7/marts/orders/p.parquet", "branches/pr-70/raw/orders/p.parquet"]
+    existing += ["_audit/part-0.parquet"]
     for key in existing:
         admin.put_object(Bucket=bucket, Key=f"{PREFIX}/{key}", Body=b"x")
 
@@ -339,6 +342,12 @@ def test_each_role_reaches_exactly_its_prefixes(private_s3_server: S3Server) -> 
         ("Teardown", "delete", "raw/orders/p.parquet"): False,
         ("Teardown", "write", "branches/pr-7/x"): False,
         ("Teardown", "read", "marts/orders/p.parquet"): False,
+        ("Teardown", "write", "_audit/_delta_log/00000000000000000001.json"): True,
+        ("Teardown", "delete", "_audit/part-0.parquet"): False,
+        ("Pipeline", "write", "_audit/part-1.parquet"): True,
+        ("Pipeline", "delete", "_audit/part-0.parquet"): False,
+        ("Branch", "write", "_audit/part-2.parquet"): False,
+        ("Analyst", "read", "_audit/part-0.parquet"): False,
         ("Analyst", "read", "marts/orders/p.parquet"): True,
         ("Analyst", "read", "raw/orders/p.parquet"): False,
         ("Analyst", "read", "branches/pr-7/marts/orders/p.parquet"): False,
@@ -377,11 +386,10 @@ def test_branch_and_teardown_run_on_their_roles_and_iam_stops_what_the_fence_wou
     land_files(prod, delivery, datetime(2026, 11, 1, tzinfo=UTC))  # landed in prod, unbuilt
 
     def prod_objects() -> dict[str, str]:
-        branches = prod.prod_uri(BRANCHES) + "/"
+        """prod's objects but branches/ and the audit trail (checked by itself)."""
+        skip = (prod.prod_uri(BRANCHES) + "/", prod.prod_uri(AUDIT_TABLE) + "/")
         return {
-            o.uri: o.etag or ""
-            for o in prod.iter_objects(prod.root)
-            if not o.uri.startswith(branches)
+            o.uri: o.etag or "" for o in prod.iter_objects(prod.root) if not o.uri.startswith(skip)
         }
 
     before = prod_objects()
@@ -429,6 +437,10 @@ def test_branch_and_teardown_run_on_their_roles_and_iam_stops_what_the_fence_wou
     private_s3_server.enforce_iam(on=False)  # read back with prod's client, opened before
     assert prod_objects() == before, "an object under prod changed"
     assert not list(prod.iter_objects(prod.prod_uri(BRANCHES)))
+    # The teardown is in prod's audit trail, by the teardown role's STS identity.
+    (recorded,) = audit.read(prod).filter(pl.col("action") == "teardown").iter_rows(named=True)
+    assert recorded["table"] == "branches/pr-7" and recorded["run_id"] == closed.run_id
+    assert ":assumed-role/" in recorded["principal"], recorded["principal"]
 
 
 # -- the self-hosted deployment ------------------------------------------------------------
