@@ -19,6 +19,7 @@ from lakehouse.storage import INGEST_LOG_TABLE, Lake, Layer
 from lakehouse.summary import MART_TABLES
 
 DEFAULT_RETENTION = timedelta(days=7)
+"""Callers pass ``settings.time_travel_days``; this is the library default only."""
 
 
 @dataclass(frozen=True)

@@ -263,6 +263,20 @@ class LakehouseSettings(BaseSettings):
         description="...but only once at least this many rows would be quarantined.",
     )
 
+    # -- retention: how long what is old is kept (README "Privacy") ----------------------
+    time_travel_days: float = Field(
+        default=7.0,
+        gt=0,
+        description="Nightly vacuum deletes files no table version of the last N days reads: "
+        "time travel and rollback reach this far back, and replaced or erased rows linger "
+        "this long in old files (prod stretches it to cover live branches' pins).",
+    )
+    branch_idle_days: float = Field(
+        default=14.0,
+        gt=0,
+        description="A branch nothing has written to for this long is deleted (nightly).",
+    )
+
     fault_point: str | None = Field(
         default=None,
         description="Tests only: SIGKILL this process at a named commit boundary "

@@ -49,7 +49,7 @@ def lakehouse_schedules(
             execution_timezone="UTC",
             default_status=status,
             description="Every night at 03:00 UTC: compact small files, checkpoint, and vacuum "
-            "files older than the retention (7 days of time travel by default).",
+            "files older than the retention (LAKEHOUSE_TIME_TRAVEL_DAYS, 7 by default).",
         ),
         dg.ScheduleDefinition(
             name="remove_idle_branches",
