@@ -38,6 +38,8 @@ from lakehouse.storage import Lake
 AUDIT_TABLE = "_audit"
 PUBLISHED_KEY = "lakehouse_published"
 REJECTED_BECAUSE_KEY = "lakehouse_rejected_because"
+SUBJECT_KEY = "lakehouse_subject"
+"""An erasure's subject, as a keyed hash (``lakehouse.erasure``)."""
 
 
 class Action(StrEnum):
@@ -55,6 +57,8 @@ class Action(StrEnum):
     QUARANTINE_RELEASE = "quarantine_release"
     QUARANTINE_DISCARD = "quarantine_discard"
     REINGEST_REQUEST = "reingest_request"
+    ERASURE = "erasure"
+    """A person's rows deleted on request (the subject recorded as a keyed hash)."""
     TEARDOWN = "teardown"
     REPIN = "repin"
     OUTSIDE = "outside"
@@ -149,6 +153,8 @@ def commit_row(
     }
     if delta.REJECTED_KEY in commit:
         details["rejected_version"] = commit[delta.REJECTED_KEY]
+    if SUBJECT_KEY in commit:
+        details["subject"] = commit[SUBJECT_KEY]
     return {
         "event_id": f"{table}@v{version}",
         "occurred_at": datetime.fromtimestamp(int(commit.get("timestamp", 0)) / 1000, UTC),

@@ -34,6 +34,9 @@
                         record commits not yet in it first; --verify: exit 1 if
                         incomplete or rewritten)
     lakehouse pii-scan  search every object outside raw/ and landing/ for known names
+    lakehouse erase --customer-id ID --reason R
+                        erase one customer from every layer, rebuild the marts, and
+                        delete every old file and object version that still holds them
 
 Every command that changes data records its commits in the audit trail when it ends.
 
@@ -171,6 +174,24 @@ def _audit(lake: Lake, args: argparse.Namespace) -> int:
     for commit in found.outside:
         print(f"made outside the lakehouse: {commit}", file=sys.stderr)
     return 0 if found.complete and found.append_only else 1
+
+
+def _erase(lake: Lake, args: argparse.Namespace) -> int:
+    from lakehouse.erasure import erase_customer
+
+    run_id = "cli-erase-" + datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
+    stamp = lake.stamp(run_id, "erasure", reason=args.reason)
+    try:
+        report = erase_customer(
+            lake, args.customer_id, stamp, lambda: _run(lake, "build_lakehouse", planned=True)
+        )
+    except (ValueError, RuntimeError) as exc:
+        print(f"FAILED: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        _record_audit(lake, run_id)
+    print(report.describe())
+    return 0
 
 
 def _plan(lake: Lake) -> list[Work] | None:
@@ -403,6 +424,9 @@ def main(argv: list[str] | None = None) -> int:
     check.add_argument("--version", type=int, default=None, help="Delta version (default: current)")
     sub.add_parser("validate-contracts", help="check every Soda contract without data")
     sub.add_parser("pii-scan", help="search every object outside raw/ and landing/ for names")
+    erase = sub.add_parser("erase", help="erase one customer everywhere (right to erasure)")
+    erase.add_argument("--customer-id", required=True)
+    erase.add_argument("--reason", required=True, help="recorded in the audit trail")
     trail = sub.add_parser("audit", help="the audit trail: every change, when, who, why")
     trail.add_argument("--table", default=None, help="LAYER/TABLE, e.g. cleansed/orders")
     trail.add_argument("--since", default=None, help="ISO date or time (UTC unless given)")
@@ -468,6 +492,8 @@ def main(argv: list[str] | None = None) -> int:
         return _verify(lake, args.table, args.version)
     if args.command == "audit":
         return _audit(lake, args)
+    if args.command == "erase":
+        return _erase(lake, args)
     if args.command == "pii-scan":
         from lakehouse.privacy import scan_for_names
 

@@ -16,6 +16,7 @@ from lakehouse.defs.jobs import (
     build_lakehouse_job,
     deliver_sample_data_job,
     diff_branch_marts_job,
+    erase_customer_job,
     maintain_delta_tables_job,
     quarantine_action_job,
     refresh_branch_pins_job,
@@ -52,6 +53,7 @@ def build_definitions(lakehouse: LakehouseResource | None = None) -> dg.Definiti
             remove_idle_branches_job,
             scan_for_pii_job,
             audit_job,
+            erase_customer_job,
         ],
         sensors=[
             *lakehouse_sensors(settings.schedules_running),

@@ -559,6 +559,27 @@ class Snapshot:
             self.append(data.slice(0, 0), stamp, txns=txns, extra=extra)
         return metrics
 
+    def delete(
+        self,
+        predicate: str,
+        stamp: Stamp,
+        *,
+        txns: Mapping[str, int] | None = None,
+        extra: Mapping[str, Any] | None = None,
+    ) -> int:
+        """Delete the rows matching ``predicate`` (SQL) in one commit; returns how many.
+        Nothing matching commits nothing (delta-rs writes no empty DELETE)."""
+        assert self.dt is not None, "nothing to delete from: no table"
+        expected = self.next_version
+        props = self._properties(stamp, data_change=True, txns=txns or {}, extra=extra or {})
+        try:
+            metrics = self.dt.delete(predicate, commit_properties=props)
+        except CommitFailedError as exc:
+            raise _conflict(exc, self.target.uri) from exc
+        if self.dt.version() != expected:
+            return 0
+        return int(metrics.get("num_deleted_rows", 0))
+
     def mark(
         self,
         stamp: Stamp,

@@ -134,17 +134,21 @@ def _scratch_databases(lake: Lake) -> Iterable[Path]:
     return sorted(Path(lake.settings.work_dir).rglob("*.duckdb"))
 
 
-def scan_for_names(lake: Lake, names: list[str] | None = None) -> PiiScan:
-    """Every object under the lake's root outside raw and landing (on a versioned bucket,
-    every noncurrent version too) and every dbt scratch database, decoded and searched for
-    ``names`` (default: ``known_names``)."""
+def scan_for_names(
+    lake: Lake, names: list[str] | None = None, *, everywhere: bool = False
+) -> PiiScan:
+    """Every object under the lake's root outside raw and landing (``everywhere``: those
+    too, e.g. after an erasure; on a versioned bucket, every noncurrent version too) and
+    every dbt scratch database, decoded and searched for ``names`` (default:
+    ``known_names``)."""
     names = known_names(lake) if names is None else names
+    allowed = (lambda uri: False) if everywhere else (lambda uri: _allowed(lake, uri))
     leaks: list[Leak] = []
     scanned = 0
     if not names:
         return PiiScan(0, [])
     for obj in lake.iter_objects(lake.prod_root):
-        if _allowed(lake, obj.uri):
+        if allowed(obj.uri):
             continue
         data = lake.read_object(obj.uri)
         if data is None:
@@ -153,7 +157,7 @@ def scan_for_names(lake: Lake, names: list[str] | None = None) -> PiiScan:
         leaks += [Leak(obj.uri, where, name) for where, name in _scan_bytes(obj.uri, data, names)]
     # A versioned bucket keeps what was overwritten or deleted: those bytes count too.
     for uri, version_id in lake.iter_noncurrent_versions(lake.prod_root):
-        if _allowed(lake, uri):
+        if allowed(uri):
             continue
         scanned += 1
         data = lake.read_object_version(uri, version_id)

@@ -175,12 +175,14 @@ class Lake:
         uri = self.table_uri(layer, table)
         self.check_writable(uri)
         from lakehouse.contracts import pii_columns
+        from lakehouse.erasure import subject_key_columns
 
         return WritableTable(
             uri,
             self.storage_options,
             gated=layer in GATED_LAYERS,
-            unindexed_columns=pii_columns(layer, table),
+            # personal data and the ids an erasure looks for: never in the log's statistics
+            unindexed_columns=pii_columns(layer, table) | subject_key_columns(layer, table),
         )
 
     def check_writable(self, uri: str) -> None:
@@ -467,6 +469,28 @@ class Lake:
     def read_object_version(self, uri: str, version_id: str) -> bytes:
         bucket, key = _split_s3(uri)
         return self.s3.get_object(Bucket=bucket, Key=key, VersionId=version_id)["Body"].read()
+
+    def delete_object_everywhere(self, uri: str) -> int:
+        """Delete one object and, on S3, every version of it a versioned bucket keeps
+        (erasure: old bytes must become unreadable, not merely noncurrent). Returns how
+        many objects or versions were deleted."""
+        self.check_writable(uri)
+        if not self.is_s3:
+            path = Path(uri)
+            if path.exists():
+                path.unlink()
+                return 1
+            return 0
+        bucket, key = _split_s3(uri)
+        deleted = 0
+        for page in self.s3.get_paginator("list_object_versions").paginate(
+            Bucket=bucket, Prefix=key
+        ):
+            for entry in [*page.get("Versions", []), *page.get("DeleteMarkers", [])]:
+                if entry["Key"] == key:
+                    self.s3.delete_object(Bucket=bucket, Key=key, VersionId=entry["VersionId"])
+                    deleted += 1
+        return deleted
 
     def iter_objects(self, uri: str, start_after: str | None = None) -> Iterator[StoredObject]:
         """Every object under a location (recursively), with size and modification time;

@@ -348,3 +348,54 @@ def scan_for_pii(context: dg.OpExecutionContext, lakehouse: LakehouseResource) -
 @dg.job(description="Fail if a clear-text name is found outside raw and landing.")
 def scan_for_pii_job() -> None:
     scan_for_pii()
+
+
+# -- privacy: the right to erasure --------------------------------------------------------
+class ErasureConfig(dg.Config):
+    customer_id: str
+    reason: str
+    """Recorded in the audit trail (e.g. the request's reference)."""
+
+
+@dg.op(
+    description="Erase one customer from raw, quarantine and cleansed, rebuild the marts "
+    "(a run of build_lakehouse), then delete every old file, landed file and object "
+    "version that still holds them (`lakehouse erase`)."
+)
+def erase_customer_everywhere(
+    context: dg.OpExecutionContext, config: ErasureConfig, lakehouse: LakehouseResource
+) -> None:
+    from lakehouse.audit import record
+    from lakehouse.erasure import erase_customer
+
+    lake = lakehouse.lake()
+
+    def rebuild_marts() -> bool:
+        from lakehouse.definitions import build_definitions
+
+        build = build_definitions(lakehouse).resolve_job_def(build_lakehouse_job.name)
+        result = build.execute_in_process(instance=context.instance, raise_on_error=False)
+        context.log.info(f"marts rebuilt in run {result.run_id}: success={result.success}")
+        return result.success
+
+    stamp = lake.stamp(context.run_id, "erasure", reason=config.reason)
+    try:
+        report = erase_customer(lake, config.customer_id, stamp, rebuild_marts)
+    except (ValueError, RuntimeError) as exc:
+        raise dg.Failure(str(exc), allow_retries=False) from exc
+    finally:
+        record(lake, lake.stamp(context.run_id, "audit/trail"))
+    context.log.info(report.describe())
+    context.add_output_metadata(
+        {
+            "subject": report.subject,
+            "rows_deleted": dg.MetadataValue.json(report.rows_deleted),
+            "files_purged": len(report.files_purged),
+            "landed_files_deleted": len(report.landed_files_deleted),
+        }
+    )
+
+
+@dg.job(description="Right to erasure: one customer out of every layer and every old byte.")
+def erase_customer_job() -> None:
+    erase_customer_everywhere()

@@ -1,0 +1,170 @@
+"""Right to erasure: a customer with orders, items, a quarantined order and a re-delivered
+name change is erased; afterwards no object and no object version under the lake root
+holds their id or either name, the marts equal the reference without them, the audit
+trail holds the erasure (as a keyed hash), a rerun changes nothing and a build does not
+bring them back. On a folder and on a versioned S3 bucket (moto)."""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections import Counter
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import polars as pl
+import pytest
+
+from lakehouse import audit, delta, quarantine
+from lakehouse.definitions import build_definitions
+from lakehouse.defs.resources import LakehouseResource
+from lakehouse.erasure import erase_customer, subject_hash
+from lakehouse.landing import land_files
+from lakehouse.privacy import scan_for_names
+from lakehouse.sample_data import generate_sample
+from lakehouse.settings import LakehouseSettings
+from lakehouse.storage import Lake, Layer
+from tests.conftest import run_build
+from tests.test_pipeline import assert_marts_match_reference
+
+Delivery = dict[str, Path]
+
+
+def _rows(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="", encoding="utf-8") as fh:
+        return list(csv.DictReader(fh))
+
+
+def _write(path: Path, rows: list[dict[str, str]], header: list[str]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(fh, fieldnames=header)
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
+
+
+def _metadata(result: dg.ExecuteInProcessResult, key: str) -> Any:
+    (event,) = [
+        e
+        for e in result.all_events
+        if e.step_key == "erase_customer_everywhere" and e.is_successful_output
+    ]
+    return event.step_output_data.metadata[key].value
+
+
+def _pick_subject(delivery: Delivery) -> tuple[str, str]:
+    """A customer with at least two orders, each with items: (id, name)."""
+    with_items = {i["order_id"] for i in _rows(delivery["items"])}
+    orders = Counter(o["customer"] for o in _rows(delivery["orders"]) if o["id"] in with_items)
+    names = {c["id"]: c["name"] for c in _rows(delivery["customers"])}
+    customer = next(c for c, n in orders.most_common() if n >= 2 and c in names)
+    return customer, names[customer]
+
+
+def _second_delivery(first: Delivery, folder: Path, customer: str, new_name: str) -> Delivery:
+    """The customer's name changes, and one of their orders breaks a rule (quarantined)."""
+    store = _rows(first["stores"])[0]["id"]
+    bad_order = {
+        "id": "00000000-0000-4000-8000-00000000e7a5",
+        "customer": customer,
+        "ordered_at": "2018-09-05T10:00:00",
+        "store_id": store,
+        "subtotal": "100",
+        "tax_paid": "500",  # more tax than subtotal: the row is set aside
+        "order_total": "600",
+    }
+    header = list(_rows(first["orders"])[0])
+    return {
+        "customers": _write(
+            folder / "raw_customers.csv", [{"id": customer, "name": new_name}], ["id", "name"]
+        ),
+        "orders": _write(folder / "raw_orders.csv", [bad_order], header),
+    }
+
+
+def _without(delivery: Delivery, folder: Path, customer: str, orders: set[str]) -> Delivery:
+    """The same delivery with the customer's rows left out: what the reference sees."""
+    out: Delivery = {}
+    for source, path in delivery.items():
+        rows = _rows(path)
+        header = list(rows[0]) if rows else path.read_text().splitlines()[0].split(",")
+        keep = [
+            r
+            for r in rows
+            if customer not in (r.get("id"), r.get("customer"), r.get("user_id"))
+            and not (source == "items" and r["order_id"] in orders)
+        ]
+        out[source] = _write(folder / path.name, keep, header)
+    return out
+
+
+@pytest.mark.slow
+@pytest.mark.long_on_s3  # ~2.5 min through moto: with the reliability matrix
+def test_erasure_removes_a_customer_from_every_layer_and_every_old_byte(
+    settings: LakehouseSettings, tmp_path: Path
+) -> None:
+    lake = Lake(settings)
+    if lake.is_s3:  # moto keeps every overwritten and deleted version, as AWS would
+        bucket = settings.lake_root.removeprefix("s3://").split("/")[0]
+        lake.s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
+    first = generate_sample(tmp_path / "first", days=10, scale=0.05, seed=11)
+    customer, old_name = _pick_subject(first)
+    new_name = "Zelda Q. Erasable"
+    second = _second_delivery(first, tmp_path / "second", customer, new_name)
+    land_files(lake, first, datetime(2026, 11, 1, tzinfo=UTC))
+    land_files(lake, second, datetime(2026, 11, 2, tzinfo=UTC))
+    run_build(settings)
+    held = quarantine.read(lake, "orders")
+    assert held is not None and customer in held["customer"].to_list()
+    orders = {o["id"] for o in _rows(first["orders"]) if o["customer"] == customer}
+    subject = [customer, old_name, new_name]
+    assert scan_for_names(lake, subject, everywhere=True).leaks  # they are there before
+
+    # The operator's way in the UI: the erase job (it rebuilds the marts in a run of its own).
+    defs = build_definitions(LakehouseResource.from_settings(settings))
+    config = {"customer_id": customer, "reason": "GDPR request #42"}
+    with dg.DagsterInstance.ephemeral() as instance:
+        erased = defs.resolve_job_def("erase_customer_job").execute_in_process(
+            run_config={"ops": {"erase_customer_everywhere": {"config": config}}},
+            instance=instance,
+        )
+    assert erased.success
+    rows = _metadata(erased, "rows_deleted")
+    assert rows["raw/customers"] == 2  # both deliveries of their name
+    assert rows["cleansed/customers"] == 1
+    assert rows["quarantine/orders"] == 1
+    assert rows["raw/orders"] == len(orders) + 1
+    assert rows["cleansed/items"] >= len(orders)
+    assert _metadata(erased, "files_purged") and _metadata(erased, "landed_files_deleted")
+
+    # Bytes: no object, no noncurrent version, no log, checkpoint, change data, verdict,
+    # audit row or scratch database under the lake holds the id or either name.
+    scan = scan_for_names(lake, subject, everywhere=True)
+    assert scan.leaks == [], "\n".join(map(str, scan.leaks[:10]))
+    assert_marts_match_reference(
+        lake,
+        [
+            _without(first, tmp_path / "ref1", customer, orders),
+            _without(second, tmp_path / "ref2", customer, orders),
+        ],
+    )
+
+    # The trail: every erasing commit and the erasure itself, the subject as a keyed hash.
+    trail = audit.read(lake).filter(pl.col("action") == "erasure")
+    assert trail.height == sum(1 for n in rows.values() if n) + 1
+    assert set(trail["reason"]) == {"GDPR request #42"}
+    hashed = subject_hash(lake, customer)
+    assert all(json.loads(d)["subject"] == hashed for d in trail["details"])
+    assert audit.verify(lake).complete
+
+    # Idempotent, and a build does not bring the customer back.
+    stamp = lake.stamp("erase-again", "erasure", reason="GDPR request #42, rerun")
+    again = erase_customer(lake, customer, stamp, lambda: True)
+    assert not again.changed, again.describe()
+    run_build(settings)
+    customers = delta.read(lake.table_uri(Layer.CLEANSED, "customers"), lake.storage_options)
+    assert customer not in customers["customer_id"].to_list()
+    assert scan_for_names(lake, subject, everywhere=True).leaks == []
