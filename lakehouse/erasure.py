@@ -43,6 +43,7 @@ import polars as pl
 import pyarrow.parquet as pq
 
 from lakehouse import audit, delta
+from lakehouse.faults import fault_point
 from lakehouse.sources import SOURCE_FILE_URI, SOURCE_ROW_NUMBER, SOURCES
 from lakehouse.storage import Lake, Layer
 
@@ -223,6 +224,7 @@ def delete_rows(
 
         name = f"{link.layer}/{link.table}"
         report.rows_deleted[name] = delta.retry_on_conflict(attempt, f"erasing from {name}")
+        fault_point("erase.after_delete", name)
     return order_ids
 
 
@@ -267,6 +269,8 @@ def purge(
     needles = [customer_id.encode(), *(n.encode() for n in names)]
     for source in SOURCES:
         for landed in lake.list_landing(source):
+            if not landed.uri.startswith(lake.root + "/"):
+                continue  # a branch reads prod's landing: prod's erasure deletes those
             data = lake.read_bytes(landed.uri)
             if landed.uri.endswith(".gz"):
                 data = gzip.decompress(data)

@@ -29,6 +29,7 @@ POINTS: dict[str, str] = {
     "check.before_reject": "a version failed its contract, not yet withdrawn",
     "marts.during_dbt": "dbt is running",
     "marts.after_export": "one mart written to Delta, the next not yet",
+    "erase.after_delete": "an erasure deleted the subject's rows from one table, not the next",
 }
 """Every injection point, and what has (and has not) been committed when it fires."""
 

@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import csv
 import json
+import signal
+import subprocess
+import sys
 from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
@@ -18,6 +21,8 @@ import polars as pl
 import pytest
 
 from lakehouse import audit, delta, quarantine
+from lakehouse.branch import refresh_pins
+from lakehouse.cli import main
 from lakehouse.definitions import build_definitions
 from lakehouse.defs.resources import LakehouseResource
 from lakehouse.erasure import erase_customer, subject_hash
@@ -27,6 +32,7 @@ from lakehouse.sample_data import generate_sample
 from lakehouse.settings import LakehouseSettings
 from lakehouse.storage import Lake, Layer
 from tests.conftest import run_build
+from tests.lake_invariants import build_env
 from tests.test_pipeline import assert_marts_match_reference
 
 Delivery = dict[str, Path]
@@ -104,7 +110,10 @@ def _without(delivery: Delivery, folder: Path, customer: str, orders: set[str]) 
 @pytest.mark.slow
 @pytest.mark.long_on_s3  # ~2.5 min through moto: with the reliability matrix
 def test_erasure_removes_a_customer_from_every_layer_and_every_old_byte(
-    settings: LakehouseSettings, tmp_path: Path
+    settings: LakehouseSettings,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     lake = Lake(settings)
     if lake.is_s3:  # moto keeps every overwritten and deleted version, as AWS would
@@ -123,6 +132,31 @@ def test_erasure_removes_a_customer_from_every_layer_and_every_old_byte(
     subject = [customer, old_name, new_name]
     assert scan_for_names(lake, subject, everywhere=True).leaks  # they are there before
 
+    branch = lake.branch(3)
+    assert branch.pins.tables  # a pull request's branch, pinned before the erasure
+
+    # Killed (SIGKILL) half way, after their orders left cleansed and before their customer
+    # row did: the rerun below must finish the job from there.
+    killed = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "lakehouse.cli",
+            "erase",
+            "--customer-id",
+            customer,
+            "--reason",
+            "x",
+        ],
+        env=build_env(settings, fault="erase.after_delete:cleansed/orders"),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    half = delta.read(lake.table_uri(Layer.CLEANSED, "customers"), lake.storage_options)
+    assert customer in half["customer_id"].to_list()
+
     # The operator's way in the UI: the erase job (it rebuilds the marts in a run of its own).
     defs = build_definitions(LakehouseResource.from_settings(settings))
     config = {"customer_id": customer, "reason": "GDPR request #42"}
@@ -132,12 +166,17 @@ def test_erasure_removes_a_customer_from_every_layer_and_every_old_byte(
             instance=instance,
         )
     assert erased.success
-    rows = _metadata(erased, "rows_deleted")
+    # Between them, the killed run and the job deleted each of the subject's rows once.
+    trail = audit.read(lake).filter(pl.col("action") == "erasure")
+    deletes = trail.filter(pl.col("version_after").is_not_null())
+    rows = dict(deletes.group_by("table").agg(pl.col("rows_affected").sum()).iter_rows())
     assert rows["raw/customers"] == 2  # both deliveries of their name
     assert rows["cleansed/customers"] == 1
     assert rows["quarantine/orders"] == 1
     assert rows["raw/orders"] == len(orders) + 1
     assert rows["cleansed/items"] >= len(orders)
+    assert deletes.height == len(rows)  # one DELETE per table, none repeated by the rerun
+    assert _metadata(erased, "rows_deleted")["cleansed/customers"] == 1  # after the kill
     assert _metadata(erased, "files_purged") and _metadata(erased, "landed_files_deleted")
 
     # Bytes: no object, no noncurrent version, no log, checkpoint, change data, verdict,
@@ -153,18 +192,30 @@ def test_erasure_removes_a_customer_from_every_layer_and_every_old_byte(
     )
 
     # The trail: every erasing commit and the erasure itself, the subject as a keyed hash.
-    trail = audit.read(lake).filter(pl.col("action") == "erasure")
-    assert trail.height == sum(1 for n in rows.values() if n) + 1
-    assert set(trail["reason"]) == {"GDPR request #42"}
+    assert trail.height == deletes.height + 1  # and the job's erasure event
+    assert set(trail["reason"]) == {"GDPR request #42", "x"}  # the job's, the killed run's
     hashed = subject_hash(lake, customer)
     assert all(json.loads(d)["subject"] == hashed for d in trail["details"])
     assert audit.verify(lake).complete
 
-    # Idempotent, and a build does not bring the customer back.
+    # The branch pinned before the erasure cannot read the purged files (it does not
+    # resurrect the person); re-pinned, it reads prod as erased.
+    with pytest.raises(Exception, match=r"(?i)not ?found|no such file|404"):
+        pinned = branch.published_table(Layer.CLEANSED, "customers")
+        assert pinned is not None
+        pinned.to_pyarrow_table()
+    refresh_pins(branch)
+    repinned = branch.published_table(Layer.CLEANSED, "customers")
+    assert repinned is not None
+    assert customer not in repinned.to_pyarrow_table()["customer_id"].to_pylist()
+
+    # Idempotent; and the next build, which reads landing and the ingest log like every
+    # build, finds nothing to bring back (the erasure's own rebuild ran every step).
     stamp = lake.stamp("erase-again", "erasure", reason="GDPR request #42, rerun")
     again = erase_customer(lake, customer, stamp, lambda: True)
     assert not again.changed, again.describe()
-    run_build(settings)
-    customers = delta.read(lake.table_uri(Layer.CLEANSED, "customers"), lake.storage_options)
-    assert customer not in customers["customer_id"].to_list()
+    for name, value in build_env(settings).items():
+        monkeypatch.setenv(name, value)
+    assert main(["build"]) == 0
+    assert "Nothing new" in capsys.readouterr().out
     assert scan_for_names(lake, subject, everywhere=True).leaks == []

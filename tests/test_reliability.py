@@ -173,7 +173,8 @@ def storage_of(stage: Stage) -> str:
 # -- faults ------------------------------------------------------------------------------
 def test_every_commit_boundary_is_in_the_matrix() -> None:
     covered = {plan.partition(":")[0].partition("@")[0] for plan, _ in FAULTS}
-    assert covered | {REJECT_FAULT.partition(":")[0]} == set(faults.POINTS)
+    erasure = {"erase.after_delete"}  # killed mid-erasure in tests/test_erasure.py
+    assert covered | {REJECT_FAULT.partition(":")[0]} | erasure == set(faults.POINTS)
 
 
 @pytest.mark.slow
