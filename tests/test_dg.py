@@ -1,0 +1,89 @@
+"""The checkout is a `dg` project ([tool.dg] in pyproject.toml): `dg check defs` and
+`dg list defs` load the same code location as `dagster dev -w workspace.yaml`.
+
+Each call is a fresh process that imports the code location (~10-15 s): two calls in all.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from lakehouse.definitions import defs
+from lakehouse.settings import PROJECT_DIR
+
+DG = Path(sys.executable).parent / "dg"
+"""The venv's own `dg` (dagster-dg-cli, pinned to dagster's release in the dev group)."""
+
+
+@pytest.fixture
+def dg_env(tmp_path: Path) -> dict[str, str]:
+    """The environment of a `dg` call: a temporary lake, and telemetry off everywhere."""
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    # Dagster's instance, and through it dg's own telemetry (dg reads DAGSTER_HOME/dagster.yaml).
+    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    # dg's user config: its telemetry switch (DAGSTER_DISABLE_TELEMETRY does not reach it).
+    dg_config = tmp_path / "dg.toml"
+    dg_config.write_text("[cli.telemetry]\nenabled = false\n")
+    return {
+        **os.environ,
+        "LAKEHOUSE_LAKE_ROOT": str(tmp_path / "lake"),
+        "LAKEHOUSE_WORK_DIR": str(tmp_path / "work"),
+        "DAGSTER_HOME": str(home),  # else dg makes a temporary instance inside the checkout
+        "DG_CLI_CONFIG": str(dg_config),
+        "DAGSTER_DISABLE_TELEMETRY": "1",
+        "DO_NOT_TRACK": "1",
+        # As `uv run` or an activated venv sets it: otherwise dg warns that the active venv
+        # is not the project's .venv.
+        "VIRTUAL_ENV": sys.prefix,
+    }
+
+
+def run_dg(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """``dg ARGS`` from the checkout; fails the test on any exit code but 0."""
+    assert DG.exists(), f"{DG} missing: run `uv sync` (dagster-dg-cli is in the dev group)"
+    result = subprocess.run(
+        [str(DG), *args],
+        cwd=PROJECT_DIR,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    # dg's own warnings (a deprecated or misplaced [tool.dg] setting, a venv mismatch) all
+    # end with this sentence.
+    assert "To suppress this warning" not in result.stderr, result.stderr[-3000:]
+    return result
+
+
+def test_dg_check_defs_loads_the_code_location(dg_env: dict[str, str]) -> None:
+    result = run_dg("check", "defs", env=dg_env)
+    assert "All definitions loaded successfully." in result.stdout
+    # Telemetry was off: with it on, dg writes DAGSTER_HOME/logs/event.log and
+    # DAGSTER_HOME/.telemetry/id.yaml (even with DAGSTER_DISABLE_TELEMETRY set).
+    home = Path(dg_env["DAGSTER_HOME"])
+    assert not (home / "logs").exists()
+    assert not (home / ".telemetry").exists()
+
+
+def test_dg_list_defs_lists_what_build_definitions_defines(dg_env: dict[str, str]) -> None:
+    result = run_dg("list", "defs", "--json", env=dg_env)
+    listing = json.loads(result.stdout)
+
+    asset_keys = {asset["asset_key"] for asset in listing["assets"]}
+    assert {"raw/orders", "cleansed/orders", "marts/orders", "audit/trail"} <= asset_keys
+    jobs = {job["name"] for job in listing["jobs"]}
+    assert "build_lakehouse" in jobs
+
+    # Exactly the code location's definitions: dg autoloads nothing from lakehouse/defs/.
+    graph = defs.resolve_asset_graph()
+    assert asset_keys == {key.to_user_string() for key in graph.get_all_asset_keys()}
+    assert jobs == {job.name for job in defs.jobs or []}
