@@ -2,22 +2,33 @@
 
 ``LAKEHOUSE_OPENLINEAGE_URL`` set to an ``http(s)://`` endpoint (e.g. Marquez's
 ``/api/v1/lineage``) POSTs each event; set to ``file:///path/events.jsonl`` it appends them
-as JSON lines. Each table materialization is one OpenLineage run (START, then COMPLETE or
+as JSON lines. Events, facets and both transports (retries, timeouts) are the
+``openlineage-python`` client's own. Each table materialization is one OpenLineage run (START, then COMPLETE or
 FAIL) whose parent is the Dagster run. Lineage is observability: a failure to deliver an
 event is logged, never fails the pipeline.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import urllib.request
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from urllib.parse import urlsplit
+
+from openlineage.client import OpenLineageClient
+from openlineage.client.event_v2 import InputDataset, Job, OutputDataset, Run, RunEvent, RunState
+from openlineage.client.facet_v2 import (
+    dataset_version_dataset,
+    output_statistics_output_dataset,
+    parent_run,
+    schema_dataset,
+)
+from openlineage.client.transport import Transport
+from openlineage.client.transport.file import FileConfig, FileTransport
+from openlineage.client.transport.http import HttpConfig, HttpTransport
 
 from lakehouse import delta
 from lakehouse.storage import Lake, Layer
@@ -25,7 +36,6 @@ from lakehouse.storage import Lake, Layer
 log = logging.getLogger(__name__)
 
 PRODUCER = "https://github.com/lakehouse/lakehouse"
-SCHEMA_URL = "https://openlineage.io/spec/2-0-2/OpenLineage.json#/definitions/RunEvent"
 RUN_NAMESPACE = uuid.UUID("6f1d8c1e-2f3a-4c4e-9a57-3c2b1d0e9f10")
 TABLE_LAYERS = frozenset(item.value for item in Layer)
 """Layers holding Delta tables (``landing`` holds files)."""
@@ -47,59 +57,84 @@ def dataset_ref(lake: Lake, layer: str, name: str, *, read: bool = False) -> dic
     return {"namespace": "file", "name": uri}
 
 
-def _output_facets(lake: Lake, layer: str, name: str) -> dict[str, Any]:
-    if layer not in TABLE_LAYERS:
-        return {}
-    dt = delta.open_table(lake.table_uri(layer, name), lake.storage_options)
+def _input(lake: Lake, layer: str, name: str) -> InputDataset:
+    ref = dataset_ref(lake, layer, name, read=True)
+    return InputDataset(ref["namespace"], ref["name"])
+
+
+def _output(lake: Lake, layer: str, name: str, with_facets: bool) -> OutputDataset:
+    ref = dataset_ref(lake, layer, name)
+    dt = (
+        delta.open_table(lake.table_uri(layer, name), lake.storage_options)
+        if with_facets and layer in TABLE_LAYERS
+        else None
+    )
     if dt is None:
-        return {}
-    common = {"_producer": PRODUCER}
-    fields = [{"name": f.name, "type": str(f.type)} for f in dt.schema().fields]
-    return {
-        "facets": {
-            "schema": {
-                **common,
-                "_schemaURL": "https://openlineage.io/spec/facets/1-1-1/SchemaDatasetFacet.json",
-                "fields": fields,
-            },
-            "version": {
-                **common,
-                "_schemaURL": "https://openlineage.io/spec/facets/1-0-1/DatasetVersionDatasetFacet.json",
-                "datasetVersion": str(dt.version()),
-            },
+        return OutputDataset(ref["namespace"], ref["name"])
+    fields = [
+        schema_dataset.SchemaDatasetFacetFields(name=f.name, type=str(f.type))
+        for f in dt.schema().fields
+    ]
+    return OutputDataset(
+        ref["namespace"],
+        ref["name"],
+        facets={
+            "schema": schema_dataset.SchemaDatasetFacet(fields=fields),
+            "version": dataset_version_dataset.DatasetVersionDatasetFacet(
+                datasetVersion=str(dt.version())
+            ),
         },
-        "outputFacets": {
-            "outputStatistics": {
-                **common,
-                "_schemaURL": "https://openlineage.io/spec/facets/1-0-2/OutputStatisticsOutputDatasetFacet.json",
-                "rowCount": delta.row_count(dt),
-            }
+        outputFacets={
+            "outputStatistics": output_statistics_output_dataset.OutputStatisticsOutputDatasetFacet(
+                rowCount=delta.row_count(dt)
+            )
         },
-    }
+    )
+
+
+RETRY = {
+    "total": 3,
+    "connect": 3,
+    "read": 3,
+    "backoff_factor": 0.5,
+    "status_forcelist": [429, 500, 502, 503, 504],
+    "allowed_methods": ["POST"],
+}
+"""An endpoint that hiccups gets three more tries; one that is down costs seconds, not
+minutes (the library's default is five tries)."""
+
+
+def transport(target: str) -> Transport:
+    """The client's own transport for ``target``: HTTP (with retries and a timeout) for an
+    ``http(s)://`` endpoint, its file transport (JSON lines, appended) for ``file://``."""
+    if target.startswith("file://"):
+        path = Path(target.removeprefix("file://"))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return FileTransport(FileConfig(log_file_path=str(path), append=True))
+    parsed = urlsplit(target)
+    if parsed.scheme not in ("http", "https") or not parsed.netloc:
+        raise ValueError(f"not an http(s):// or file:// URL: {target}")
+    config = HttpConfig(
+        url=f"{parsed.scheme}://{parsed.netloc}",
+        endpoint=parsed.path.lstrip("/") + (f"?{parsed.query}" if parsed.query else ""),
+        timeout=10.0,
+        retry=RETRY,
+    )
+    return HttpTransport(config)
 
 
 class LineageEmitter:
+    """Sends run events through the OpenLineage client; a delivery failure is logged."""
+
     def __init__(self, target: str, namespace: str) -> None:
         self.target = target
         self.namespace = namespace
+        self.client = OpenLineageClient(transport=transport(target))
 
-    def send(self, event: dict[str, Any]) -> None:
-        body = json.dumps(event, default=str)
+    def send(self, event: RunEvent) -> None:
         try:
-            if self.target.startswith("file://"):
-                path = Path(self.target.removeprefix("file://"))
-                path.parent.mkdir(parents=True, exist_ok=True)
-                with path.open("a") as fh:
-                    fh.write(body + "\n")
-            elif self.target.startswith(("http://", "https://")):
-                request = urllib.request.Request(
-                    self.target, data=body.encode(), headers={"Content-Type": "application/json"}
-                )
-                # http(s) only (bandit B310)
-                urllib.request.urlopen(request, timeout=10).close()  # nosec B310
-            else:
-                raise OSError(f"not an http(s):// or file:// URL: {self.target}")
-        except OSError as exc:
+            self.client.emit(event)
+        except Exception as exc:  # lineage is observability: never fail the pipeline
             log.warning(f"OpenLineage event not delivered to {self.target}: {exc}")
 
 
@@ -120,38 +155,25 @@ def lineage_run(
     emitter = LineageEmitter(target, lake.settings.openlineage_namespace)
     run_id = str(uuid.uuid5(RUN_NAMESPACE, f"{dagster_run_id}/{job}"))
 
-    def event(kind: str, with_facets: bool) -> dict[str, Any]:
-        return {
-            "eventType": kind,
-            "eventTime": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
-            "producer": PRODUCER,
-            "schemaURL": SCHEMA_URL,
-            "run": {
-                "runId": run_id,
-                "facets": {
-                    "parent": {
-                        "_producer": PRODUCER,
-                        "_schemaURL": "https://openlineage.io/spec/facets/1-0-1/ParentRunFacet.json",
-                        "run": {"runId": dagster_run_id},
-                        "job": {"namespace": emitter.namespace, "name": "dagster"},
-                    }
-                },
-            },
-            "job": {"namespace": emitter.namespace, "name": job},
-            "inputs": [dataset_ref(lake, layer, name, read=True) for layer, name in inputs],
-            "outputs": [
-                {
-                    **dataset_ref(lake, layer, name),
-                    **(_output_facets(lake, layer, name) if with_facets else {}),
-                }
-                for layer, name in outputs
-            ],
-        }
+    def event(kind: RunState, with_facets: bool) -> RunEvent:
+        parent = parent_run.ParentRunFacet(
+            run=parent_run.Run(runId=dagster_run_id),
+            job=parent_run.Job(namespace=emitter.namespace, name="dagster"),
+        )
+        return RunEvent(
+            eventType=kind,
+            eventTime=datetime.now(UTC).isoformat().replace("+00:00", "Z"),
+            run=Run(runId=run_id, facets={"parent": parent}),
+            job=Job(namespace=emitter.namespace, name=job),
+            producer=PRODUCER,
+            inputs=[_input(lake, layer, name) for layer, name in inputs],
+            outputs=[_output(lake, layer, name, with_facets) for layer, name in outputs],
+        )
 
-    emitter.send(event("START", with_facets=False))
+    emitter.send(event(RunState.START, with_facets=False))
     try:
         yield
     except BaseException:
-        emitter.send(event("FAIL", with_facets=False))
+        emitter.send(event(RunState.FAIL, with_facets=False))
         raise
-    emitter.send(event("COMPLETE", with_facets=True))
+    emitter.send(event(RunState.COMPLETE, with_facets=True))
