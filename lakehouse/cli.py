@@ -49,6 +49,8 @@ Dagster+ variables: in a branch every command reads and writes that branch.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
@@ -113,25 +115,35 @@ def _run(
         print("Nothing new: every table is up to date with landing (no run started).")
         return True
 
+    from lakehouse import progress
     from lakehouse.definitions import defs
     from lakehouse.plan import assets_to_run
+    from lakehouse.progress import progress_logger
     from lakehouse.runs import fail_dead_runs, run_tags
 
-    job = defs.resolve_job_def(job_name)
+    # One line per finished step (files, rows), not Dagster's own console log.
+    job = defs.resolve_job_def(job_name).with_logger_defs({"progress": progress_logger})
     selection = None if plan is None else assets_to_run(defs, plan)
     with _instance() as instance:
         for run_id in fail_dead_runs(instance):
             print(f"marked run {run_id} failed: its process had died", file=sys.stderr)
-        config = {"loggers": {"console": {"config": {"log_level": "INFO"}}}, **(run_config or {})}
-        result = job.execute_in_process(
-            run_config=config,
-            instance=instance,
-            raise_on_error=False,
-            tags=run_tags(),
-            asset_selection=selection,
-        )
+        config = {"loggers": {"progress": {}}, **(run_config or {})}
+        # What the steps print (dbt's own event lines) is kept out of the progress lines
+        # and shown only when the run fails; the UI's compute logs keep all of it.
+        progress.STREAM = sys.stdout
+        with contextlib.redirect_stdout(io.StringIO()) as printed:
+            result = job.execute_in_process(
+                run_config=config,
+                instance=instance,
+                raise_on_error=False,
+                tags=run_tags(),
+                asset_selection=selection,
+            )
     _record_audit(lake, result.run_id)
     if not result.success:
+        tail = printed.getvalue().strip().splitlines()[-40:]
+        if tail:
+            print("\n".join(["what the steps printed last:", *tail]), file=sys.stderr)
         for event in result.all_events:
             if event.is_step_failure:
                 print(f"FAILED {event.step_key}: {_failure_cause(event)}", file=sys.stderr)
@@ -508,8 +520,11 @@ def main(argv: list[str] | None = None) -> int:
         }
         if not files:
             parser.error(f"no raw_<source>.* files in {args.directory}")
-        for source, uri in land_files(lake, files).items():
-            print(f"landed {source}: {uri}")
+        landed = land_files(lake, files)
+        for source, uri in landed.items():
+            print(f"landed {source}: {uri} ({files[source].stat().st_size:,} bytes)")
+        total = sum(files[source].stat().st_size for source in landed)
+        print(f"delivered {len(landed)} file(s), {total:,} bytes: `lakehouse build` loads them")
         return 0
     if args.command == "demo":
         config = {

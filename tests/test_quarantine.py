@@ -160,7 +160,10 @@ def test_a_batch_over_the_threshold_stops_names_its_rows_and_can_be_accepted(
 
     capsys.readouterr()
     assert cli(settings, monkeypatch, "build") == 1
-    err = capsys.readouterr().err
+    out, err = capsys.readouterr()
+    # Progress: a line per finished step with what it did, the failed one marked.
+    assert "done   raw__orders (" in out and ": 1 files; 32 rows added" in out
+    assert "FAILED cleansed__orders (" in out
     # One line naming the failed step and cause, then the rows at fault.
     assert "FAILED cleansed__orders: cleansed/orders: the batch of raw versions" in err
     assert "12 row(s) would be quarantined (38% of the batch" in err
