@@ -34,6 +34,9 @@ class Column:
     landed: str
     cleansed: str
     kind: Kind
+    description: str
+    """What a value means, without its form: ``lakehouse.columns`` adds how each layer
+    holds it (cents as text in raw, dollars in cleansed, a pseudonym for a name)."""
     required: bool = True
 
 
@@ -47,6 +50,8 @@ class Source:
     key: tuple[str, ...]
     description: str
     derived: dict[str, pl.Expr] = field(default_factory=dict)
+    derived_descriptions: dict[str, str] = field(default_factory=dict)
+    """What each ``derived`` column means, beside the expression that computes it."""
 
     @property
     def landed_columns(self) -> list[str]:
@@ -57,8 +62,8 @@ class Source:
         return [c.landed for c in self.columns if c.required]
 
 
-def _c(landed: str, cleansed: str, kind: Kind, required: bool = True) -> Column:
-    return Column(landed, cleansed, kind, required)
+def _c(landed: str, cleansed: str, kind: Kind, description: str, required: bool = True) -> Column:
+    return Column(landed, cleansed, kind, description, required)
 
 
 SOURCES: dict[str, Source] = {
@@ -67,7 +72,10 @@ SOURCES: dict[str, Source] = {
         Source(
             name="customers",
             jafgen_file="raw_customers.csv",
-            columns=(_c("id", "customer_id", Kind.ID), _c("name", "customer_name", Kind.PII_NAME)),
+            columns=(
+                _c("id", "customer_id", Kind.ID, "The customer's identifier"),
+                _c("name", "customer_name", Kind.PII_NAME, "The customer's full name"),
+            ),
             key=("customer_id",),
             description="People who have ordered, or may order. Names are pseudonymized.",
         ),
@@ -75,13 +83,18 @@ SOURCES: dict[str, Source] = {
             name="orders",
             jafgen_file="raw_orders.csv",
             columns=(
-                _c("id", "order_id", Kind.ID),
-                _c("customer", "customer_id", Kind.ID),
-                _c("ordered_at", "ordered_at", Kind.TIMESTAMP),
-                _c("store_id", "location_id", Kind.ID),
-                _c("subtotal", "subtotal", Kind.CENTS),
-                _c("tax_paid", "tax_paid", Kind.CENTS),
-                _c("order_total", "order_total", Kind.CENTS),
+                _c("id", "order_id", Kind.ID, "The order's identifier"),
+                _c("customer", "customer_id", Kind.ID, "The customer who placed the order"),
+                _c("ordered_at", "ordered_at", Kind.TIMESTAMP, "When the order was placed"),
+                _c("store_id", "location_id", Kind.ID, "The shop the order was placed at"),
+                _c("subtotal", "subtotal", Kind.CENTS, "The order's amount before tax"),
+                _c("tax_paid", "tax_paid", Kind.CENTS, "The tax charged on the order"),
+                _c(
+                    "order_total",
+                    "order_total",
+                    Kind.CENTS,
+                    "The order's amount including tax (subtotal plus tax paid)",
+                ),
             ),
             key=("order_id",),
             description="One row per order, amounts in dollars.",
@@ -90,9 +103,9 @@ SOURCES: dict[str, Source] = {
             name="items",
             jafgen_file="raw_items.csv",
             columns=(
-                _c("id", "order_item_id", Kind.ID),
-                _c("order_id", "order_id", Kind.ID),
-                _c("sku", "product_id", Kind.ID),
+                _c("id", "order_item_id", Kind.ID, "The order item's identifier"),
+                _c("order_id", "order_id", Kind.ID, "The order the item is on"),
+                _c("sku", "product_id", Kind.ID, "The product ordered (its SKU)"),
             ),
             key=("order_item_id",),
             description="One row per product on an order.",
@@ -101,11 +114,17 @@ SOURCES: dict[str, Source] = {
             name="products",
             jafgen_file="raw_products.csv",
             columns=(
-                _c("sku", "product_id", Kind.ID),
-                _c("name", "product_name", Kind.TEXT),
-                _c("type", "product_type", Kind.TEXT),
-                _c("price", "product_price", Kind.CENTS),
-                _c("description", "product_description", Kind.TEXT, required=False),
+                _c("sku", "product_id", Kind.ID, "The product's identifier (its SKU)"),
+                _c("name", "product_name", Kind.TEXT, "The product's name on the menu"),
+                _c("type", "product_type", Kind.TEXT, "The kind of product, jaffle or beverage"),
+                _c("price", "product_price", Kind.CENTS, "The price one of the product sells for"),
+                _c(
+                    "description",
+                    "product_description",
+                    Kind.TEXT,
+                    "The menu's description of the product, if any",
+                    required=False,
+                ),
             ),
             key=("product_id",),
             description="The menu: jaffles and beverages, prices in dollars.",
@@ -113,15 +132,19 @@ SOURCES: dict[str, Source] = {
                 "is_food_item": pl.col("product_type") == "jaffle",
                 "is_drink_item": pl.col("product_type") == "beverage",
             },
+            derived_descriptions={
+                "is_food_item": "True when the product is a jaffle (its type is 'jaffle').",
+                "is_drink_item": "True when the product is a beverage (its type is 'beverage').",
+            },
         ),
         Source(
             name="stores",
             jafgen_file="raw_stores.csv",
             columns=(
-                _c("id", "location_id", Kind.ID),
-                _c("name", "location_name", Kind.TEXT),
-                _c("opened_at", "opened_at", Kind.TIMESTAMP),
-                _c("tax_rate", "tax_rate", Kind.RATE),
+                _c("id", "location_id", Kind.ID, "The shop location's identifier"),
+                _c("name", "location_name", Kind.TEXT, "The shop location's name"),
+                _c("opened_at", "opened_at", Kind.TIMESTAMP, "When the shop opened"),
+                _c("tax_rate", "tax_rate", Kind.RATE, "The sales tax rate charged at the shop"),
             ),
             key=("location_id",),
             description="Shop locations and their tax rates.",
@@ -130,11 +153,16 @@ SOURCES: dict[str, Source] = {
             name="supplies",
             jafgen_file="raw_supplies.csv",
             columns=(
-                _c("id", "supply_id", Kind.ID),
-                _c("name", "supply_name", Kind.TEXT),
-                _c("cost", "supply_cost", Kind.CENTS),
-                _c("perishable", "is_perishable_supply", Kind.BOOLEAN),
-                _c("sku", "product_id", Kind.ID),
+                _c("id", "supply_id", Kind.ID, "The supply's identifier"),
+                _c("name", "supply_name", Kind.TEXT, "The supply's name"),
+                _c("cost", "supply_cost", Kind.CENTS, "What the supply costs per product made"),
+                _c(
+                    "perishable",
+                    "is_perishable_supply",
+                    Kind.BOOLEAN,
+                    "Whether the supply is perishable",
+                ),
+                _c("sku", "product_id", Kind.ID, "The product that consumes the supply"),
             ),
             # A supply id repeats across the products that use it.
             key=("supply_id", "product_id"),
@@ -144,10 +172,16 @@ SOURCES: dict[str, Source] = {
             name="tweets",
             jafgen_file="raw_tweets.csv",
             columns=(
-                _c("id", "tweet_id", Kind.ID),
-                _c("user_id", "customer_id", Kind.ID),
-                _c("tweeted_at", "tweeted_at", Kind.TIMESTAMP),
-                _c("content", "content", Kind.TEXT, required=False),
+                _c("id", "tweet_id", Kind.ID, "The tweet's identifier"),
+                _c("user_id", "customer_id", Kind.ID, "The customer who tweeted"),
+                _c("tweeted_at", "tweeted_at", Kind.TIMESTAMP, "When the tweet was posted"),
+                _c(
+                    "content",
+                    "content",
+                    Kind.TEXT,
+                    "What the tweet said, if anything",
+                    required=False,
+                ),
             ),
             key=("tweet_id",),
             description="What customers said about the shop.",

@@ -8,14 +8,22 @@ import dagster as dg
 from deltalake import DeltaTable
 
 from lakehouse import delta
+from lakehouse.columns import column_descriptions
 from lakehouse.profile import column_profile
 from lakehouse.storage import Lake, Layer
 
 
-def column_schema(dt: DeltaTable) -> dg.TableSchema:
+def column_schema(layer: Layer | str, table: str, dt: DeltaTable) -> dg.TableSchema:
+    """The table's columns as written, each with its type and what it means (from
+    ``lakehouse.columns``: sources.py for raw and cleansed, the dbt YAML for marts)."""
+    descriptions = column_descriptions(layer, table)
     return dg.TableSchema(
         columns=[
-            dg.TableColumn(name=f.name, type=str(f.type).removeprefix("PrimitiveType(").strip('")'))
+            dg.TableColumn(
+                name=f.name,
+                type=str(f.type).removeprefix("PrimitiveType(").strip('")'),
+                description=descriptions.get(f.name),
+            )
             for f in dt.schema().fields
         ]
     )
@@ -31,7 +39,7 @@ def table_metadata(lake: Lake, layer: Layer, table: str, dt: DeltaTable) -> dict
         "dagster/uri": dg.MetadataValue.path(uri),
         "delta_version": dt.version(),
         "dagster/row_count": delta.row_count(dt),
-        "dagster/column_schema": column_schema(dt),
+        "dagster/column_schema": column_schema(layer, table, dt),
         "delta_operation": str(commit.get("operation", "")),
     }
     for key in (
