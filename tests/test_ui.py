@@ -158,6 +158,9 @@ def test_landed_files_become_fresh_marts_and_the_ui_shows_it(
     from playwright.sync_api import expect, sync_playwright
 
     base, lake = dagster_ui
+    # The UI renders the lineage graph and asset pages in seconds, but on 2 busy cores
+    # sometimes beyond expect()'s 5-second default.
+    expect.set_options(timeout=30_000)
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1600, "height": 1000})
@@ -178,6 +181,11 @@ def test_landed_files_become_fresh_marts_and_the_ui_shows_it(
         page.goto(f"{base}/assets/cleansed/orders?view=checks")
         expect(page.get_by_text("customer_id__invalid__ref").first).to_be_visible()
         expect(page.get_by_text("order_id__duplicate").first).to_be_visible()
+
+        # The audit trail is an asset with its own checks (complete, append-only).
+        page.goto(f"{base}/assets/audit/trail?view=checks")
+        expect(page.get_by_text("every_commit_recorded").first).to_be_visible()
+        expect(page.get_by_text("append_only").first).to_be_visible()
 
         # Files land; with no other action, sensors ingest them, automation cleanses them
         # and rebuilds the marts.
