@@ -91,10 +91,10 @@ APPEND_MODES = frozenset({"Append", "ErrorIfExists"})
 
 
 def audited_tables() -> list[str]:
-    """Every table whose changes the trail records, as ``layer/table``."""
-    from lakehouse.maintenance import maintained_tables
+    """Every table whose changes the trail records (the catalog's), as ``layer/table``."""
+    from lakehouse.catalog import all_tables
 
-    return [f"{layer.value}/{table}" for layer, table in maintained_tables()]
+    return [t.path for t in all_tables()]
 
 
 def trail_uri(lake: Lake) -> str:

@@ -281,11 +281,16 @@ def pii_columns(layer: Layer | str, table: str) -> frozenset[str]:
 
 
 def all_contracts() -> list[Contract]:
-    return [
-        load_contract(layer, path.stem)
-        for layer in CONTRACT_LAYERS
-        for path in sorted((CONTRACTS_DIR / layer.value).glob("*.yml"))
-    ]
+    """The contract of every table the catalog says must have one; a table without its
+    file is an error here (a new mart needs its contract), not a table left unchecked."""
+    from lakehouse.catalog import contracted_tables
+
+    missing = [t.path for t in contracted_tables() if not contract_path(t.layer, t.name).exists()]
+    if missing:
+        raise FileNotFoundError(
+            f"no contract for {', '.join(missing)}: add soda_checks/<layer>/<table>.yml"
+        )
+    return [load_contract(t.layer, t.name) for t in contracted_tables()]
 
 
 # -- verification -------------------------------------------------------------------------

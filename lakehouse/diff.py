@@ -14,7 +14,7 @@ from typing import Any
 import duckdb
 
 from lakehouse import delta
-from lakehouse.marts import read_manifest
+from lakehouse.marts import mart_keys
 from lakehouse.storage import Lake, Layer
 
 EXAMPLES = 3
@@ -132,20 +132,6 @@ def _cell(value: str | None) -> str:
         return "NULL"
     value = value if len(value) <= 40 else value[:37] + "..."
     return value.replace("|", "\\|").replace("\n", " ")
-
-
-def mart_keys(manifest_path: Path) -> dict[str, str]:
-    """Model -> the column or expression its dbt ``unique`` test is on."""
-    manifest = read_manifest(manifest_path)
-    keys: dict[str, str] = {}
-    for node in manifest["nodes"].values():
-        meta = node.get("test_metadata") or {}
-        attached = node.get("attached_node") or ""
-        if meta.get("name") == "unique" and attached.startswith("model."):
-            column = meta.get("kwargs", {}).get("column_name")
-            if column:
-                keys[manifest["nodes"][attached]["name"]] = str(column)
-    return keys
 
 
 def _q(name: str) -> str:

@@ -239,11 +239,11 @@ def _parquet_holds(data: bytes, column: str, values: set[str]) -> bool:
 def _holders(lake: Lake) -> Iterator[tuple[str, str, bool]]:
     """(table URI, column, by_order) of every table whose files may hold the subject:
     ``column`` holds the customer id, or (``by_order``) one of their order ids."""
-    from lakehouse.summary import MART_TABLES
+    from lakehouse.catalog import mart_names
 
     for link in links():
         yield lake.table_uri(link.layer, link.table), link.column, link.by_order
-    for mart in MART_TABLES:
+    for mart in mart_names():
         yield lake.table_uri(Layer.MARTS, mart), CUSTOMER_ID, False
         yield lake.table_uri(Layer.MARTS, mart), ORDER_ID, True
 

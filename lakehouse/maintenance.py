@@ -14,9 +14,7 @@ from datetime import timedelta
 from deltalake import DeltaTable
 
 from lakehouse import delta
-from lakehouse.sources import SOURCES
-from lakehouse.storage import INGEST_LOG_TABLE, Lake, Layer
-from lakehouse.summary import MART_TABLES
+from lakehouse.storage import Lake, Layer
 
 DEFAULT_RETENTION = timedelta(days=7)
 """Callers pass ``settings.time_travel_days``; this is the library default only."""
@@ -47,10 +45,10 @@ class MaintenanceReport:
 
 
 def maintained_tables() -> list[tuple[Layer, str]]:
-    tables = [(Layer.RAW, INGEST_LOG_TABLE)]
-    for layer in (Layer.RAW, Layer.CLEANSED, Layer.QUARANTINE):
-        tables += [(layer, name) for name in SOURCES]
-    return tables + [(Layer.MARTS, name) for name in MART_TABLES]
+    """The catalog's tables kept compacted and vacuumed (every table the lake owns)."""
+    from lakehouse.catalog import maintained_tables as maintained
+
+    return [(t.layer, t.name) for t in maintained()]
 
 
 def maintain(

@@ -225,6 +225,20 @@ def mart_models(manifest_path: Path = DBT_MANIFEST) -> list[str]:
     return sorted(n["name"] for n in manifest["nodes"].values() if n["resource_type"] == "model")
 
 
+def mart_keys(manifest_path: Path) -> dict[str, str]:
+    """Model -> the column or expression its dbt ``unique`` test is on."""
+    manifest = read_manifest(manifest_path)
+    keys: dict[str, str] = {}
+    for node in manifest["nodes"].values():
+        meta = node.get("test_metadata") or {}
+        attached = node.get("attached_node") or ""
+        if meta.get("name") == "unique" and attached.startswith("model."):
+            column = meta.get("kwargs", {}).get("column_name")
+            if column:
+                keys[manifest["nodes"][attached]["name"]] = str(column)
+    return keys
+
+
 @dataclass(frozen=True)
 class SlimBuild:
     """A branch's slim dbt build: what to select, and prod's state to compare and defer to."""

@@ -8,7 +8,6 @@ from dataclasses import dataclass
 import polars as pl
 
 from lakehouse import delta, quarantine
-from lakehouse.sources import SOURCES
 from lakehouse.storage import GATED_LAYERS, Lake, Layer
 
 
@@ -23,17 +22,6 @@ class TableSummary:
     """Rows still set aside (quarantined or awaiting release); None: no quarantine."""
     state: str = ""
     """A version pending audit or rejected, if any; or why the table could not be read."""
-
-
-MART_TABLES = (
-    "orders",
-    "order_items",
-    "customers",
-    "products",
-    "locations",
-    "supplies",
-    "daily_location_revenue",
-)
 
 
 def _active_quarantine(lake: Lake, table: str) -> int:
@@ -71,9 +59,11 @@ def _summary(lake: Lake, layer: Layer, table: str, with_quarantine: bool) -> Tab
 
 
 def lake_summary(lake: Lake) -> list[TableSummary]:
-    out = [_summary(lake, Layer.RAW, name, False) for name in SOURCES]
-    out += [_summary(lake, Layer.CLEANSED, name, True) for name in SOURCES]
-    out += [_summary(lake, Layer.MARTS, name, False) for name in MART_TABLES]
+    from lakehouse.catalog import tables_in
+
+    out = [_summary(lake, Layer.RAW, t.name, False) for t in tables_in(Layer.RAW)]
+    out += [_summary(lake, Layer.CLEANSED, t.name, True) for t in tables_in(Layer.CLEANSED)]
+    out += [_summary(lake, Layer.MARTS, t.name, False) for t in tables_in(Layer.MARTS)]
     return out
 
 

@@ -26,6 +26,7 @@ from typing import Any
 import polars as pl
 
 from lakehouse import delta, quarantine
+from lakehouse.catalog import mart_names
 from lakehouse.settings import LakehouseSettings
 from lakehouse.sources import (
     SOURCE_FILE_FINGERPRINT,
@@ -35,7 +36,9 @@ from lakehouse.sources import (
     cleansed_value_columns,
 )
 from lakehouse.storage import GATED_LAYERS, Lake, Layer
-from lakehouse.summary import MART_TABLES
+
+MART_TABLES = mart_names()
+"""Every mart of the dbt project (the table catalog's list)."""
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -15,6 +15,7 @@ import polars as pl
 import pytest
 
 from lakehouse import contracts, delta
+from lakehouse.catalog import mart_names
 from lakehouse.cli import main
 from lakehouse.contracts import (
     SAMPLE_ROWS,
@@ -29,8 +30,10 @@ from lakehouse.marts import read_mart
 from lakehouse.settings import LakehouseSettings
 from lakehouse.sources import SOURCES
 from lakehouse.storage import Lake, Layer
-from lakehouse.summary import MART_TABLES
 from tests.conftest import put_table, run_build
+
+MART_TABLES = mart_names()
+"""Every mart of the dbt project (the table catalog's list)."""
 
 Mutation = Callable[[pl.DataFrame], pl.DataFrame]
 

@@ -12,6 +12,7 @@ from typing import Any
 import dagster as dg
 import pytest
 
+from lakehouse.catalog import mart_names
 from lakehouse.contracts import all_contracts
 from lakehouse.definitions import defs
 from lakehouse.defs.resources import LakehouseResource
@@ -19,7 +20,9 @@ from lakehouse.landing import land_files
 from lakehouse.settings import PROJECT_DIR, LakehouseSettings
 from lakehouse.sources import SOURCES
 from lakehouse.storage import Lake
-from lakehouse.summary import MART_TABLES
+
+MART_TABLES = mart_names()
+"""Every mart of the dbt project (the table catalog's list)."""
 
 
 @pytest.fixture(scope="module")

@@ -11,6 +11,7 @@ import dagster as dg
 import polars as pl
 
 from lakehouse import delta
+from lakehouse.catalog import mart_names
 from lakehouse.contracts import verify
 from lakehouse.definitions import build_definitions
 from lakehouse.defs.resources import LakehouseResource
@@ -19,8 +20,10 @@ from lakehouse.marts import read_manifest, read_mart
 from lakehouse.settings import LakehouseSettings
 from lakehouse.sources import SOURCES
 from lakehouse.storage import Lake, Layer
-from lakehouse.summary import MART_TABLES
 from tests.conftest import put_table
+
+MART_TABLES = mart_names()
+"""Every mart of the dbt project (the table catalog's list)."""
 
 # The order automation found them ready in, in a CI run that published an empty
 # marts/orders: its check read marts/customers, which that run had not built.

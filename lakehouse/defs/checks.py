@@ -18,6 +18,7 @@ from typing import Any
 import dagster as dg
 
 from lakehouse import publish
+from lakehouse.catalog import asset_key
 from lakehouse.contracts import all_contracts, load_contract
 from lakehouse.defs.resources import LakehouseResource
 from lakehouse.storage import GATED_LAYERS, Layer
@@ -88,7 +89,7 @@ def _verdict_fields(
 
 def build_contract_checks(layer: Layer, table: str) -> dg.AssetChecksDefinition:
     contract = load_contract(layer, table)
-    key = dg.AssetKey([layer.value, table])
+    key = asset_key(layer, table)
     gated = layer in GATED_LAYERS
     specs = [
         dg.AssetCheckSpec(

@@ -3,6 +3,7 @@ judged by its contract and published only if it passes."""
 
 import dagster as dg
 
+from lakehouse.catalog import asset_key
 from lakehouse.cleanse import BatchRejectedError, QuarantinePolicy, cleanse_source
 from lakehouse.contracts import load_contract
 from lakehouse.defs.metadata import table_metadata
@@ -37,9 +38,9 @@ def build_cleansed_asset(source: Source) -> dg.AssetsDefinition:
         # Its raw table, and the cleansed tables its contract checks references against,
         # so those are always built first (in a run, and by automation).
         deps=[
-            dg.AssetKey([Layer.RAW.value, source.name]),
+            asset_key(Layer.RAW, source.name),
             *(
-                dg.AssetKey([layer.value, table])
+                asset_key(layer, table)
                 for layer, table in sorted(load_contract(Layer.CLEANSED, source.name).references)
             ),
         ],

@@ -8,6 +8,7 @@ from typing import Literal
 
 import dagster as dg
 
+from lakehouse.catalog import asset_key
 from lakehouse.defs.resources import LakehouseResource
 from lakehouse.landing import land_files
 from lakehouse.storage import INGEST_LOG_TABLE, Lake, Layer
@@ -82,7 +83,7 @@ def maintain_delta_tables(
             continue
         context.log.info(f"{layer.value}/{table}: {report.metadata()}")
         if layer is not Layer.QUARANTINE and table != INGEST_LOG_TABLE:  # the table assets
-            key = dg.AssetKey([layer.value, table])
+            key = asset_key(layer, table)
             context.log_event(
                 dg.AssetObservation(
                     asset_key=key, metadata={**report.metadata(), "maintenance": True}

@@ -20,6 +20,7 @@ from dagster_dbt.dbt_project import DagsterDbtProjectPreparer
 from packaging import version
 
 from lakehouse import publish
+from lakehouse.catalog import asset_key
 from lakehouse.contracts import load_contract, verify_registered
 from lakehouse.defs.checks import verdict_evaluations
 from lakehouse.defs.metadata import table_metadata
@@ -98,9 +99,9 @@ class LakehouseDbtTranslator(DagsterDbtTranslator):
         spec = super().get_asset_spec(manifest, unique_id, project)
         node = manifest["sources"].get(unique_id) or manifest["nodes"].get(unique_id) or {}
         if node.get("resource_type") == "source":
-            return spec.replace_attributes(key=dg.AssetKey([node["source_name"], node["name"]]))
+            return spec.replace_attributes(key=asset_key(node["source_name"], node["name"]))
         return spec.replace_attributes(
-            key=dg.AssetKey([Layer.MARTS.value, node["name"]]),
+            key=asset_key(Layer.MARTS, node["name"]),
             group_name=Layer.MARTS.value,
             automation_condition=dg.AutomationCondition.eager(),
             # Marts not rebuilt for 26 h warn, 48 h fail (the UI shows it on the asset);
@@ -160,7 +161,7 @@ def _column_lineage(workspace: MartWorkspace, model: str, sql: Path) -> dg.Table
     return dg.TableColumnLineage(
         deps_by_column={
             column: [
-                dg.TableColumnDep(asset_key=dg.AssetKey([layer, table]), column_name=name)
+                dg.TableColumnDep(asset_key=asset_key(layer, table), column_name=name)
                 for layer, table, name in sources
             ]
             for column, sources in column_lineage(

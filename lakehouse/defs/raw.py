@@ -3,6 +3,7 @@
 import dagster as dg
 
 from lakehouse import delta
+from lakehouse.catalog import asset_key
 from lakehouse.defs.cleansed import TRANSIENT_IO_RETRY, table_pool
 from lakehouse.defs.metadata import table_metadata
 from lakehouse.defs.resources import LakehouseResource
@@ -36,7 +37,7 @@ def build_raw_asset(source: Source) -> dg.AssetsDefinition:
         check_specs=[
             dg.AssetCheckSpec(
                 SCHEMA_DRIFT_CHECK,
-                asset=dg.AssetKey([Layer.RAW.value, source.name]),
+                asset=asset_key(Layer.RAW, source.name),
                 description="Warns when raw's columns differ from what the source should "
                 "deliver (new, missing or retyped columns).",
             )

@@ -5,6 +5,7 @@ import hashlib
 
 import dagster as dg
 
+from lakehouse.catalog import asset_key
 from lakehouse.defs.jobs import build_lakehouse_job, deliver_sample_data_job
 from lakehouse.defs.resources import LakehouseResource
 from lakehouse.landing import LandingCursor, new_landed_files
@@ -45,7 +46,7 @@ def ingest_run_requests(source: str, files: list[LandedFile]) -> list[dg.RunRequ
         requests.append(
             dg.RunRequest(
                 run_key=f"{source}-{hashlib.sha256(identity.encode()).hexdigest()[:24]}",
-                asset_selection=[dg.AssetKey([Layer.RAW.value, source])],
+                asset_selection=[asset_key(Layer.RAW, source)],
                 run_config={
                     "ops": {
                         f"{Layer.RAW.value}__{source}": {
@@ -62,7 +63,7 @@ def ingest_run_requests(source: str, files: list[LandedFile]) -> list[dg.RunRequ
 def build_landing_sensor(source: str, running: bool = True) -> dg.SensorDefinition:
     @dg.sensor(
         name=f"landing_{source}_sensor",
-        target=dg.AssetSelection.assets(dg.AssetKey([Layer.RAW.value, source])),
+        target=dg.AssetSelection.assets(asset_key(Layer.RAW, source)),
         minimum_interval_seconds=30,
         default_status=sensor_status(running),
         description=f"Ingests new files under landing/{source}/ (listing starts after the "
