@@ -57,6 +57,15 @@ def asset_key(layer: Layer | str, name: str) -> dg.AssetKey:
     return dg.AssetKey([Layer(layer).value, name])
 
 
+def landing_key(source: str) -> dg.AssetKey:
+    """The asset key of a source's landed files (external: delivered, not materialized)."""
+    import dagster as dg
+
+    from lakehouse.storage import LANDING
+
+    return dg.AssetKey([LANDING, source])
+
+
 def source_tables() -> list[TableEntry]:
     """raw, cleansed and quarantine of every source, in layer order."""
     landed_row = (SOURCE_FILE_URI, SOURCE_ROW_NUMBER)

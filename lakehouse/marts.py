@@ -300,7 +300,7 @@ def slim_selection(workspace: MartWorkspace) -> SlimBuild | None:
 
 
 def save_dbt_state(lake: Lake, manifest_path: Path) -> None:
-    from lakehouse.branch import DBT_STATE
+    from lakehouse.pins import DBT_STATE
 
     if manifest_path.exists():
         lake.write_object(lake.uri(DBT_STATE), manifest_path.read_bytes())

@@ -20,7 +20,6 @@ import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from enum import StrEnum
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -29,19 +28,12 @@ from deltalake import DeltaTable
 
 from lakehouse import delta, faults
 from lakehouse.delta import WritableTable
+from lakehouse.layers import GATED_LAYERS, Layer
+from lakehouse.pins import BranchPins, load_or_create_pins
 from lakehouse.settings import BRANCH_NAME, DeploymentKind, Environment, LakehouseSettings
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
-
-    from lakehouse.branch import BranchPins
-
-
-class Layer(StrEnum):
-    RAW = "raw"
-    CLEANSED = "cleansed"
-    MARTS = "marts"
-    QUARANTINE = "quarantine"
 
 
 LANDING = "landing"
@@ -57,10 +49,6 @@ class StorageUnreachableError(RuntimeError):
 
 class WriteOutsidePrefixError(PermissionError):
     """A write outside this lake's own prefix: a branch never writes to prod (nor prod to a branch)."""
-
-
-GATED_LAYERS = frozenset({Layer.CLEANSED, Layer.MARTS})
-"""Write-audit-publish layers: readers see a version only once it passed its blocking checks."""
 
 
 @dataclass(frozen=True)
@@ -203,8 +191,6 @@ class Lake:
     @cached_property
     def pins(self) -> BranchPins:
         """The prod versions this branch reads; recorded at its first use (branch lakes only)."""
-        from lakehouse.branch import load_or_create_pins
-
         if not self.is_branch:
             raise ValueError(f"{self} is not a branch: it has no pins")
         return load_or_create_pins(self)

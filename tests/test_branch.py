@@ -20,7 +20,6 @@ from lakehouse import audit, delta
 from lakehouse.audit import AUDIT_TABLE
 from lakehouse.branch import (
     list_branches,
-    prod_tables,
     refresh_pins,
     remove_idle_branches,
     teardown,
@@ -30,6 +29,7 @@ from lakehouse.defs.marts import dbt_project
 from lakehouse.defs.resources import LakehouseResource
 from lakehouse.diff import diff_branch
 from lakehouse.landing import land_files
+from lakehouse.pins import prod_tables
 from lakehouse.settings import DeploymentKind, LakehouseSettings
 from lakehouse.storage import BRANCHES, Lake, Layer, WriteOutsidePrefixError
 from tests.conftest import put_around_the_fence, run_build

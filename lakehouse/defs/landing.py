@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import dagster as dg
 
+from lakehouse.catalog import landing_key
 from lakehouse.sources import SOURCES
 from lakehouse.storage import LANDING
 
 landing_specs = [
     dg.AssetSpec(
-        key=[LANDING, source.name],
+        key=landing_key(source.name),
         group_name=LANDING,
         description=f"Files delivered for {source.name} under landing/{source.name}/ "
         f"(CSV, gzip CSV, JSON Lines or Parquet; jafgen's {source.jafgen_file}).",

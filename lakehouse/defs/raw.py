@@ -3,7 +3,7 @@
 import dagster as dg
 
 from lakehouse import delta
-from lakehouse.catalog import asset_key
+from lakehouse.catalog import asset_key, landing_key
 from lakehouse.defs.cleansed import TRANSIENT_IO_RETRY, table_pool
 from lakehouse.defs.metadata import table_metadata
 from lakehouse.defs.resources import LakehouseResource
@@ -26,7 +26,7 @@ SCHEMA_DRIFT_CHECK = "schema_drift"
 def build_raw_asset(source: Source) -> dg.AssetsDefinition:
     @dg.asset(
         key=[Layer.RAW.value, source.name],
-        deps=[dg.AssetKey([LANDING, source.name])],
+        deps=[landing_key(source.name)],
         group_name=Layer.RAW.value,
         kinds={"delta", "polars"},
         description=f"Every row ever landed for {source.name}, values as delivered, "
