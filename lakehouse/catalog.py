@@ -79,6 +79,11 @@ def mart_tables(manifest_path: Path | None = None) -> list[TableEntry]:
     """Every dbt model (of the parsed project, ``marts.DBT_MANIFEST`` unless given), keyed
     by its ``unique`` test's column."""
     manifest_path = manifest_path or marts.DBT_MANIFEST
+    if not manifest_path.exists():
+        # Not parsed yet (a fresh checkout, or the build step that parses it is importing
+        # the definitions): the models are the project's SQL files, keys unknown until then.
+        models = sorted(p.stem for p in (marts.DBT_PROJECT_DIR / "models").rglob("*.sql"))
+        return [TableEntry(Layer.MARTS, model, ()) for model in models]
     keys = marts.mart_keys(manifest_path)
     return [
         TableEntry(Layer.MARTS, model, (keys[model],) if model in keys else ())

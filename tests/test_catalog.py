@@ -60,6 +60,14 @@ def test_every_table_is_listed_once_with_its_key() -> None:
     assert catalog.asset_key(Layer.MARTS, "orders").path == ["marts", "orders"]
 
 
+def test_before_dbt_parses_the_marts_are_the_project_s_models(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    parsed = catalog.mart_names()
+    monkeypatch.setattr(marts, "DBT_MANIFEST", tmp_path / "not-parsed-yet" / "manifest.json")
+    assert catalog.mart_names() == parsed
+
+
 def test_every_contract_belongs_to_a_table_of_the_catalog_and_back() -> None:
     files = {
         f"{layer.value}/{path.stem}"

@@ -90,7 +90,7 @@ def test_the_build_time_dbt_preparation_the_workflows_run_works(tmp_path: Path) 
     import shutil
 
     ignore = shutil.ignore_patterns("target", "logs", "__pycache__", "dbt_packages")
-    for part in ("lakehouse", "dbt"):
+    for part in ("lakehouse", "dbt", "soda_checks"):  # the definitions load every contract
         shutil.copytree(PROJECT_DIR / part, tmp_path / part, ignore=ignore)
     shutil.copy(PROJECT_DIR / "pyproject.toml", tmp_path)
     result = subprocess.run(
