@@ -16,6 +16,7 @@ from tests.conftest import _s3_settings, run_build
 
 @pytest.mark.s3
 @pytest.mark.slow
+@pytest.mark.long_on_s3  # a whole build through moto (~1 min): with the reliability matrix
 def test_every_object_the_lake_writes_carries_its_kms_key(
     s3_endpoint: str, tmp_path: Path, sample_delivery: dict[str, Path]
 ) -> None:

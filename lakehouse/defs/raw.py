@@ -3,15 +3,16 @@
 import dagster as dg
 
 from lakehouse import delta
+from lakehouse.anomaly import delivery_history, judge_volumes
 from lakehouse.catalog import asset_key, landing_key
 from lakehouse.defs.cleansed import TRANSIENT_IO_RETRY, table_pool
 from lakehouse.defs.metadata import table_metadata
 from lakehouse.defs.resources import LakehouseResource
-from lakehouse.ingest import FileStatus, ingest_source
+from lakehouse.ingest import FileOutcome, FileStatus, ingest_source
 from lakehouse.openlineage import lineage_run
 from lakehouse.profile import duckdb_schema, raw_schema_drift
 from lakehouse.sources import SOURCES, Source
-from lakehouse.storage import LANDING, Layer
+from lakehouse.storage import LANDING, Lake, Layer
 
 
 class IngestConfig(dg.Config):
@@ -21,6 +22,26 @@ class IngestConfig(dg.Config):
 
 
 SCHEMA_DRIFT_CHECK = "schema_drift"
+VOLUME_CHECK = "delivery_volume"
+
+
+def _volume_check(lake: Lake, source: str, loaded: list[FileOutcome]) -> dg.AssetCheckResult:
+    """Each file loaded now against the source's earlier deliveries (``lakehouse.anomaly``)."""
+    new = [(o.file.uri, o.rows) for o in loaded]
+    history = delivery_history(lake, source, exclude={uri for uri, _ in new})
+    judged = judge_volumes(history, new)
+    flagged = [j for j in judged if j.anomalous]
+    text = "; ".join(j.describe() for j in judged) or "no new delivery"
+    return dg.AssetCheckResult(
+        check_name=VOLUME_CHECK,
+        passed=not flagged,
+        severity=dg.AssetCheckSeverity.WARN,
+        metadata={
+            "deliveries": dg.MetadataValue.text(text),
+            "unusual": len(flagged),
+            "history": len(history),
+        },
+    )
 
 
 def build_raw_asset(source: Source) -> dg.AssetsDefinition:
@@ -40,7 +61,13 @@ def build_raw_asset(source: Source) -> dg.AssetsDefinition:
                 asset=asset_key(Layer.RAW, source.name),
                 description="Warns when raw's columns differ from what the source should "
                 "deliver (new, missing or retyped columns).",
-            )
+            ),
+            dg.AssetCheckSpec(
+                VOLUME_CHECK,
+                asset=asset_key(Layer.RAW, source.name),
+                description="Warns when a delivery's row count is unlike the source's last "
+                "30 deliveries (median and MAD; from the 6th delivery on).",
+            ),
         ],
     )
     def _raw(
@@ -70,6 +97,9 @@ def build_raw_asset(source: Source) -> dg.AssetsDefinition:
                 ]
             ),
         }
+        volume = _volume_check(lake, source.name, loaded)
+        if not volume.passed:
+            context.log.warning(f"raw/{source.name}: {volume.metadata['deliveries'].value}")
         if result.problems:
             meta["problems"] = dg.MetadataValue.md("\n".join(f"- {p}" for p in result.problems))
             for problem in result.problems:
@@ -101,7 +131,7 @@ def build_raw_asset(source: Source) -> dg.AssetsDefinition:
             )
             if drift.drifted:
                 context.log.warning(f"raw/{source.name} schema drift: {drift.describe()}")
-        return dg.MaterializeResult(metadata=meta, check_results=[check])
+        return dg.MaterializeResult(metadata=meta, check_results=[check, volume])
 
     return _raw
 
