@@ -15,7 +15,7 @@ import polars as pl
 import pytest
 from deltalake import DeltaTable, write_deltalake
 
-from lakehouse import audit, delta, quarantine
+from lakehouse import audit, delta, publish, quarantine
 from lakehouse.cli import main
 from lakehouse.defs.audit import (
     APPEND_ONLY_CHECK,
@@ -238,3 +238,26 @@ def test_on_s3_the_principal_is_the_caller_identity(s3_settings: LakehouseSettin
     )
     assert json.loads(last["details"])["parameters"]["mode"] == "Append"
     assert audit.verify(lake).complete
+
+
+def test_a_withdrawal_is_recorded_with_the_checks_that_failed(lake_copy: Lake) -> None:
+    """A cleansed version that breaks a blocking rule (a duplicated key) is withdrawn by
+    write-audit-publish; the trail says so, why, and which version was rejected."""
+    lake = lake_copy
+    target = lake.writable(Layer.CLEANSED, "orders")
+    snapshot = target.snapshot()
+    assert snapshot.dt is not None
+    duplicate = snapshot.dt.to_pyarrow_table().slice(0, 1)
+    written = snapshot.append(duplicate, lake.stamp("bad-run", "cleansed/orders"))
+    verdict = publish.judge(
+        lake, Layer.CLEANSED, "orders", written, lake.stamp("bad-run", "cleansed/orders")
+    )
+    assert not verdict.published
+    audit.record(lake, lake.stamp("recorder", "audit/trail"))
+    rows = audit.read(lake, table="cleansed/orders").tail(2).to_dicts()
+    appended, withdrawn = rows
+    assert (appended["action"], appended["version_after"]) == ("materialization", written)
+    assert withdrawn["action"] == "withdrawal" and withdrawn["operation"] == "RESTORE"
+    assert "duplicate" in withdrawn["reason"]
+    assert json.loads(withdrawn["details"])["rejected_version"] == str(written)
+    assert withdrawn["run_id"] == "bad-run" and withdrawn["principal"] == lake.principal

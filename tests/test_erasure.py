@@ -31,7 +31,7 @@ from lakehouse.privacy import scan_for_names
 from lakehouse.sample_data import generate_sample
 from lakehouse.settings import LakehouseSettings
 from lakehouse.storage import Lake, Layer
-from tests.conftest import run_build
+from tests.conftest import put_around_the_fence, put_table, run_build
 from tests.lake_invariants import build_env
 from tests.test_pipeline import assert_marts_match_reference
 
@@ -219,3 +219,34 @@ def test_erasure_removes_a_customer_from_every_layer_and_every_old_byte(
     assert main(["build"]) == 0
     assert "Nothing new" in capsys.readouterr().out
     assert scan_for_names(lake, subject, everywhere=True).leaks == []
+
+
+def test_an_erasure_in_a_branch_erases_the_branch_s_own_tables_and_nothing_of_prod(
+    tmp_path: Path,
+) -> None:
+    prod = Lake(
+        LakehouseSettings(
+            lake_root=str(tmp_path / "lake"),
+            work_dir=tmp_path / "work",
+            environment="prod",
+            pii_secret="a-real-secret-for-tests",  # pragma: allowlist secret
+        )
+    )
+    branch = prod.branch(9)
+    landed = {"_source_file_uri": ["f.csv", "f.csv"], "_source_row_number": [1, 2]}
+    orders = pl.DataFrame({"id": ["o1", "o2"], "customer": ["c-9", "c-other"], **landed})
+    for lake in (prod, branch):
+        put_table(lake, "raw", "orders", orders)
+    put_around_the_fence(prod, prod.uri("landing", "orders", "x", "raw_orders.csv"), b"id\nc-9\n")
+
+    stamp = branch.stamp("branch-erase", "erasure", reason="request in review")
+    report = erase_customer(branch, "c-9", stamp, lambda: True)
+    assert report.rows_deleted["raw/orders"] == 1 and not report.landed_files_deleted
+    left = delta.read(branch.table_uri(Layer.RAW, "orders"), branch.storage_options)
+    assert left["customer"].to_list() == ["c-other"]
+    untouched = delta.read(prod.table_uri(Layer.RAW, "orders"), prod.storage_options)
+    assert sorted(untouched["customer"]) == ["c-9", "c-other"]  # prod erases in prod
+    assert (Path(prod.uri("landing", "orders", "x", "raw_orders.csv"))).exists()
+    audit.record(branch, branch.stamp("branch-erase", "audit/trail"))  # as the CLI and job do
+    trail = audit.read(branch).filter(pl.col("action") == "erasure")
+    assert set(trail["environment"]) == {"branch pr-9"} and trail.height == 2
