@@ -364,6 +364,7 @@ def test_each_role_reaches_exactly_its_prefixes(private_s3_server: S3Server) -> 
 
 @pytest.mark.s3
 @pytest.mark.slow
+@pytest.mark.long_on_s3  # a whole branch build through moto (~1 min): with the reliability matrix
 def test_branch_and_teardown_run_on_their_roles_and_iam_stops_what_the_fence_would(
     private_s3_server: S3Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -40,12 +41,15 @@ def test_no_error_path_and_no_stored_file_holds_the_secret(
     local_settings: LakehouseSettings, sample_delivery: dict[str, Path], tmp_path: Path
 ) -> None:
     env = build_env(local_settings)
-    outputs = {
-        "invalid environment": lakehouse({**env, "LAKEHOUSE_ENVIRONMENT": "bogus"}, "summary"),
-        "invalid setting": lakehouse({**env, "LAKEHOUSE_QUARANTINE_MAX_RATE": "7"}, "summary"),
-        "empty lake root": lakehouse({**env, "LAKEHOUSE_LAKE_ROOT": " "}, "summary"),
-        "unknown table": lakehouse(env, "verify", "cleansed/nope"),
+    calls = {
+        "invalid environment": ({**env, "LAKEHOUSE_ENVIRONMENT": "bogus"}, ["summary"]),
+        "invalid setting": ({**env, "LAKEHOUSE_QUARANTINE_MAX_RATE": "7"}, ["summary"]),
+        "empty lake root": ({**env, "LAKEHOUSE_LAKE_ROOT": " "}, ["summary"]),
+        "unknown table": (env, ["verify", "cleansed/nope"]),
     }
+    with ThreadPoolExecutor(len(calls)) as pool:  # four process starts at once, not in turn
+        futures = {what: pool.submit(lakehouse, e, *argv) for what, (e, argv) in calls.items()}
+        outputs = {what: future.result() for what, future in futures.items()}
     assert "LAKEHOUSE_ENVIRONMENT='bogus'" in outputs["invalid environment"]
     assert "quarantine_max_rate" in outputs["invalid setting"]
 
