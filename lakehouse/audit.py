@@ -36,8 +36,6 @@ from lakehouse import delta
 from lakehouse.storage import Lake
 
 AUDIT_TABLE = "_audit"
-PUBLISHED_KEY = "lakehouse_published"
-REJECTED_BECAUSE_KEY = "lakehouse_rejected_because"
 SUBJECT_KEY = "lakehouse_subject"
 """An erasure's subject, as a keyed hash (``lakehouse.erasure``)."""
 
@@ -133,7 +131,7 @@ def _action(commit: dict[str, Any], operation: str, rows: int | None) -> Action:
         return Action.WITHDRAWAL
     if operation == "RESTORE":
         return Action.RESTORE
-    if PUBLISHED_KEY in commit:
+    if delta.PUBLISHED_VERSION_KEY in commit:
         return Action.PUBLICATION
     return Action.MATERIALIZATION if rows else Action.BOOKKEEPING
 
@@ -146,7 +144,7 @@ def commit_row(
     operation = str(commit.get("operation", ""))
     metrics = dict(commit.get("operationMetrics") or {})
     rows = _rows_affected(operation, metrics)
-    reason = commit.get(delta.REASON_KEY) or commit.get(REJECTED_BECAUSE_KEY)
+    reason = commit.get(delta.REASON_KEY) or commit.get(delta.REJECTED_BECAUSE_KEY)
     details = {
         "parameters": commit.get("operationParameters") or {},
         "metrics": metrics,

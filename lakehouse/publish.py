@@ -237,7 +237,7 @@ def judge(
             snapshot.mark(
                 stamp,
                 txns={delta.PUBLISHED: version, **delta.clear_rejection(snapshot)},
-                extra={"lakehouse_published": version},
+                extra={delta.PUBLISHED_VERSION_KEY: version},
             )
             fault_point("check.after_publish", table)
             return verdict
@@ -271,7 +271,7 @@ def _withdraw(
         good,
         stamp,
         txns=txns,
-        extra={delta.REJECTED_KEY: str(rejected), "lakehouse_rejected_because": reason},
+        extra={delta.REJECTED_KEY: str(rejected), delta.REJECTED_BECAUSE_KEY: reason},
     )
     return good
 
