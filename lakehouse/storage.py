@@ -20,7 +20,7 @@ import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from functools import cached_property
+from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -122,20 +122,14 @@ class Lake:
         identity STS reports for its credentials (on AWS the role session, so a run is
         traceable to its task role); on a folder, the OS user and host."""
         if self.is_s3:
-            try:
-                from botocore.config import Config
-
-                sts = self._boto_session.client(
-                    "sts",
-                    # an S3-compatible endpoint (moto, MinIO) serves STS at the same address
-                    endpoint_url=self.settings.s3_endpoint_url,
-                    config=Config(connect_timeout=3, read_timeout=5, retries={"max_attempts": 2}),
+            creds = self._boto_session.get_credentials()
+            if creds is not None:
+                # Every step opens a Lake of its own: ask STS once per process and credentials.
+                return _caller_identity(
+                    self.settings.s3_endpoint_url,
+                    self._boto_session.region_name,
+                    creds.get_frozen_credentials(),
                 )
-                return str(sts.get_caller_identity()["Arn"])
-            except Exception:  # no STS there: the access key still names the credentials
-                creds = self._boto_session.get_credentials()
-                if creds is not None:
-                    return f"aws-access-key:{creds.get_frozen_credentials().access_key}"
         return f"os:{getpass.getuser()}@{socket.gethostname()}"
 
     def stamp(
@@ -530,6 +524,28 @@ class Lake:
         elif Path(uri).exists():
             shutil.rmtree(uri)
         return len(objects)
+
+
+@lru_cache(maxsize=16)
+def _caller_identity(endpoint: str | None, region: str | None, credentials: Any) -> str:
+    """The ARN STS reports for these credentials, or their access key where no STS answers."""
+    import boto3
+    from botocore.config import Config
+
+    try:
+        sts = boto3.client(
+            "sts",
+            # an S3-compatible endpoint (moto, MinIO) serves STS at the same address
+            endpoint_url=endpoint,
+            region_name=region,
+            aws_access_key_id=credentials.access_key,
+            aws_secret_access_key=credentials.secret_key,
+            aws_session_token=credentials.token,
+            config=Config(connect_timeout=3, read_timeout=5, retries={"max_attempts": 2}),
+        )
+        return str(sts.get_caller_identity()["Arn"])
+    except Exception:  # no STS there: the access key still names the credentials
+        return f"aws-access-key:{credentials.access_key}"
 
 
 def _sha256_file(path: Path) -> str:
