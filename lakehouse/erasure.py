@@ -31,12 +31,11 @@ tables are the branch's to erase (``lakehouse erase`` run in the branch).
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import hmac
 import io
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 
 import polars as pl
@@ -44,6 +43,7 @@ import pyarrow.parquet as pq
 
 from lakehouse import audit, delta
 from lakehouse.faults import fault_point
+from lakehouse.ingest import LandedFileError, read_landed
 from lakehouse.sources import SOURCE_FILE_URI, SOURCE_ROW_NUMBER, SOURCES
 from lakehouse.storage import Lake, Layer
 
@@ -228,34 +228,48 @@ def delete_rows(
     return order_ids
 
 
-def _parquet_holds(data: bytes, column: str, values: set[str]) -> bool:
-    schema = pq.read_schema(io.BytesIO(data))
-    if column not in schema.names:
+def _parquet_holds(data: bytes, wanted: Mapping[str, set[str]]) -> bool:
+    """Whether a Parquet file holds any of ``wanted``'s values in its column."""
+    names = pq.read_schema(io.BytesIO(data)).names
+    columns = [c for c in wanted if c in names and wanted[c]]
+    if not columns:
         return False
-    found = pl.read_parquet(io.BytesIO(data), columns=[column])[column]
-    return bool(found.cast(pl.String).is_in(list(values)).any())
+    found = pl.read_parquet(io.BytesIO(data), columns=columns)
+    return any(found[c].cast(pl.String).is_in(list(wanted[c])).any() for c in columns)
 
 
-def _holders(lake: Lake) -> Iterator[tuple[str, str, bool]]:
-    """(table URI, column, by_order) of every table whose files may hold the subject:
-    ``column`` holds the customer id, or (``by_order``) one of their order ids."""
+def _landed_holds(uri: str, data: bytes, needles: list[str]) -> bool:
+    """Whether a landed file names the subject, read as ingestion reads it (so gzip and
+    Parquet are decoded too); a file ingestion could not read is searched as bytes."""
+    try:
+        rows = read_landed(uri, data)
+    except LandedFileError:
+        return any(n.encode() in data for n in needles)
+    return any(rows[c].cast(pl.String).str.contains_any(needles).any() for c in rows.columns)
+
+
+def _holders(lake: Lake, customer_id: str, order_ids: set[str]) -> dict[str, dict[str, set[str]]]:
+    """Per table URI whose files may hold the subject, the values to look for per column:
+    the customer id, or their order ids in a table linked by order."""
     from lakehouse.catalog import mart_names
 
+    wanted: dict[str, dict[str, set[str]]] = {}
     for link in links():
-        yield lake.table_uri(link.layer, link.table), link.column, link.by_order
+        values = order_ids if link.by_order else {customer_id}
+        wanted.setdefault(lake.table_uri(link.layer, link.table), {})[link.column] = values
     for mart in mart_names():
-        yield lake.table_uri(Layer.MARTS, mart), CUSTOMER_ID, False
-        yield lake.table_uri(Layer.MARTS, mart), ORDER_ID, True
+        wanted[lake.table_uri(Layer.MARTS, mart)] = {
+            CUSTOMER_ID: {customer_id},
+            ORDER_ID: order_ids,
+        }
+    return wanted
 
 
 def purge(
     lake: Lake, customer_id: str, order_ids: set[str], names: set[str], report: ErasureReport
 ) -> None:
     """Phase 3: delete every object (and object version) still holding the subject."""
-    for uri, column, by_order in _holders(lake):
-        values = order_ids if by_order else {customer_id}
-        if not values:
-            continue
+    for uri, wanted in _holders(lake, customer_id, order_ids).items():
         dt = delta.open_table(uri, lake.storage_options)
         current = set() if dt is None else {f.split("://")[-1] for f in dt.file_uris()}
         for obj in lake.iter_objects(uri):
@@ -263,21 +277,18 @@ def purge(
                 continue
             if obj.uri.split("://")[-1] in current:
                 continue  # the current version: phase 1 deleted the rows from it
-            if _parquet_holds(lake.read_bytes(obj.uri), column, values):
+            if _parquet_holds(lake.read_bytes(obj.uri), wanted):
                 lake.delete_object_everywhere(obj.uri)
                 report.files_purged.append(obj.uri)
-    needles = [customer_id.encode(), *(n.encode() for n in names)]
+    needles = [customer_id, *names]
     for source in SOURCES:
         for landed in lake.list_landing(source):
             if not landed.uri.startswith(lake.root + "/"):
                 continue  # a branch reads prod's landing: prod's erasure deletes those
-            data = lake.read_bytes(landed.uri)
-            if landed.uri.endswith(".gz"):
-                data = gzip.decompress(data)
-            if any(n in data for n in needles):
+            if _landed_holds(landed.uri, lake.read_bytes(landed.uri), needles):
                 lake.delete_object_everywhere(landed.uri)
                 report.landed_files_deleted.append(landed.uri)
-    _scrub_verdicts(lake, needles, report)
+    _scrub_verdicts(lake, [n.encode() for n in needles], report)
 
 
 def _scrub_verdicts(lake: Lake, needles: list[bytes], report: ErasureReport) -> None:

@@ -250,3 +250,25 @@ def test_an_erasure_in_a_branch_erases_the_branch_s_own_tables_and_nothing_of_pr
     audit.record(branch, branch.stamp("branch-erase", "audit/trail"))  # as the CLI and job do
     trail = audit.read(branch).filter(pl.col("action") == "erasure")
     assert set(trail["environment"]) == {"branch pr-9"} and trail.height == 2
+
+
+def test_landed_files_are_searched_as_ingestion_reads_them() -> None:
+    """A compressed format hides the id from a byte search: Parquet and gzip are decoded."""
+    import gzip
+    import io
+
+    from lakehouse.erasure import _landed_holds
+
+    frame = pl.DataFrame({"id": ["o1", "o2"], "customer": ["c-9", "c-other"]})
+    parquet = io.BytesIO()
+    frame.write_parquet(parquet, compression="zstd")
+    csv_text = frame.write_csv().encode()
+    assert b"c-9" not in gzip.compress(csv_text)  # what a byte search would have missed
+    for uri, data in (
+        ("raw_orders.parquet", parquet.getvalue()),
+        ("raw_orders.csv.gz", gzip.compress(csv_text)),
+        ("raw_orders.csv", csv_text),
+        ("raw_orders.unknown", b"id\nc-9\n"),  # unreadable by ingestion: its bytes
+    ):
+        assert _landed_holds(uri, data, ["c-9"]), uri
+        assert not _landed_holds(uri, data, ["c-10"]), uri
