@@ -150,6 +150,11 @@ def _run(
     return result.success
 
 
+def _cli_run_id(what: str = "") -> str:
+    """The run id stamped on commits a command makes without a Dagster run."""
+    return "-".join(["cli", *([what] if what else []), datetime.now(UTC).strftime("%Y%m%dT%H%M%S")])
+
+
 def _record_audit(lake: Lake, run_id: str) -> None:
     """Record the commits a command made in the audit trail. A failure to record loses
     nothing (the commits themselves say who made them; the next recording catches up)."""
@@ -165,7 +170,7 @@ def _audit(lake: Lake, args: argparse.Namespace) -> int:
     from lakehouse import audit
 
     if args.record:
-        _record_audit(lake, "cli-" + datetime.now(UTC).strftime("%Y%m%dT%H%M%S"))
+        _record_audit(lake, _cli_run_id())
     since = None
     if args.since:
         since = datetime.fromisoformat(args.since)
@@ -191,7 +196,7 @@ def _audit(lake: Lake, args: argparse.Namespace) -> int:
 def _erase(lake: Lake, args: argparse.Namespace) -> int:
     from lakehouse.erasure import erase_customer
 
-    run_id = "cli-erase-" + datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
+    run_id = _cli_run_id("erase")
     stamp = lake.stamp(run_id, "erasure", reason=args.reason)
     try:
         report = erase_customer(
@@ -328,7 +333,7 @@ def _quarantine(lake: Lake, args: argparse.Namespace) -> int:
     from lakehouse import delta, quarantine
     from lakehouse.ingest import FileStatus, request_reingest
 
-    stamp = lake.stamp("cli-" + datetime.now(UTC).strftime("%Y%m%dT%H%M%S"), "quarantine")
+    stamp = lake.stamp(_cli_run_id(), "quarantine")
     command = args.quarantine_command
     if command == "list":
         for table in SOURCES:
