@@ -26,10 +26,13 @@ import io
 import json
 import logging
 import sys
-from collections.abc import Sequence
+import zlib
+from collections.abc import Callable, Generator, Iterator, Sequence
+from contextlib import closing
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from enum import StrEnum
+from typing import IO, Any, cast
 
 import polars as pl
 import pyarrow as pa
@@ -53,7 +56,8 @@ log = logging.getLogger(__name__)
 csv.field_size_limit(sys.maxsize)  # a landed field is as long as it is: no 128 kB cap
 
 FILES_KEY = "lakehouse_files"
-"""Commit-info key on raw appends listing the files in the commit: the log can be rebuilt from it."""
+"""Commit-info key on raw appends listing the [uri, fingerprint] of the files in the commit:
+the log can be rebuilt from it (rows per file are counted in the log, and in raw by file)."""
 
 SUPPORTED_FORMATS = (".csv", ".csv.gz", ".jsonl", ".ndjson", ".jsonl.gz", ".parquet")
 
@@ -132,7 +136,7 @@ def _read_csv(uri: str, data: bytes) -> pl.DataFrame:
     so the rejection names the row at fault and why."""
     try:
         fast = _read_csv_arrow(data)
-    except (pa.ArrowInvalid, UnicodeDecodeError, csv.Error):
+    except _FAST_PATH_REFUSALS:
         fast = None
     return fast if fast is not None else _read_csv_rows(uri, data)
 
@@ -140,25 +144,64 @@ def _read_csv(uri: str, data: bytes) -> pl.DataFrame:
 HEADER_PREFIX_BYTES = 1 << 16
 """How much of a CSV file is decoded to find its header record (a longer header is read row by row)."""
 
+CSV_BLOCK_BYTES = 1 << 20
+"""How much of a landed CSV file is parsed at a time: what bounds ingest memory, whatever
+the file's size."""
+
+_FAST_PATH_REFUSALS = (pa.ArrowInvalid, UnicodeDecodeError, csv.Error, EOFError, zlib.error)
+"""What the streaming reader raises for a file it cannot read (a gzip error is an
+OSError subclass and caught with it); the row-by-row reader then says why."""
+
+
+class _HeaderNotPlainError(Exception):
+    """The header is not plain enough to hand to Arrow; the row-by-row reader says why."""
+
 
 def _read_csv_arrow(data: bytes) -> pl.DataFrame | None:
     """Every column as a string, exactly as ``csv.reader`` sees it (blank lines skipped,
     empty fields as empty strings, quoted newlines kept); None when the header is not
     plain enough to hand over, and an ``ArrowInvalid`` for a row Arrow cannot place."""
-    decoder = codecs.getincrementaldecoder("utf-8-sig")()
-    prefix = decoder.decode(data[:HEADER_PREFIX_BYTES], final=len(data) <= HEADER_PREFIX_BYTES)
-    stream = io.StringIO(prefix, newline="")
     try:
-        header = next(csv.reader(stream))
+        names, batches = csv_batches(io.BytesIO(data))
+        table = pa.Table.from_batches(
+            list(batches), schema=pa.schema([(n, pa.large_string()) for n in names])
+        )
+    except _HeaderNotPlainError:
+        return None
+    frame = pl.from_arrow(table)
+    assert isinstance(frame, pl.DataFrame)
+    return frame
+
+
+def csv_batches(
+    stream: IO[bytes], block_bytes: int | None = None
+) -> tuple[list[str], Iterator[pa.RecordBatch]]:
+    """A CSV stream's column names and its records as batches of string columns, parsed
+    ``block_bytes`` at a time by Arrow (memory is bounded by the block, not the file).
+
+    Raises ``_HeaderNotPlainError`` for a header Arrow should not be given, and Arrow's own errors,
+    here or while iterating, for a record it cannot place.
+    """
+    prefix = stream.read(HEADER_PREFIX_BYTES)
+    at_end = len(prefix) < HEADER_PREFIX_BYTES
+    if at_end and not prefix.strip():
+        return [], iter(())
+    decoder = codecs.getincrementaldecoder("utf-8-sig")()
+    text = decoder.decode(prefix, final=at_end)
+    lines = io.StringIO(text, newline="")
+    try:
+        header = next(csv.reader(lines))
     except StopIteration:
-        return pl.DataFrame()
-    complete = len(data) <= HEADER_PREFIX_BYTES or stream.tell() < len(prefix)
+        return [], iter(())
+    complete = at_end or lines.tell() < len(text)
     names = [h.strip() for h in header]
     if not complete or not names or len(set(names)) != len(names) or not all(names):
-        return None  # the row-by-row reader says what is wrong with the header
-    table = pa_csv.read_csv(
-        io.BytesIO(data),
-        read_options=pa_csv.ReadOptions(column_names=names, skip_rows=1),
+        raise _HeaderNotPlainError
+    reader = pa_csv.open_csv(
+        io.BufferedReader(_Prefixed(prefix, stream)),
+        read_options=pa_csv.ReadOptions(
+            column_names=names, skip_rows=1, block_size=block_bytes or CSV_BLOCK_BYTES
+        ),
         parse_options=pa_csv.ParseOptions(newlines_in_values=True),
         convert_options=pa_csv.ConvertOptions(
             column_types={name: pa.large_string() for name in names},
@@ -166,9 +209,28 @@ def _read_csv_arrow(data: bytes) -> pl.DataFrame | None:
             quoted_strings_can_be_null=False,
         ),
     )
-    frame = pl.from_arrow(table)
-    assert isinstance(frame, pl.DataFrame)
-    return frame
+    return names, iter(reader)
+
+
+class _Prefixed(io.RawIOBase):
+    """The bytes already read to find the header, then the rest of the stream."""
+
+    def __init__(self, head: bytes, rest: IO[bytes]) -> None:
+        self._head = memoryview(head)
+        self._rest = rest
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        if self._head:
+            n = min(len(buffer), len(self._head))
+            buffer[:n] = self._head[:n]
+            self._head = self._head[n:]
+            return n
+        chunk = self._rest.read(len(buffer))
+        buffer[: len(chunk)] = chunk
+        return len(chunk)
 
 
 def _read_csv_rows(uri: str, data: bytes) -> pl.DataFrame:
@@ -339,49 +401,67 @@ def ingest_source(
     landed, candidates = new_files(lake, source.name, only)
     raw_target = lake.writable(Layer.RAW, source.name)
 
-    # Read every candidate once; a commit that loses a race is retried without re-reading.
-    read: dict[str, tuple[FileOutcome, pl.DataFrame | None]] = {}
+    # Look at every candidate once (its header and first rows); its rows are streamed from
+    # the landed file into the commit, so a commit that loses a race reads them again.
+    opened: dict[str, tuple[FileOutcome, LandedRows | None]] = {}
 
     def attempt() -> IngestResult:
         snapshot = raw_target.snapshot()
         in_raw = {
-            f.uri: f
+            f.uri
             for f in candidates
             if snapshot.dt is not None
             and snapshot.dt.transaction_version(delta.file_app(f.uri, f.fingerprint)) is not None
         }
-        outcomes: list[FileOutcome] = []
-        frames: list[pl.DataFrame] = []
-        for f in candidates:
-            if f.uri in in_raw:
-                # In raw already (a run that crashed before logging it, or a concurrent run):
-                # log it, never load it again.
-                outcomes.append(FileOutcome(f, FileStatus.LOADED, note="loaded by an earlier run"))
-                continue
-            if f.uri not in read:
-                read[f.uri] = _ingest_file(lake, source, f, stamp.run_id, now)
-                outcome = read[f.uri][0]
-                for problem in ([outcome.reason] if outcome.reason else []) + outcome.warnings:
-                    log.warning("%s: %s", f.uri, problem)
-            outcome, frame = read[f.uri]
-            outcomes.append(outcome)
-            if frame is not None:
-                frames.append(frame)
-        raw_version = snapshot.version
-        rows_added = 0
-        if frames:
-            batch = pl.concat(frames, how="diagonal")
-            loaded = [o for o in outcomes if o.status is FileStatus.LOADED and o.note is None]
+        while True:
+            outcomes: list[FileOutcome] = []
+            loading: list[LandedRows] = []
+            for f in candidates:
+                if f.uri in in_raw:
+                    # In raw already (a run that crashed before logging it, or a concurrent
+                    # run): log it, never load it again.
+                    outcomes.append(
+                        FileOutcome(f, FileStatus.LOADED, note="loaded by an earlier run")
+                    )
+                    continue
+                if f.uri not in opened:
+                    opened[f.uri] = _open_file(lake, source, f)
+                    _warn(opened[f.uri][0])
+                outcome, rows = opened[f.uri]
+                outcomes.append(outcome)
+                if rows is not None:
+                    loading.append(rows)
+            raw_version = snapshot.version
+            rows_added = 0
+            if not loading:
+                break
+            counted: dict[str, int] = {}
+            failed: dict[str, BaseException] = {}
+            stream = _raw_stream(loading, stamp.run_id, now, counted, failed)
             fault_point("raw.before_commit", source.name)
-            raw_version = snapshot.append_files(
-                batch,
-                stamp,
-                [delta.file_app(o.file.uri, o.file.fingerprint) for o in loaded],
-                extra={FILES_KEY: [[o.file.uri, o.file.fingerprint, o.rows] for o in loaded]},
-                configuration={"delta.enableChangeDataFeed": "true"},
-            )
-            rows_added = batch.height
+            try:
+                raw_version = snapshot.append_files(
+                    stream,
+                    stamp,
+                    [delta.file_app(r.file.uri, r.file.fingerprint) for r in loading],
+                    extra={FILES_KEY: [[r.file.uri, r.file.fingerprint] for r in loading]},
+                    configuration={"delta.enableChangeDataFeed": "true"},
+                )
+            except Exception:
+                if not failed:
+                    raise
+                # A file broke the streaming reader part-way (nothing was committed): read
+                # it whole, row by row, for the message or its rows; then write again.
+                for uri in failed:
+                    f = next(c for c in candidates if c.uri == uri)
+                    opened[uri] = _read_whole_file(lake, source, f)
+                    _warn(opened[uri][0])
+                continue
+            for rows in loading:
+                rows.outcome.rows = counted[rows.file.uri]
+            rows_added = sum(counted.values())
             fault_point("raw.after_commit", source.name)
+            break
         if outcomes:
             _append_log(lake, outcomes, source.name, raw_version, stamp, now)
             fault_point("raw.after_log", source.name)
@@ -462,30 +542,156 @@ def _read_bytes(lake: Lake, f: LandedFile) -> bytes:
         raise
 
 
-def _ingest_file(
-    lake: Lake, source: Source, f: LandedFile, run_id: str, now: datetime
-) -> tuple[FileOutcome, pl.DataFrame | None]:
+@dataclass
+class LandedRows:
+    """A landed file that passed a first look (readable header, at least one row), ready
+    to be streamed into raw; ``batches`` reads its rows again from the start each call."""
+
+    outcome: FileOutcome
+    columns: list[str]
+    batches: Callable[[], Iterator[pa.RecordBatch]]
+
+    @property
+    def file(self) -> LandedFile:
+        return self.outcome.file
+
+
+def open_landed(
+    lake: Lake, f: LandedFile
+) -> tuple[list[str], Callable[[], Iterator[pa.RecordBatch]]]:
+    """A landed file's columns and a way to stream its rows (all strings, in file order).
+
+    CSV, plain or gzipped, is streamed from storage in blocks; a file the streaming reader
+    refuses, and every other format, is read whole (``read_landed``), which names the row
+    at fault. Raises ``LandedFileError`` for a file that cannot be read as rows.
+    """
+    fmt = file_format(f.uri)
+    if fmt in (".csv", ".csv.gz") and not f.unreadable:
+
+        def stream() -> Generator[pa.RecordBatch]:
+            with lake.open_stream(f.uri) as landed:
+                body = (
+                    cast(IO[bytes], gzip.GzipFile(fileobj=landed)) if fmt == ".csv.gz" else landed
+                )
+                yield from csv_batches(body)[1]
+
+        try:
+            with closing(stream()) as batches:
+                first = next((b for b in batches if b.num_rows), None)
+            if first is None:
+                return [], lambda: iter(())
+            return first.schema.names, stream
+        except Exception as exc:  # the whole-file reader below names a bad row or header,
+            # and lets a storage error propagate
+            log.debug("%s: streaming reader refused it (%s); reading it whole", f.uri, exc)
+    frame = read_landed(f.uri, _read_bytes(lake, f))
+    table = frame.to_arrow()
+    return frame.columns, lambda: iter(table.to_batches(max_chunksize=1 << 17))
+
+
+def _open_file(lake: Lake, source: Source, f: LandedFile) -> tuple[FileOutcome, LandedRows | None]:
     try:
-        df = read_landed(f.uri, _read_bytes(lake, f))
+        columns, batches = open_landed(lake, f)
     except LandedFileError as exc:
         return FileOutcome(f, FileStatus.REJECTED, reason=str(exc).removeprefix(f"{f.uri}: ")), None
-    if df.height == 0:
+    return _first_look(source, f, columns, batches)
+
+
+def _read_whole_file(
+    lake: Lake, source: Source, f: LandedFile
+) -> tuple[FileOutcome, LandedRows | None]:
+    """After the streaming reader broke part-way through ``f``: the whole-file reader."""
+    try:
+        frame = read_landed(f.uri, _read_bytes(lake, f))
+    except LandedFileError as exc:
+        return FileOutcome(f, FileStatus.REJECTED, reason=str(exc).removeprefix(f"{f.uri}: ")), None
+    table = frame.to_arrow()
+    return _first_look(
+        source, f, frame.columns, lambda: iter(table.to_batches(max_chunksize=1 << 17))
+    )
+
+
+def _first_look(
+    source: Source,
+    f: LandedFile,
+    columns: list[str],
+    batches: Callable[[], Iterator[pa.RecordBatch]],
+) -> tuple[FileOutcome, LandedRows | None]:
+    if not columns:
         return FileOutcome(f, FileStatus.EMPTY, reason="empty file: no rows"), None
     warnings = []
-    missing = [c for c in source.required_landed_columns if c not in df.columns]
+    missing = [c for c in source.required_landed_columns if c not in columns]
     if missing:
         warnings.append(
-            f"missing required column(s) {', '.join(missing)}: rows 1-{df.height} are kept in raw "
-            "and will be quarantined by cleansing"
+            f"missing required column(s) {', '.join(missing)}: every row of the file is kept "
+            "in raw and will be quarantined by cleansing"
         )
-    unexpected = [c for c in df.columns if c not in source.landed_columns]
+    unexpected = [c for c in columns if c not in source.landed_columns]
     if unexpected:
         warnings.append(f"unexpected column(s) {', '.join(unexpected)}: kept in raw")
-    df = df.with_columns(
-        pl.lit(f.uri).alias(SOURCE_FILE_URI),
-        pl.lit(f.fingerprint).alias(SOURCE_FILE_FINGERPRINT),
-        pl.int_range(1, df.height + 1, dtype=pl.Int64).alias(SOURCE_ROW_NUMBER),
-        pl.lit(now).cast(pl.Datetime("us", "UTC")).alias(INGESTED_AT),
-        pl.lit(run_id).alias(INGEST_RUN_ID),
-    )
-    return FileOutcome(f, FileStatus.LOADED, rows=df.height, warnings=warnings), df
+    outcome = FileOutcome(f, FileStatus.LOADED, warnings=warnings)
+    return outcome, LandedRows(outcome, columns, batches)
+
+
+def _warn(outcome: FileOutcome) -> None:
+    for problem in ([outcome.reason] if outcome.reason else []) + outcome.warnings:
+        log.warning("%s: %s", outcome.file.uri, problem)
+
+
+LINEAGE_SCHEMA = pa.schema(
+    [
+        (SOURCE_FILE_URI, pa.large_string()),
+        (SOURCE_FILE_FINGERPRINT, pa.large_string()),
+        (SOURCE_ROW_NUMBER, pa.int64()),
+        (INGESTED_AT, pa.timestamp("us", tz="UTC")),
+        (INGEST_RUN_ID, pa.large_string()),
+    ]
+)
+"""The columns raw adds to every landed row: where it came from, and when."""
+
+
+def _raw_stream(
+    loading: Sequence[LandedRows],
+    run_id: str,
+    now: datetime,
+    counted: dict[str, int],
+    failed: dict[str, BaseException],
+) -> pa.RecordBatchReader:
+    """Every row of ``loading`` as one stream of raw's batches (the union of the files'
+    columns, then lineage), counting rows per file into ``counted``; a file that breaks
+    the reader part-way is noted in ``failed`` and ends the stream."""
+    names = list(dict.fromkeys(c for rows in loading for c in rows.columns))
+    landed = pa.schema([(n, pa.large_string()) for n in names])
+    schema = pa.unify_schemas([landed, LINEAGE_SCHEMA])
+
+    def batches() -> Iterator[pa.RecordBatch]:
+        for rows in loading:
+            f = rows.file
+            number = 0
+            try:
+                for batch in rows.batches():
+                    n = batch.num_rows
+                    if n == 0:
+                        continue
+                    present = set(batch.schema.names)
+                    columns = [
+                        batch.column(name).cast(pa.large_string())
+                        if name in present
+                        else pa.nulls(n, pa.large_string())
+                        for name in names
+                    ]
+                    columns += [
+                        pa.repeat(pa.scalar(f.uri, pa.large_string()), n),
+                        pa.repeat(pa.scalar(f.fingerprint, pa.large_string()), n),
+                        pa.array(range(number + 1, number + n + 1), pa.int64()),
+                        pa.repeat(pa.scalar(now, pa.timestamp("us", tz="UTC")), n),
+                        pa.repeat(pa.scalar(run_id, pa.large_string()), n),
+                    ]
+                    number += n
+                    yield pa.RecordBatch.from_arrays(columns, schema=schema)
+            except (*_FAST_PATH_REFUSALS, OSError) as exc:
+                failed[f.uri] = exc
+                raise
+            counted[f.uri] = number
+
+    return pa.RecordBatchReader.from_batches(schema, batches())

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import getpass
 import hashlib
+import io
 import shutil
 import socket
 from collections.abc import Iterator
@@ -22,7 +23,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import cached_property, lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from deltalake import DeltaTable
 
@@ -338,6 +339,15 @@ class Lake:
             raise FileNotFoundError(uri)
         return data
 
+    def open_stream(self, uri: str) -> BinaryIO:
+        """An object as a stream of bytes, read in pieces: a landed file of any size is
+        never held whole in memory. Close it (use it as a context manager)."""
+        if uri.startswith("s3://"):
+            bucket, key = _split_s3(uri)
+            body = self.s3.get_object(Bucket=bucket, Key=key)["Body"]
+            return io.BufferedReader(_BodyReader(body), buffer_size=1 << 20)
+        return Path(uri).open("rb")
+
     def put_landing_file(self, source: str, relative_key: str, data: bytes) -> str:
         """Deliver a file into landing/<source>/ (used by the demo and tests, never by ingestion)."""
         parts = relative_key.split("/")
@@ -546,6 +556,27 @@ def _caller_identity(endpoint: str | None, region: str | None, credentials: Any)
         return str(sts.get_caller_identity()["Arn"])
     except Exception:  # no STS there: the access key still names the credentials
         return f"aws-access-key:{credentials.access_key}"
+
+
+class _BodyReader(io.RawIOBase):
+    """boto3's streaming body as a raw stream, so it can be buffered and handed to readers
+    (Arrow's CSV reader, gzip) that expect a file object."""
+
+    def __init__(self, body: Any) -> None:
+        self._body = body
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        chunk = self._body.read(len(buffer))
+        buffer[: len(chunk)] = chunk
+        return len(chunk)
+
+    def close(self) -> None:
+        if not self.closed:
+            self._body.close()
+        super().close()
 
 
 def _sha256_file(path: Path) -> str:

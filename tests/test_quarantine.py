@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 import polars as pl
@@ -19,7 +20,7 @@ from lakehouse.defs.resources import LakehouseResource
 from lakehouse.landing import land_files
 from lakehouse.marts import read_mart
 from lakehouse.settings import LakehouseSettings
-from lakehouse.storage import Lake, Layer
+from lakehouse.storage import Lake, LandedFile, Layer
 from tests.conftest import run_build
 from tests.lake_invariants import SavedLake
 from tests.test_pipeline import read_csv, write_csv
@@ -224,14 +225,14 @@ def test_a_rejected_file_is_reingested_on_request_from_the_cli_or_a_job(
     lake, settings = built, built.settings
     template = read_csv(sample_delivery["orders"])[0]
     deliver(lake, tmp_path, 1, "orders", new_orders(template, 3, 0))
-    real_reader = ingest.read_landed
+    real_reader = ingest.open_landed
 
-    def refusing_reader(uri: str, data: bytes) -> pl.DataFrame:
-        raise ingest.LandedFileError(f"{uri}: a reader limit that was since lifted")
+    def refusing_reader(lake: Lake, f: LandedFile) -> Any:
+        raise ingest.LandedFileError(f"{f.uri}: a reader limit that was since lifted")
 
-    monkeypatch.setattr(ingest, "read_landed", refusing_reader)
+    monkeypatch.setattr(ingest, "open_landed", refusing_reader)
     run_build(settings)
-    monkeypatch.setattr(ingest, "read_landed", real_reader)
+    monkeypatch.setattr(ingest, "open_landed", real_reader)
     capsys.readouterr()
     assert cli(settings, monkeypatch, "quarantine", "files") == 0
     listed = capsys.readouterr().out
