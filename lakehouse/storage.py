@@ -16,6 +16,9 @@ from __future__ import annotations
 import getpass
 import hashlib
 import io
+import json
+import logging
+import os
 import shutil
 import socket
 from collections.abc import Iterator
@@ -36,6 +39,7 @@ from lakehouse.settings import BRANCH_NAME, DeploymentKind, Environment, Lakehou
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
+log = logging.getLogger(__name__)
 
 LANDING = "landing"
 INGEST_LOG_TABLE = "_ingest_log"
@@ -314,7 +318,9 @@ class Lake:
         return sorted(files, key=lambda f: (f.relative_key, f.uri))
 
     def _iter_landing(self, base: str, start_after: str | None) -> Iterator[LandedFile]:
+        seen: set[str] = set()
         for obj in self.iter_objects(base, start_after):
+            seen.add(obj.uri)
             relative_key = obj.uri[len(base) + 1 :]
             if relative_key.endswith("/"):
                 continue  # an S3 "folder" marker
@@ -325,13 +331,19 @@ class Lake:
                 fingerprint = f"etag:{obj.etag}"
             else:
                 try:
-                    fingerprint = "sha256:" + _sha256_file(Path(obj.uri))
+                    fingerprint = "sha256:" + self._digests.sha256(Path(obj.uri))
                 except OSError as exc:  # e.g. no read permission: this file only is rejected
                     fingerprint = f"unreadable:{obj.size}:{obj.last_modified.isoformat()}"
                     unreadable = f"cannot read the file: {exc.strerror or exc}"
             yield LandedFile(
                 obj.uri, relative_key, obj.size, obj.last_modified, fingerprint, unreadable
             )
+        if not self.is_s3:
+            self._digests.save(under=base, listed=None if start_after else seen)
+
+    @cached_property
+    def _digests(self) -> _DigestCache:
+        return _DigestCache(self.settings.work_dir / "landing-digests.json")
 
     def read_bytes(self, uri: str) -> bytes:
         data = self.read_object(uri)
@@ -577,6 +589,63 @@ class _BodyReader(io.RawIOBase):
         if not self.closed:
             self._body.close()
         super().close()
+
+
+class _DigestCache:
+    """SHA-256 of local landed files, remembered by (size, mtime in ns, inode) in a file of
+    the work folder: a listing hashes only files that are new or changed, so a build with
+    nothing new does not read every file ever landed. Losing the file costs one re-hash;
+    processes that save at once each write a complete file (the last one wins)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._entries: dict[str, list[Any]] | None = None
+        self._changed = False
+
+    def _load(self) -> dict[str, list[Any]]:
+        if self._entries is None:
+            try:
+                loaded = json.loads(self.path.read_text())
+                self._entries = loaded if isinstance(loaded, dict) else {}
+            except (OSError, ValueError):
+                self._entries = {}
+        return self._entries
+
+    def sha256(self, file: Path) -> str:
+        stat = file.stat()
+        signature = [stat.st_size, stat.st_mtime_ns, stat.st_ino]
+        entries = self._load()
+        known = entries.get(str(file))
+        if isinstance(known, list) and known[:3] == signature:
+            return str(known[3])
+        digest = _sha256_file(file)
+        entries[str(file)] = [*signature, digest]
+        self._changed = True
+        return digest
+
+    def save(self, under: str, listed: set[str] | None) -> None:
+        """Write what changed; files under ``under`` missing from a whole listing
+        (``listed``) are gone (deleted, or erased) and are forgotten."""
+        if self._entries is None:
+            return
+        prefix = under.rstrip("/") + "/"
+        gone = [
+            k
+            for k in self._entries
+            if listed is not None and k.startswith(prefix) and k not in listed
+        ]
+        for key in gone:
+            del self._entries[key]
+        if not (self._changed or gone):
+            return
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            partial = self.path.with_name(f".{self.path.name}.{os.getpid()}")
+            partial.write_text(json.dumps(self._entries))
+            partial.replace(self.path)
+            self._changed = False
+        except OSError as exc:  # a read-only work folder: hash again next time
+            log.debug("cannot save %s: %s", self.path, exc)
 
 
 def _sha256_file(path: Path) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -51,3 +52,43 @@ def test_every_object_the_lake_writes_carries_its_kms_key(
         if (head.get("ServerSideEncryption"), head.get("SSEKMSKeyId")) != ("aws:kms", key):
             unencrypted.append((name, head.get("ServerSideEncryption"), head.get("SSEKMSKeyId")))
     assert not unencrypted, f"{len(unencrypted)} of {len(keys)}: {unencrypted[:5]}"
+
+
+def test_a_listing_hashes_only_new_or_changed_local_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A build with nothing new lists every landed file: their digests are remembered by
+    size, mtime and inode, so the listing does not read the whole landing history again;
+    a rewritten file is hashed again, and a deleted one forgotten."""
+    from lakehouse import storage
+
+    hashed: list[str] = []
+    real = storage._sha256_file
+
+    def counting(path: Path) -> str:
+        hashed.append(path.name)
+        return real(path)
+
+    monkeypatch.setattr(storage, "_sha256_file", counting)
+    settings = LakehouseSettings(lake_root=str(tmp_path / "lake"), work_dir=tmp_path / "work")
+    lake = storage.Lake(settings)
+    lake.put_landing_file("orders", "2026-01-01/a.csv", b"id\n1\n")
+    lake.put_landing_file("orders", "2026-01-01/b.csv", b"id\n2\n")
+    first = {f.name: f.fingerprint for f in lake.list_landing("orders")}
+    assert sorted(hashed) == ["a.csv", "b.csv"]
+
+    hashed.clear()
+    again = storage.Lake(settings)  # another process: the digests come from the work folder
+    assert {f.name: f.fingerprint for f in again.list_landing("orders")} == first
+    assert hashed == []
+
+    b = Path(lake.landing_uri("orders")) / "2026-01-01" / "b.csv"
+    b.write_bytes(b"id\n3\n")  # same size, new content and mtime
+    changed = {f.name: f.fingerprint for f in storage.Lake(settings).list_landing("orders")}
+    assert hashed == ["b.csv"] and changed["b.csv"] != first["b.csv"]
+    assert changed["b.csv"] == "sha256:" + real(b)
+
+    b.unlink()
+    storage.Lake(settings).list_landing("orders")
+    remembered = json.loads((tmp_path / "work" / "landing-digests.json").read_text())
+    assert [Path(k).name for k in remembered] == ["a.csv"]
