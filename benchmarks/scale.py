@@ -104,6 +104,7 @@ def measure(step: str, argv: list[str], env: dict[str, str]) -> Measured:
     cpu = (after.children_user - before.children_user) + (
         after.children_system - before.children_system
     )
+    print(f"{step}: {wall:.1f} s wall, {cpu:.1f} s CPU, {peak / 1024:,.0f} MB peak", flush=True)
     return Measured(step, wall, cpu, peak / 1024, output)
 
 
