@@ -26,7 +26,7 @@ import duckdb
 import polars as pl
 
 from lakehouse import delta, publish, quarantine
-from lakehouse.contracts import Action, load_contract
+from lakehouse.contracts import Action, Contract, load_contract
 from lakehouse.expectations import HELD_FOR, REASONS, RULES, SAMPLE_ROWS, Violation, judge
 from lakehouse.faults import fault_point
 from lakehouse.pii import mask, pseudonymize
@@ -202,6 +202,8 @@ def conform(df: pl.DataFrame, contract: dict[str, pl.DataType], table: str) -> p
 
 def latest_delivery_wins(valid: pl.DataFrame, source: Source) -> pl.DataFrame:
     """One row per business key: the one delivered last (ingest time, then file, then row)."""
+    if valid.select(pl.struct(source.key).is_unique().all()).item():
+        return valid  # nothing to collapse (the usual case): no sorted copy of the batch
     return valid.sort([INGESTED_AT, SOURCE_FILE_URI, SOURCE_ROW_NUMBER]).unique(
         subset=list(source.key), keep="last", maintain_order=True
     )
@@ -416,6 +418,107 @@ def backlog(lake: Lake, source: Source, snapshot: delta.Snapshot | None = None) 
     )
 
 
+CLEANSE_CHUNK_ROWS = 1_000_000
+"""New raw rows are typed and judged this many at a time: what cleansing holds besides
+the rows it publishes is bounded by a chunk, not by the backlog."""
+
+
+@dataclass
+class NewRows:
+    """New raw rows, typed and judged chunk by chunk: what publishes, what is set aside."""
+
+    rows_read: int = 0
+    already_quarantined: int = 0
+    """Rows a crashed or concurrent run quarantined already (not judged again)."""
+    passed: list[pl.DataFrame] = field(default_factory=list)
+    typing_quarantined: pl.DataFrame = field(default_factory=pl.DataFrame)
+    rule_quarantined: pl.DataFrame = field(default_factory=pl.DataFrame)
+    """Rows that break a rule, as landed, with the rules, reasons and awaited tables."""
+    violations: list[Violation] = field(default_factory=list)
+    references: dict[str, int] = field(default_factory=dict)
+    """The version of each referenced table every chunk was judged against."""
+
+
+def _merge_violations(violations: list[Violation]) -> list[Violation]:
+    """One violation per rule across chunks: rows summed, the first samples kept."""
+    merged: dict[str, Violation] = {}
+    for v in violations:
+        seen = merged.get(v.rule)
+        merged[v.rule] = (
+            v
+            if seen is None
+            else replace(
+                seen, rows=seen.rows + v.rows, sample=(seen.sample + v.sample)[:SAMPLE_ROWS]
+            )
+        )
+    return list(merged.values())
+
+
+def _judge_new_rows(
+    lake: Lake,
+    source: Source,
+    contract: Contract,
+    raw: TableRef,
+    done: int | None,
+    raw_version: int,
+    held: pl.DataFrame,
+    pii_key: bytes,
+    stamp: delta.Stamp,
+    now: datetime,
+) -> NewRows:
+    """Type and judge raw's rows appended after the cursor, a chunk at a time (every
+    chunk against the same versions of the referenced tables)."""
+    assert raw.version is not None
+    in_range = held.filter(
+        pl.col(quarantine.RAW_VERSION).is_between((done or -1) + 1, raw_version)
+    ).select(quarantine.ROW_KEY)
+    out = NewRows()
+    typing_quarantined, rule_quarantined, violations = [], [], []
+    for chunk in delta.iter_inserts(
+        raw.uri, lake.storage_options, done, raw_version, CLEANSE_CHUNK_ROWS
+    ):
+        out.rows_read += chunk.height
+        if in_range.height:
+            out.already_quarantined += chunk.join(
+                in_range, on=list(quarantine.ROW_KEY), how="semi"
+            ).height
+            chunk = chunk.join(in_range, on=list(quarantine.ROW_KEY), how="anti")
+        if chunk.height == 0:
+            continue
+        typed = type_rows(chunk, source, pii_key, stamp.run_id)
+        if typed.quarantined.height:
+            typing_quarantined.append(typed.quarantined)
+        if typed.valid.height == 0:
+            continue
+        judged = judge(
+            lake,
+            contract,
+            typed.valid.drop(COMMIT_VERSION, strict=False),
+            now,
+            _describe,
+            reference_versions=out.references or None,
+        )
+        del typed
+        out.references |= judged.reference_versions
+        if judged.passed.height:
+            out.passed.append(judged.passed)
+        if judged.quarantined.height:
+            rule_quarantined.append(
+                chunk.join(
+                    judged.quarantined.select(*quarantine.ROW_KEY, RULES, REASONS, HELD_FOR),
+                    on=list(quarantine.ROW_KEY),
+                    how="inner",
+                )
+            )
+        violations += judged.violations
+    if typing_quarantined:
+        out.typing_quarantined = pl.concat(typing_quarantined, how="vertical")
+    if rule_quarantined:
+        out.rule_quarantined = pl.concat(rule_quarantined, how="vertical")
+    out.violations = _merge_violations(violations)
+    return out
+
+
 def _cleanse_once(
     lake: Lake,
     source: Source,
@@ -448,33 +551,14 @@ def _cleanse_once(
             cleansed_rows=0 if current is None else delta.row_count(current),
         )
 
-    # New raw rows, minus those a crashed or concurrent run has quarantined already.
-    batch = (
-        delta.read_inserts(raw.uri, lake.storage_options, done, raw_version)
-        if done != raw_version
-        else pl.DataFrame()
-    )
-    rows_read = batch.height
-    in_range = held.filter(pl.col(quarantine.RAW_VERSION).is_between((done or -1) + 1, raw_version))
-    already = (
-        batch.join(in_range.select(quarantine.ROW_KEY), on=list(quarantine.ROW_KEY), how="semi")
-        if batch.height
-        else batch
-    )
-    if batch.height:
-        batch = batch.join(
-            in_range.select(quarantine.ROW_KEY), on=list(quarantine.ROW_KEY), how="anti"
-        )
     contract = load_contract(Layer.CLEANSED, table)
-    typed = type_rows(batch, source, pii_key, stamp.run_id) if batch.height else None
-    judged = (
-        judge(lake, contract, typed.valid.drop(COMMIT_VERSION, strict=False), now, _describe)
-        if typed is not None and typed.valid.height
-        else None
+    fresh = (
+        _judge_new_rows(lake, source, contract, raw, done, raw_version, held, pii_key, stamp, now)
+        if done != raw_version
+        else NewRows()
     )
-    references = dict(judged.reference_versions) if judged else {}
-    fail = [] if judged is None else judged.of(Action.FAIL)
-    rule_quarantined = judged.quarantined if judged is not None else pl.DataFrame()
+    references = dict(fresh.references)
+    fail = [v for v in fresh.violations if v.action is Action.FAIL]
     if fail and policy.accept_reason is None:
         raise BatchRejectedError(_rejection_message(table, done, raw_version, fail, None))
 
@@ -513,10 +597,10 @@ def _cleanse_once(
 
     # Rows quarantined by this run: typing failures, then rule violations (as landed).
     inserts = []
-    if typed is not None and typed.quarantined.height:
+    if fresh.typing_quarantined.height:
         inserts.append(
             quarantine.new_rows(
-                typed.quarantined,
+                fresh.typing_quarantined,
                 source,
                 rule=quarantine.TYPING_RULE,
                 reason=pl.col(QUARANTINE_REASON),
@@ -526,15 +610,10 @@ def _cleanse_once(
                 status_reason=_accepted(policy),
             )
         )
-    if rule_quarantined.height:
-        landed = batch.join(
-            rule_quarantined.select(*quarantine.ROW_KEY, RULES, REASONS, HELD_FOR),
-            on=list(quarantine.ROW_KEY),
-            how="inner",
-        )
+    if fresh.rule_quarantined.height:
         inserts.append(
             quarantine.new_rows(
-                landed,
+                fresh.rule_quarantined,
                 source,
                 rule=pl.col(RULES),
                 reason=pl.col(REASONS),
@@ -549,6 +628,7 @@ def _cleanse_once(
         if inserts
         else pl.DataFrame(schema=quarantine.schema(source))
     )
+    rows_read = fresh.rows_read
     rate = new_quarantined.height / rows_read if rows_read else 0.0
     if (
         policy.accept_reason is None
@@ -574,15 +654,18 @@ def _cleanse_once(
         if earlier.height
         else pl.DataFrame()
     )
-    good = judged.passed if judged is not None else pl.DataFrame()
     parts = [
         p
-        for p in (good, released_valid, earlier_valid.drop(COMMIT_VERSION, strict=False))
+        for p in (*fresh.passed, released_valid, earlier_valid.drop(COMMIT_VERSION, strict=False))
         if p.height
     ]
-    values = pl.concat(parts, how="vertical") if parts else None
+    fresh.passed.clear()  # the parts hold them now; one copy less at the peak
+    values = pl.concat(parts, how="vertical", rechunk=False) if parts else None
+    del parts
     rows_released = released_valid.height + earlier_valid.height
+    values_rows = values.height if values is not None else 0
     deduped = latest_delivery_wins(values, source) if values is not None else None
+    del values
 
     txns = {delta.cursor_app(upstream): raw_version}
     if q_cursor is not None:
@@ -612,7 +695,7 @@ def _cleanse_once(
     wrote = state is not None and state.written == snapshot.version
     after = delta.row_count(snapshot.dt)
 
-    quarantined_total = new_quarantined.height + already.height
+    quarantined_total = new_quarantined.height + fresh.already_quarantined
     report = CleanseReport(
         table=table,
         raw_version=raw_version,
@@ -622,9 +705,9 @@ def _cleanse_once(
         rows_inserted=inserted,
         rows_updated=updated,
         rows_unchanged=deduped.height - inserted - updated,
-        duplicates_in_batch=(values.height if values is not None else 0) - deduped.height,
+        duplicates_in_batch=values_rows - deduped.height,
         rows_quarantined=quarantined_total,
-        rows_warned=sum(v.rows for v in judged.of(Action.WARN)) if judged else 0,
+        rows_warned=sum(v.rows for v in fresh.violations if v.action is Action.WARN),
         cleansed_version=snapshot.version if wrote else None,
         quarantine_version=q_version,
         cleansed_rows=after,
@@ -632,7 +715,7 @@ def _cleanse_once(
             f"{r[SOURCE_FILE_URI]} row {r[SOURCE_ROW_NUMBER]}: {r[QUARANTINE_REASON]}"
             for r in new_quarantined.head(5).iter_rows(named=True)
         ),
-        violations=tuple(judged.violations) if judged else (),
+        violations=tuple(fresh.violations),
         reference_versions=references,
     )
     _reconcile(report, before, after)

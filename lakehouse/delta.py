@@ -28,7 +28,7 @@ import json
 import logging
 import random
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 
@@ -288,21 +288,44 @@ def latest_value(dt: DeltaTable, key: str, at_or_before: int | None = None) -> s
     return None
 
 
-def read_inserts(
-    uri: str, storage_options: dict[str, str], after_version: int | None, up_to_version: int
-) -> pl.DataFrame:
-    """Rows appended to an append-only table in versions (after_version, up_to_version], with _commit_version.
+def iter_inserts(
+    uri: str,
+    storage_options: dict[str, str],
+    after_version: int | None,
+    up_to_version: int,
+    rows: int,
+) -> Iterator[pl.DataFrame]:
+    """Rows appended to an append-only table in versions (after_version, up_to_version],
+    with _commit_version, in chunks of at most ``rows`` rows read as they are needed (at
+    least one chunk, possibly empty).
 
     Uses the change data feed, so compaction (which adds no data) never replays rows.
     """
     dt = DeltaTable(uri, storage_options=storage_options or None)
     start = 0 if after_version is None else after_version + 1
-    reader = dt.load_cdf(starting_version=start, ending_version=up_to_version)
-    table = pa.RecordBatchReader.from_stream(reader).read_all()
-    df = pl.from_arrow(table)
-    assert isinstance(df, pl.DataFrame)
-    df = df.filter(pl.col("_change_type") == "insert")
-    return df.drop(["_change_type", "_commit_timestamp"], strict=False)
+    reader = pa.RecordBatchReader.from_stream(
+        dt.load_cdf(starting_version=start, ending_version=up_to_version)
+    )
+
+    def inserts(batches: list[pa.RecordBatch]) -> pl.DataFrame:
+        df = pl.from_arrow(pa.Table.from_batches(batches, schema=reader.schema))
+        assert isinstance(df, pl.DataFrame)
+        df = df.filter(pl.col("_change_type") == "insert")
+        return df.drop(["_change_type", "_commit_timestamp"], strict=False)
+
+    pending: list[pa.RecordBatch] = []
+    count, yielded = 0, False
+    for batch in reader:
+        while batch.num_rows:
+            take = min(rows - count, batch.num_rows)
+            pending.append(batch.slice(0, take))
+            batch = batch.slice(take)
+            count += take
+            if count == rows:
+                yield inserts(pending)
+                pending, count, yielded = [], 0, True
+    if pending or not yielded:
+        yield inserts(pending)
 
 
 # -- writing -----------------------------------------------------------------------------

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from decimal import Decimal
+from pathlib import Path
+from typing import Any
 
 import polars as pl
 import pytest
@@ -194,3 +196,88 @@ def test_the_row_hash_is_the_sha256_of_the_joined_values_as_stored_before() -> N
     ]
     assert row_hash(df, ["a", "b", "c"]).to_list() == expected
     assert row_hash(df.head(0), ["a", "b", "c"]).to_list() == []
+
+
+def test_a_backlog_cleansed_in_chunks_equals_it_cleansed_at_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """New raw rows are typed and judged a chunk at a time (bounded memory): with chunks
+    of 3 rows the cleansed table, the quarantine and the report's counts are those of
+    one chunk: duplicates across chunks collapse, typing and rule failures (a missing
+    reference held) are set aside, every chunk judged against the same references."""
+    from lakehouse import cleanse, delta, quarantine
+    from lakehouse.ingest import ingest_source
+    from lakehouse.settings import LakehouseSettings
+    from lakehouse.storage import Lake, Layer
+
+    orders_1 = (
+        "id,customer,ordered_at,store_id,subtotal,tax_paid,order_total\n"
+        + "".join(
+            f"o{i},c{i % 2 + 1},2018-09-0{i}T08:45:00,s1,{i}00,6,{i}06\n" for i in range(1, 8)
+        )
+        + "o8,c1,2018-09-01T08:45:00,s1,abc,6,606\n"  # cannot be typed
+        + "o9,c-gone,2018-09-01T08:45:00,s1,100,6,106\n"  # held for the missing customer
+    )
+    orders_2 = (
+        "id,customer,ordered_at,store_id,subtotal,tax_paid,order_total\n"
+        "o5,c2,2018-09-05T08:45:00,s1,555,6,561\n"  # delivered again: the later one wins
+        "o10,c1,2018-09-06T08:45:00,s1,100,6,106\n"
+    )
+
+    typed_chunks: list[int] = []
+    real_type_rows = cleanse.type_rows
+
+    def counting_type_rows(raw: pl.DataFrame, *args: Any) -> Any:
+        typed_chunks.append(raw.height)
+        return real_type_rows(raw, *args)
+
+    monkeypatch.setattr(cleanse, "type_rows", counting_type_rows)
+
+    def cleansed(chunk_rows: int, name: str) -> tuple[list, list, tuple[int, ...]]:
+        monkeypatch.setattr(cleanse, "CLEANSE_CHUNK_ROWS", chunk_rows)
+        typed_chunks.clear()
+        settings = LakehouseSettings(
+            lake_root=str(tmp_path / name), work_dir=tmp_path / f"{name}-w"
+        )
+        lake = Lake(settings)
+        lake.put_landing_file("customers", "d1/c.csv", b"id,name\nc1,Ann Lee\nc2,Bo Chan\n")
+        lake.put_landing_file(
+            "stores",
+            "d1/s.csv",
+            b"id,name,opened_at,tax_rate\ns1,Philly,2016-09-01T00:00:00,0.06\n",
+        )
+        lake.put_landing_file("orders", "d1/o1.csv", orders_1.encode())
+        lake.put_landing_file("orders", "d2/o2.csv", orders_2.encode())
+        stamp = delta.Stamp("run-1", "cleansed")
+        for name_ in ("customers", "stores", "orders"):
+            ingest_source(lake, SOURCES[name_], stamp)
+        for name_ in ("customers", "stores"):
+            cleanse.cleanse_source(lake, SOURCES[name_], stamp, KEY)
+        report = cleanse.cleanse_source(lake, SOURCES["orders"], stamp, KEY)
+        table = delta.read(lake.table_uri(Layer.CLEANSED, "orders"), lake.storage_options)
+        held = delta.read(lake.table_uri(Layer.QUARANTINE, "orders"), lake.storage_options)
+        lineage_free = [c for c in table.columns if c not in (SOURCE_FILE_URI, INGESTED_AT)]
+        counts = (
+            report.rows_read,
+            report.rows_inserted,
+            report.rows_quarantined,
+            report.duplicates_in_batch,
+            report.rows_warned,
+        )
+        return (
+            table.select(lineage_free).sort("order_id").rows(),
+            held.select("id", quarantine.RULE, QUARANTINE_REASON, quarantine.HELD_FOR)
+            .sort("id")
+            .rows(),
+            counts,
+        )
+
+    whole = cleansed(1_000_000, "whole")
+    assert typed_chunks[-1] == 11  # orders: one chunk (customers and stores before it)
+    chunked = cleansed(3, "chunked")
+    assert typed_chunks[-4:] == [3, 3, 3, 2]
+    assert chunked == whole
+    rows, held, counts = whole
+    assert [r[0] for r in rows] == ["o1", "o10", "o2", "o3", "o4", "o5", "o6", "o7"]
+    assert [h[0] for h in held] == ["o8", "o9"]
+    assert counts[:4] == (11, 8, 2, 1)
