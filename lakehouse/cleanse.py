@@ -32,11 +32,13 @@ from lakehouse.faults import fault_point
 from lakehouse.pii import mask, pseudonymize
 from lakehouse.publish import Verdict
 from lakehouse.sources import (
+    INGEST_RUN_ID,
     INGESTED_AT,
     LINEAGE_COLUMNS,
     QUARANTINE_REASON,
     QUARANTINE_RUN_ID,
     ROW_HASH,
+    SOURCE_FILE_FINGERPRINT,
     SOURCE_FILE_URI,
     SOURCE_ROW_NUMBER,
     Column,
@@ -418,6 +420,21 @@ def backlog(lake: Lake, source: Source, snapshot: delta.Snapshot | None = None) 
     )
 
 
+REPEATED_TEXT = (SOURCE_FILE_URI, SOURCE_FILE_FINGERPRINT, INGEST_RUN_ID)
+"""Lineage columns with one value per file or run: held as categoricals while a run
+accumulates rows, decoded to plain strings when written."""
+
+
+def compact(df: pl.DataFrame) -> pl.DataFrame:
+    """``df`` in buffers of its own, repeated lineage text as categoricals: a filtered
+    frame's strings otherwise keep every buffer of the frames it came from alive, and a
+    file's URI and fingerprint take hundreds of bytes on every row."""
+    df = df.with_columns(pl.col(c).cast(pl.Categorical) for c in REPEATED_TEXT if c in df.columns)
+    copied = pl.from_arrow(df.to_arrow())
+    assert isinstance(copied, pl.DataFrame)
+    return copied
+
+
 CLEANSE_CHUNK_ROWS = 1_000_000
 """New raw rows are typed and judged this many at a time: what cleansing holds besides
 the rows it publishes is bounded by a chunk, not by the backlog."""
@@ -501,7 +518,7 @@ def _judge_new_rows(
         del typed
         out.references |= judged.reference_versions
         if judged.passed.height:
-            out.passed.append(judged.passed)
+            out.passed.append(compact(judged.passed))
         if judged.quarantined.height:
             rule_quarantined.append(
                 chunk.join(
@@ -655,9 +672,12 @@ def _cleanse_once(
         else pl.DataFrame()
     )
     parts = [
-        p
-        for p in (*fresh.passed, released_valid, earlier_valid.drop(COMMIT_VERSION, strict=False))
-        if p.height
+        *fresh.passed,
+        *(
+            compact(p)
+            for p in (released_valid, earlier_valid.drop(COMMIT_VERSION, strict=False))
+            if p.height
+        ),
     ]
     fresh.passed.clear()  # the parts hold them now; one copy less at the peak
     values = pl.concat(parts, how="vertical", rechunk=False) if parts else None

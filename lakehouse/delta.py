@@ -329,6 +329,22 @@ def iter_inserts(
 
 
 # -- writing -----------------------------------------------------------------------------
+def plain_arrow(df: pl.DataFrame, rows: int = 1 << 19) -> pa.RecordBatchReader:
+    """``df`` as Arrow batches, converted a slice at a time (no whole copy exists at once),
+    categorical columns decoded to plain strings: what a Delta table stores."""
+    exported = df.head(0).to_arrow().schema
+    schema = pa.schema(
+        pa.field(f.name, f.type.value_type if pa.types.is_dictionary(f.type) else f.type)
+        for f in exported
+    )
+
+    def batches() -> Iterator[pa.RecordBatch]:
+        for part in df.iter_slices(rows):
+            yield from part.to_arrow().cast(schema).to_batches()
+
+    return pa.RecordBatchReader.from_batches(schema, batches())
+
+
 STATS_COLUMNS = "delta.dataSkippingStatsColumns"
 """The table property naming the columns a writer keeps file statistics for."""
 
@@ -416,7 +432,7 @@ class Snapshot:
 
     def _write(
         self,
-        data: pa.Table,
+        data: pa.Table | pa.RecordBatchReader,
         mode: Literal["append", "overwrite"],
         properties: CommitProperties,
         *,
@@ -470,7 +486,7 @@ class Snapshot:
 
     def append(
         self,
-        table: pa.Table | pl.DataFrame,
+        table: pa.Table | pl.DataFrame | pa.RecordBatchReader,
         stamp: Stamp,
         *,
         txns: Mapping[str, int] | None = None,
@@ -479,18 +495,21 @@ class Snapshot:
         configuration: Mapping[str, str] | None = None,
     ) -> int:
         """Append rows (possibly none: a commit of cursors and markers only)."""
-        data = table.to_arrow() if isinstance(table, pl.DataFrame) else table
+        rows = table.height if isinstance(table, pl.DataFrame) else table.num_rows
+        data: pa.Table | pa.RecordBatchReader
+        if isinstance(table, pl.DataFrame):
+            data = plain_arrow(table) if rows else plain_arrow(table).read_all()
+        else:
+            data = table
         kwargs: dict[str, Any] = {"configuration": dict(configuration)} if configuration else {}
         if schema_merge:
             kwargs["schema_mode"] = "merge"
-        props = self._properties(
-            stamp, data_change=data.num_rows > 0, txns=txns or {}, extra=extra or {}
-        )
+        props = self._properties(stamp, data_change=rows > 0, txns=txns or {}, extra=extra or {})
         return self._write(data, "append", props, **kwargs)
 
     def append_files(
         self,
-        table: pa.Table | pl.DataFrame,
+        table: pa.Table | pl.DataFrame | pa.RecordBatchReader,
         stamp: Stamp,
         files: list[str],
         *,
@@ -552,7 +571,7 @@ class Snapshot:
         so cursors move exactly when the data they describe does. Returns delta-rs's metrics.
         """
         assert self.dt is not None, "merge needs an existing table"
-        data = source.to_arrow() if isinstance(source, pl.DataFrame) else source
+        data = plain_arrow(source).read_all() if isinstance(source, pl.DataFrame) else source
         expected = self.next_version
         if data.num_rows:
             props = self._properties(stamp, data_change=True, txns=txns or {}, extra=extra or {})
