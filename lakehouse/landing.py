@@ -28,7 +28,7 @@ def land_files(
     """Copy local files into landing; ``files`` maps source name to file. Returns landed URIs."""
     when = when or datetime.now(UTC)
     return {
-        source: lake.put_landing_file(source, landing_key(path.name, when), path.read_bytes())
+        source: lake.put_landing_file(source, landing_key(path.name, when), path)
         for source, path in files.items()
     }
 

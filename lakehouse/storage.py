@@ -360,8 +360,9 @@ class Lake:
             return io.BufferedReader(_BodyReader(body), buffer_size=1 << 20)
         return Path(uri).open("rb")
 
-    def put_landing_file(self, source: str, relative_key: str, data: bytes) -> str:
-        """Deliver a file into landing/<source>/ (used by the demo and tests, never by ingestion)."""
+    def put_landing_file(self, source: str, relative_key: str, data: bytes | Path) -> str:
+        """Deliver bytes, or a local file (copied in pieces, never read whole), into
+        landing/<source>/ (used by the demo and tests, never by ingestion)."""
         parts = relative_key.split("/")
         if (
             not relative_key
@@ -385,9 +386,15 @@ class Lake:
         path = Path(uri)
         return path.read_bytes() if path.is_file() else None
 
-    def write_object(self, uri: str, data: bytes, *, exclusive: bool = False) -> bool:
-        """Write an object atomically; with ``exclusive``, only if none exists (returns False then)."""
+    def write_object(self, uri: str, data: bytes | Path, *, exclusive: bool = False) -> bool:
+        """Write an object atomically, from bytes or a local file (streamed, never read
+        whole); with ``exclusive``, only if none exists (returns False
+        then; bytes only)."""
         self.check_writable(uri)
+        if isinstance(data, Path):
+            if exclusive:
+                raise ValueError("an exclusive write takes bytes")
+            return self._write_file(uri, data)
         if self.is_s3:
             from botocore.exceptions import ClientError
 
@@ -414,6 +421,19 @@ class Lake:
             finally:
                 tmp.unlink()
             return True
+        tmp.replace(path)  # atomic rename: a reader never sees half a file
+        return True
+
+    def _write_file(self, uri: str, source: Path) -> bool:
+        if self.is_s3:
+            bucket, key = _split_s3(uri)
+            with source.open("rb") as body:  # one streamed PUT (S3 takes up to 5 GB so)
+                self.s3.put_object(Bucket=bucket, Key=key, Body=body, **self._encryption)
+            return True
+        path = Path(uri)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.partial")
+        shutil.copyfile(source, tmp)
         tmp.replace(path)  # atomic rename: a reader never sees half a file
         return True
 
