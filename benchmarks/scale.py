@@ -194,11 +194,16 @@ def render(results: dict[float, list[Measured]], command: str, seconds: float) -
         )
     if len(results) > 1:
         small, big = min(results), max(results)
+        increments = "; ".join(
+            f"on the {scale:g}x lake over the {small:g}x lake: "
+            f"{wall(scale, 'increment build') / wall(small, 'increment build'):.2f}x"
+            for scale in results
+            if scale != small
+        )
         lines += [
             f"- No-op build: {wall(small, 'no-op build'):.1f} s at {small:g}x, "
             f"{wall(big, 'no-op build'):.1f} s at {big:g}x (process start and imports included).",
-            f"- Increment on the {big:g}x lake over the {small:g}x lake: "
-            f"{wall(big, 'increment build') / wall(small, 'increment build'):.2f}x.",
+            f"- Increment {increments}.",
         ]
     return "\n".join(lines) + "\n"
 
