@@ -149,12 +149,18 @@ CSV_BLOCK_BYTES = 1 << 20
 the file's size."""
 
 _FAST_PATH_REFUSALS = (pa.ArrowInvalid, UnicodeDecodeError, csv.Error, EOFError, zlib.error)
-"""What the streaming reader raises for a file it cannot read (a gzip error is an
-OSError subclass and caught with it); the row-by-row reader then says why."""
+"""What Arrow's reader (and gzip, for a truncated or corrupt stream) raise for a file it
+cannot read; the row-by-row reader then says why."""
 
 
 class _HeaderNotPlainError(Exception):
     """The header is not plain enough to hand to Arrow; the row-by-row reader says why."""
+
+
+_CONTENT_FAULTS = (_HeaderNotPlainError, gzip.BadGzipFile, *_FAST_PATH_REFUSALS)
+"""What the streaming reader raises for a file's own content (then read whole, row by
+row, for the message). Any other error, a connection reset say, is the storage's: it
+propagates, so a transient fault never loads a large file whole or rejects it."""
 
 
 def _read_csv_arrow(data: bytes) -> pl.DataFrame | None:
@@ -533,13 +539,22 @@ def _read_bytes(lake: Lake, f: LandedFile) -> bytes:
         raise LandedFileError(f"{f.uri}: {f.unreadable}")
     try:
         return lake.read_bytes(f.uri)
-    except PermissionError as exc:
-        raise LandedFileError(f"{f.uri}: cannot read the file: {exc.strerror or exc}") from exc
     except Exception as exc:
-        code = s3_error_code(exc)
-        if code in ("AccessDenied", "InvalidObjectState"):  # e.g. archived to Glacier
-            raise LandedFileError(f"{f.uri}: cannot read the object: {code}") from exc
-        raise
+        problem = _refusal(f, exc)
+        if problem is None:
+            raise
+        raise problem from exc
+
+
+def _refusal(f: LandedFile, exc: Exception) -> LandedFileError | None:
+    """A storage error that is the file's problem (this process may not read it: it is
+    rejected), or None for the run's (a storage that does not answer: it propagates)."""
+    if isinstance(exc, PermissionError):
+        return LandedFileError(f"{f.uri}: cannot read the file: {exc.strerror or exc}")
+    code = s3_error_code(exc)
+    if code in ("AccessDenied", "InvalidObjectState"):  # e.g. archived to Glacier
+        return LandedFileError(f"{f.uri}: cannot read the object: {code}")
+    return None
 
 
 @dataclass
@@ -581,9 +596,13 @@ def open_landed(
             if first is None:
                 return [], lambda: iter(())
             return first.schema.names, stream
-        except Exception as exc:  # the whole-file reader below names a bad row or header,
-            # and lets a storage error propagate
+        except _CONTENT_FAULTS as exc:  # the whole-file reader below names the row at fault
             log.debug("%s: streaming reader refused it (%s); reading it whole", f.uri, exc)
+        except Exception as exc:
+            problem = _refusal(f, exc)
+            if problem is None:
+                raise  # the storage's problem, not the file's: the run fails and retries
+            raise problem from exc
     frame = read_landed(f.uri, _read_bytes(lake, f))
     table = frame.to_arrow()
     return frame.columns, lambda: iter(table.to_batches(max_chunksize=1 << 17))
@@ -689,7 +708,7 @@ def _raw_stream(
                     ]
                     number += n
                     yield pa.RecordBatch.from_arrays(columns, schema=schema)
-            except (*_FAST_PATH_REFUSALS, OSError) as exc:
+            except _CONTENT_FAULTS as exc:
                 failed[f.uri] = exc
                 raise
             counted[f.uri] = number

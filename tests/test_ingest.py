@@ -6,6 +6,7 @@ import gzip
 import io
 import json
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 import pytest
@@ -327,3 +328,45 @@ def test_an_object_s3_refuses_is_rejected_and_the_others_load(
     assert by_name["secret.csv"].status is FileStatus.REJECTED
     assert "AccessDenied" in by_name["secret.csv"].reason
     assert sorted(raw_orders(lake)["id"]) == ["o1", "o2"]
+
+
+def test_a_storage_fault_part_way_fails_the_run_and_rejects_nothing(
+    lake: Lake, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A connection reset in the middle of a landed file is the storage's fault, not the
+    file's: the run fails (to be retried), nothing is committed or logged, the file is
+    not read whole in memory; the next run loads it once."""
+    from lakehouse import ingest
+
+    monkeypatch.setattr(ingest, "CSV_BLOCK_BYTES", 4096)
+    lake.put_landing_file("orders", "2026-01-01/big.csv", (HEADER + many_rows(5000)).encode())
+    real_open = Lake.open_stream
+
+    class Resetting(io.RawIOBase):
+        def __init__(self, inner: Any) -> None:
+            self.inner, self.sent = inner, 0
+
+        def readable(self) -> bool:
+            return True
+
+        def readinto(self, buffer: Any) -> int:
+            if self.sent > 20_000:
+                raise ConnectionResetError(104, "Connection reset by peer")
+            chunk = self.inner.read(min(len(buffer), 1024))
+            buffer[: len(chunk)] = chunk
+            self.sent += len(chunk)
+            return len(chunk)
+
+    def flaky(self: Lake, uri: str) -> Any:
+        return io.BufferedReader(Resetting(real_open(self, uri)))
+
+    monkeypatch.setattr(Lake, "open_stream", flaky)
+    monkeypatch.setattr(ingest, "read_landed", lambda *a: pytest.fail("read whole"))
+    with pytest.raises(ConnectionResetError):
+        run(lake)
+    assert delta.open_table(lake.table_uri(Layer.RAW, "orders"), lake.storage_options) is None
+    assert delta.open_table(lake.ingest_log_uri, lake.storage_options) is None
+
+    monkeypatch.setattr(Lake, "open_stream", real_open)
+    assert run(lake, 2).rows_added == 5000
+    assert raw_orders(lake).height == 5000
