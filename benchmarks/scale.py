@@ -26,6 +26,7 @@ benchmark, not a test: no timing is judged here.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import platform
 import shlex
@@ -40,6 +41,10 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 LAKEHOUSE = str(Path(sys.executable).with_name("lakehouse"))
+PLOT = REPO / "docs" / "scale.png"
+PLOT_COMMAND = (
+    "uv run --frozen --group bench python benchmarks/plot_scale.py docs/scale.md docs/scale.png"
+)
 BARE = Path(__file__).with_name("bare_lakehouse.py")
 INCREMENT_SCALE = 0.01
 """The increment: 1% of a 1x year's volume, the same files at every lake size."""
@@ -205,6 +210,12 @@ def render(results: dict[float, list[Measured]], command: str, seconds: float) -
             f"{wall(big, 'no-op build'):.1f} s at {big:g}x (process start and imports included).",
             f"- Increment {increments}.",
         ]
+    lines += [
+        "",
+        f"![Time and memory against lake size]({PLOT.name})",
+        "",
+        f"The plot is drawn from the table above: `{PLOT_COMMAND}`.",
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -222,6 +233,13 @@ def main() -> None:
     text = render(results, command, time.perf_counter() - started)
     args.out.write_text(text)
     print(text)
+    if importlib.util.find_spec("matplotlib") is None:
+        print(f"no plot drawn (matplotlib is in the bench group): {PLOT_COMMAND}")
+    else:
+        from plot_scale import draw  # beside this file
+
+        draw(text, args.out.with_name(PLOT.name))
+        print(f"wrote {args.out.with_name(PLOT.name)}")
 
 
 if __name__ == "__main__":
