@@ -84,6 +84,9 @@ INGEST_LOG: dict[str, str] = {
     "raw_version": "The raw table version that added the file's rows (null unless loaded).",
     "ingested_at": "When this event was logged (UTC).",
     "run_id": "The Dagster run that logged this event.",
+    "column_profile": "Per landed column of a loaded file: rows, empty (null or blank) values "
+    "and about how many distinct values (JSON), which the delivery anomaly check compares "
+    "with earlier deliveries (null for other events).",
 }
 
 _RAW_FORM: dict[Kind, str] = {

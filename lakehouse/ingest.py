@@ -39,6 +39,7 @@ import pyarrow as pa
 import pyarrow.csv as pa_csv
 
 from lakehouse import delta
+from lakehouse.anomaly import PROFILE_COLUMN, DeliveryProfile
 from lakehouse.faults import fault_point
 from lakehouse.sources import (
     INGEST_RUN_ID,
@@ -81,6 +82,8 @@ class FileOutcome:
     warnings: list[str] = field(default_factory=list)
     note: str | None = None
     """Set when this run found the file in raw already and only logged it."""
+    profile: str | None = None
+    """Its columns' empty and distinct counts (JSON; ``lakehouse.anomaly``), once loaded."""
 
 
 @dataclass
@@ -343,6 +346,7 @@ def _log_frame(
             ],
             "ingested_at": [now] * len(outcomes),
             "run_id": [run_id] * len(outcomes),
+            PROFILE_COLUMN: [o.profile for o in outcomes],
         },
         schema_overrides={
             "last_modified": pl.Datetime("us", "UTC"),
@@ -351,6 +355,7 @@ def _log_frame(
             "rows": pl.Int64,
             "size_bytes": pl.Int64,
             "reason": pl.String,
+            PROFILE_COLUMN: pl.String,
         },
     )
 
@@ -441,9 +446,9 @@ def ingest_source(
             rows_added = 0
             if not loading:
                 break
-            counted: dict[str, int] = {}
+            profiles: dict[str, DeliveryProfile] = {}
             failed: dict[str, BaseException] = {}
-            stream = _raw_stream(loading, stamp.run_id, now, counted, failed)
+            stream = _raw_stream(loading, stamp.run_id, now, profiles, failed)
             fault_point("raw.before_commit", source.name)
             try:
                 raw_version = snapshot.append_files(
@@ -464,8 +469,9 @@ def ingest_source(
                     _warn(opened[uri][0])
                 continue
             for rows in loading:
-                rows.outcome.rows = counted[rows.file.uri]
-            rows_added = sum(counted.values())
+                rows.outcome.rows = profiles[rows.file.uri].rows
+                rows.outcome.profile = profiles[rows.file.uri].to_json()
+            rows_added = sum(p.rows for p in profiles.values())
             fault_point("raw.after_commit", source.name)
             break
         if outcomes:
@@ -487,7 +493,9 @@ def _append_log(
     log_target = lake.writable(Layer.RAW, INGEST_LOG_TABLE)
     frame = _log_frame(outcomes, source, raw_version, stamp.run_id, now)
     delta.retry_on_conflict(
-        lambda: log_target.snapshot().append(frame, stamp), f"raw/{INGEST_LOG_TABLE}"
+        # merge: a log written before a column was added to it takes the new column
+        lambda: log_target.snapshot().append(frame, stamp, schema_merge=True),
+        f"raw/{INGEST_LOG_TABLE}",
     )
 
 
@@ -673,12 +681,13 @@ def _raw_stream(
     loading: Sequence[LandedRows],
     run_id: str,
     now: datetime,
-    counted: dict[str, int],
+    profiles: dict[str, DeliveryProfile],
     failed: dict[str, BaseException],
 ) -> pa.RecordBatchReader:
     """Every row of ``loading`` as one stream of raw's batches (the union of the files'
-    columns, then lineage), counting rows per file into ``counted``; a file that breaks
-    the reader part-way is noted in ``failed`` and ends the stream."""
+    columns, then lineage), counting and profiling rows per file into ``profiles`` as they
+    pass; a file that breaks the reader part-way is noted in ``failed`` and ends the
+    stream."""
     names = list(dict.fromkeys(c for rows in loading for c in rows.columns))
     landed = pa.schema([(n, pa.large_string()) for n in names])
     schema = pa.unify_schemas([landed, LINEAGE_SCHEMA])
@@ -687,11 +696,13 @@ def _raw_stream(
         for rows in loading:
             f = rows.file
             number = 0
+            profile = DeliveryProfile()
             try:
                 for batch in rows.batches():
                     n = batch.num_rows
                     if n == 0:
                         continue
+                    profile.add(batch)
                     present = set(batch.schema.names)
                     columns = [
                         batch.column(name).cast(pa.large_string())
@@ -711,6 +722,6 @@ def _raw_stream(
             except _CONTENT_FAULTS as exc:
                 failed[f.uri] = exc
                 raise
-            counted[f.uri] = number
+            profiles[f.uri] = profile
 
     return pa.RecordBatchReader.from_batches(schema, batches())

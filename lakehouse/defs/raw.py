@@ -3,7 +3,13 @@
 import dagster as dg
 
 from lakehouse import delta
-from lakehouse.anomaly import delivery_history, judge_volumes
+from lakehouse.anomaly import (
+    delivery_history,
+    judge_columns,
+    judge_volumes,
+    parse_profile,
+    profile_history,
+)
 from lakehouse.catalog import asset_key, landing_key
 from lakehouse.defs.cleansed import TRANSIENT_IO_RETRY, table_pool
 from lakehouse.defs.metadata import table_metadata
@@ -23,6 +29,7 @@ class IngestConfig(dg.Config):
 
 SCHEMA_DRIFT_CHECK = "schema_drift"
 VOLUME_CHECK = "delivery_volume"
+COLUMNS_CHECK = "delivery_columns"
 
 
 def _volume_check(lake: Lake, source: str, loaded: list[FileOutcome]) -> dg.AssetCheckResult:
@@ -39,6 +46,32 @@ def _volume_check(lake: Lake, source: str, loaded: list[FileOutcome]) -> dg.Asse
         metadata={
             "deliveries": dg.MetadataValue.text(text),
             "unusual": len(flagged),
+            "history": len(history),
+        },
+    )
+
+
+def _columns_check(lake: Lake, source: str, loaded: list[FileOutcome]) -> dg.AssetCheckResult:
+    """Each column of each file loaded now, its empty rate and distinct count, against the
+    same column in the source's earlier deliveries (``lakehouse.anomaly``)."""
+    new = [o for o in loaded if o.profile is not None]
+    history = profile_history(lake, source, exclude={o.file.uri for o in new})
+    flagged: list[str] = []
+    judged = 0
+    for outcome in new:
+        assert outcome.profile is not None
+        judgements = judge_columns(history, parse_profile(outcome.profile))
+        judged += len(judgements)
+        name = outcome.file.uri.rsplit("/", 1)[-1]
+        flagged += [f"{name}: {j.describe()}" for j in judgements if j.anomalous]
+    return dg.AssetCheckResult(
+        check_name=COLUMNS_CHECK,
+        passed=not flagged,
+        severity=dg.AssetCheckSeverity.WARN,
+        metadata={
+            "unusual": dg.MetadataValue.md("\n".join(f"- {f}" for f in flagged) or "none"),
+            "unusual_count": len(flagged),
+            "measures_judged": judged,
             "history": len(history),
         },
     )
@@ -67,6 +100,13 @@ def build_raw_asset(source: Source) -> dg.AssetsDefinition:
                 asset=asset_key(Layer.RAW, source.name),
                 description="Warns when a delivery's row count is unlike the source's last "
                 "30 deliveries (median and MAD; from the 6th delivery on).",
+            ),
+            dg.AssetCheckSpec(
+                COLUMNS_CHECK,
+                asset=asset_key(Layer.RAW, source.name),
+                description="Warns when a column of a delivery is unusually often empty, or "
+                "holds an unusual number of distinct values, against the source's last 30 "
+                "deliveries (median and MAD; from the 6th delivery on).",
             ),
         ],
     )
@@ -100,6 +140,9 @@ def build_raw_asset(source: Source) -> dg.AssetsDefinition:
         volume = _volume_check(lake, source.name, loaded)
         if not volume.passed:
             context.log.warning(f"raw/{source.name}: {volume.metadata['deliveries'].value}")
+        columns = _columns_check(lake, source.name, loaded)
+        if not columns.passed:
+            context.log.warning(f"raw/{source.name}: {columns.metadata['unusual'].value}")
         if result.problems:
             meta["problems"] = dg.MetadataValue.md("\n".join(f"- {p}" for p in result.problems))
             for problem in result.problems:
@@ -131,7 +174,7 @@ def build_raw_asset(source: Source) -> dg.AssetsDefinition:
             )
             if drift.drifted:
                 context.log.warning(f"raw/{source.name} schema drift: {drift.describe()}")
-        return dg.MaterializeResult(metadata=meta, check_results=[check, volume])
+        return dg.MaterializeResult(metadata=meta, check_results=[check, volume, columns])
 
     return _raw
 
