@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dagster as dg
 
+from lakehouse.defs.alerts import alerts_sensor
 from lakehouse.defs.audit import audit_job, audit_sensor, audit_trail
 from lakehouse.defs.checks import contract_checks
 from lakehouse.defs.cleansed import cleansed_assets
@@ -58,6 +59,7 @@ def build_definitions(lakehouse: LakehouseResource | None = None) -> dg.Definiti
         sensors=[
             *lakehouse_sensors(settings.schedules_running),
             audit_sensor(settings.schedules_running),
+            alerts_sensor(settings.schedules_running),
         ],
         schedules=lakehouse_schedules(settings.schedules_running, remove_idle_branches_job),
         resources={"lakehouse": lakehouse},

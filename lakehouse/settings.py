@@ -250,6 +250,31 @@ class LakehouseSettings(BaseSettings):
         default="lakehouse", description="OpenLineage job namespace."
     )
 
+    # -- alerts: who hears about it (README "Operating it") ------------------------------
+    alert_webhook_url: SecretStr | None = Field(
+        default=None,
+        description="Where alerts are POSTed as JSON with a Slack-style ``text`` (a Slack or "
+        "Teams incoming webhook, or any HTTP receiver). A secret: never logged. Unset, alerts "
+        "are only written to the alerts sensor's log.",
+    )
+    alert_repeat_minutes: float = Field(
+        default=60.0,
+        gt=0,
+        description="An alert still open is not sent again for this long (one message per "
+        "incident, a reminder at most this often); its resolution is always sent.",
+    )
+    alert_quarantine_rate: float = Field(
+        default=0.01,
+        ge=0.0,
+        le=1.0,
+        description="Alert when a cleansing run quarantines more than this share of the rows "
+        "it read (below quarantine_max_rate, which stops the batch and fails the run).",
+    )
+    ui_url: str = Field(
+        default="http://127.0.0.1:3000",
+        description="The Dagster UI's address, for the links in alerts.",
+    )
+
     quarantine_max_rate: float = Field(
         default=0.05,
         ge=0.0,

@@ -46,6 +46,7 @@ from lakehouse.landing import land_files
 from lakehouse.sample_data import generate_sample
 from lakehouse.settings import LakehouseSettings
 from lakehouse.storage import Lake
+from tests.lake_invariants import SavedLake
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -239,6 +240,67 @@ def built_lake(tmp_path_factory: pytest.TempPathFactory, sample_delivery: dict[s
     land_files(lake, sample_delivery, datetime(2026, 11, 1, tzinfo=UTC))
     run_build(settings)
     return lake
+
+
+@pytest.fixture(scope="session")
+def saved(tmp_path_factory: pytest.TempPathFactory, sample_delivery: dict[str, Path]) -> SavedLake:
+    """The sample delivery built once; ``built`` gets it back in place (same URIs)."""
+    base = tmp_path_factory.mktemp("saved")
+    settings = LakehouseSettings(lake_root=str(base / "lake"), work_dir=base / "work")
+    land_files(Lake(settings), sample_delivery, datetime(2026, 11, 1, tzinfo=UTC))
+    run_build(settings)
+    saved = SavedLake(settings, [sample_delivery])
+    saved.save()
+    return saved
+
+
+@pytest.fixture
+def built(saved: SavedLake) -> Lake:
+    """The built sample lake, restored for this test: change it as you like."""
+    saved.restore()
+    return saved.lake
+
+
+@dataclass
+class Webhook:
+    """A loopback HTTP receiver standing in for Slack: every POSTed JSON body, in order."""
+
+    url: str
+    received: list[dict[str, Any]]
+    failing: list[bool]
+    """Set ``failing[0]`` to answer HTTP 500 (and record nothing)."""
+
+
+@pytest.fixture
+def webhook() -> Iterator[Webhook]:
+    import http.server
+    import threading
+
+    received: list[dict[str, Any]] = []
+    failing = [False]
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            if failing[0]:
+                self.send_response(500)
+            else:
+                received.append(json.loads(body))
+                self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    secret = uuid.uuid4().hex
+    try:
+        yield Webhook(f"http://127.0.0.1:{server.server_port}/services/{secret}", received, failing)
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,6 @@ from lakehouse.marts import read_mart
 from lakehouse.settings import LakehouseSettings
 from lakehouse.storage import Lake, LandedFile, Layer
 from tests.conftest import run_build
-from tests.lake_invariants import SavedLake
 from tests.test_pipeline import read_csv, write_csv
 
 DAY1 = datetime(2026, 11, 1, tzinfo=UTC)
@@ -57,24 +56,6 @@ def cli(settings: LakehouseSettings, monkeypatch: pytest.MonkeyPatch, *argv: str
     monkeypatch.setenv("LAKEHOUSE_WORK_DIR", str(settings.work_dir))
     monkeypatch.delenv("DAGSTER_HOME", raising=False)
     return main(list(argv))
-
-
-@pytest.fixture(scope="module")
-def saved(tmp_path_factory: pytest.TempPathFactory, sample_delivery: dict[str, Path]) -> SavedLake:
-    """The sample delivery built once; each test gets it back in place (same URIs)."""
-    base = tmp_path_factory.mktemp("quarantine")
-    settings = LakehouseSettings(lake_root=str(base / "lake"), work_dir=base / "work")
-    land_files(Lake(settings), sample_delivery, DAY1)
-    run_build(settings)
-    saved = SavedLake(settings, [sample_delivery])
-    saved.save()
-    return saved
-
-
-@pytest.fixture
-def built(saved: SavedLake) -> Lake:
-    saved.restore()
-    return saved.lake
 
 
 @pytest.mark.slow

@@ -85,8 +85,10 @@ class LakehouseDbtCli(DbtCliResource):
         return None
 
 
+MART_STALE_AFTER = timedelta(hours=48)
+"""A mart not rebuilt for this long fails its freshness (and the alerts sensor alerts)."""
 MART_FRESHNESS = dg.FreshnessPolicy.time_window(
-    fail_window=timedelta(hours=48), warn_window=timedelta(hours=26)
+    fail_window=MART_STALE_AFTER, warn_window=timedelta(hours=26)
 )
 
 

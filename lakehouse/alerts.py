@@ -1,0 +1,381 @@
+"""Alerts that reach people: what is wrong, once per incident, and when it is over.
+
+The alerts sensor (``lakehouse.defs.alerts``) reads what happened since its last tick from
+the Dagster instance's event log, in storage order: failed and successful runs, asset
+check evaluations, cleansing materializations; and, each tick, how old every mart is.
+Each condition has a stable key (``run_failure:build_lakehouse``,
+``check:cleansed/orders:order_id_unique``, ...), so:
+
+* a condition that starts firing sends one alert, with what failed, why and a link to it
+  in the UI;
+* while it stays open, the same condition firing again sends nothing until
+  ``alert_repeat_minutes`` have passed (then one reminder);
+* when it clears (the job's next run succeeds, the check passes, the mart is rebuilt),
+  one resolution is sent and the incident closes.
+
+The state (open incidents, the event cursor) lives in the sensor's cursor, so the daemon
+restarting neither repeats nor loses alerts. A message that could not be delivered stays
+pending and is tried again on the next tick. The webhook URL is a secret: it is never
+logged, never part of an error and never stored in the cursor.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import dagster as dg
+from dagster import DagsterEventType
+
+log = logging.getLogger(__name__)
+
+FIRING = "firing"
+RESOLVED = "resolved"
+EVENTS_PER_TICK = 1000
+"""Events read per kind and tick; a backlog is worked through over several ticks."""
+
+
+@dataclass(frozen=True)
+class Alert:
+    """One condition that is wrong now."""
+
+    key: str
+    """Stable across occurrences of the same condition: what dedupes and resolves it."""
+    kind: str
+    title: str
+    fields: dict[str, str]
+    link: str
+
+
+@dataclass(frozen=True)
+class Notice:
+    """A message to send: an alert firing (or a reminder), or its resolution."""
+
+    status: str
+    alert: Alert
+
+    def payload(self) -> dict[str, Any]:
+        mark = ":rotating_light:" if self.status == FIRING else ":white_check_mark:"
+        verb = "" if self.status == FIRING else "resolved: "
+        details = "\n".join(f"• {k}: {v}" for k, v in self.alert.fields.items())
+        text = f"{mark} {verb}{self.alert.title}\n{details}\n<{self.alert.link}|open in Dagster>"
+        return {"text": text.replace("\n\n", "\n"), "status": self.status, **asdict(self.alert)}
+
+
+@dataclass
+class Incident:
+    title: str
+    opened_at: float
+    sent_at: float | None = None
+    """When the last firing message went out; None while it is still to be sent."""
+    resolving: bool = False
+    """Cleared, its resolution still to be sent."""
+    alert: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class AlertState:
+    """What the sensor remembers between ticks (its cursor, as JSON)."""
+
+    after: dict[str, str] = field(default_factory=dict)
+    """What was read -> the event log's cursor after it."""
+    open: dict[str, Incident] = field(default_factory=dict)
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {"after": self.after, "open": {k: asdict(v) for k, v in self.open.items()}},
+            sort_keys=True,
+        )
+
+    @classmethod
+    def from_json(cls, text: str | None) -> AlertState:
+        if not text:
+            return cls()
+        data = json.loads(text)
+        return cls(
+            {k: str(v) for k, v in data.get("after", {}).items()},
+            {k: Incident(**v) for k, v in data.get("open", {}).items()},
+        )
+
+
+@dataclass(frozen=True)
+class AlertRules:
+    ui_url: str
+    repeat_after: timedelta
+    quarantine_rate: float
+    stale_after: timedelta
+    marts: Sequence[dg.AssetKey]
+    quarantining: Sequence[dg.AssetKey]
+    """Assets whose materializations report rows_read and rows_quarantined (cleansing)."""
+    blocking_checks: Sequence[dg.AssetCheckKey]
+
+
+@dataclass(frozen=True)
+class Observation:
+    """What one event says about one alert key: it fires, or it is fine."""
+
+    key: str
+    alert: Alert | None
+    """None: the condition is fine (clears an open incident)."""
+
+
+def _asset(key: dg.AssetKey) -> str:
+    return key.to_user_string()
+
+
+def _asset_link(rules: AlertRules, key: dg.AssetKey, view: str = "") -> str:
+    return f"{rules.ui_url.rstrip('/')}/assets/{'/'.join(key.path)}{view}"
+
+
+def _short(text: str, limit: int = 500) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _message(text: str) -> str:
+    """An error's message without the exception's dotted class name in front."""
+    head, sep, rest = text.partition(": ")
+    return rest if sep and "." in head and " " not in head else text
+
+
+def _failure_reason(instance: dg.DagsterInstance, run_id: str, fallback: str) -> str:
+    """The first failed step and its error: why a run failed, in the run's own words."""
+    for entry in instance.all_logs(run_id, of_type=DagsterEventType.STEP_FAILURE):
+        event = entry.dagster_event
+        error = getattr(event.event_specific_data, "error", None) if event else None
+        if error is not None:
+            return f"{event.step_key if event else 'a step'}: {_message(error.message)}"
+    return fallback
+
+
+def _observe(instance: dg.DagsterInstance, record: Any, rules: AlertRules) -> list[Observation]:
+    entry = record.event_log_entry
+    event = entry.dagster_event
+    if event is None:
+        return []
+    ui = rules.ui_url.rstrip("/")
+    if event.event_type in (DagsterEventType.RUN_FAILURE, DagsterEventType.RUN_SUCCESS):
+        job = event.job_name or "unknown job"
+        key = f"run_failure:{job}"
+        if event.event_type is DagsterEventType.RUN_SUCCESS:
+            return [Observation(key, None)]
+        error = getattr(event.event_specific_data, "error", None)
+        fallback = _message(error.message) if error is not None else entry.message
+        why = _failure_reason(instance, entry.run_id, fallback or "the run failed")
+        alert = Alert(
+            key,
+            "run_failure",
+            f"Run of {job} failed",
+            {"job": job, "run": entry.run_id, "why": _short(why)},
+            f"{ui}/runs/{entry.run_id}",
+        )
+        return [Observation(key, alert)]
+    if event.event_type is DagsterEventType.ASSET_MATERIALIZATION:
+        materialization = event.event_specific_data.materialization
+        asset = materialization.asset_key
+        meta = {k: getattr(v, "value", v) for k, v in materialization.metadata.items()}
+        read, quarantined = meta.get("rows_read"), meta.get("rows_quarantined")
+        if not isinstance(read, int) or not isinstance(quarantined, int) or read == 0:
+            return []  # not a cleansing that read rows: says nothing about quarantine
+        key = f"quarantine:{_asset(asset)}"
+        rate = quarantined / read
+        if rate <= rules.quarantine_rate:
+            return [Observation(key, None)]
+        alert = Alert(
+            key,
+            "quarantine_spike",
+            f"{_asset(asset)} quarantined {rate:.1%} of the rows it read "
+            f"(alert above {rules.quarantine_rate:.1%})",
+            {
+                "table": _asset(asset),
+                "rows read": f"{read:,}",
+                "rows quarantined": f"{quarantined:,}",
+                "run": entry.run_id,
+            },
+            _asset_link(rules, asset),
+        )
+        return [Observation(key, alert)]
+    return []
+
+
+def _observe_check(entry: Any, rules: AlertRules) -> list[Observation]:
+    """A check's latest evaluation: a failed blocking check fires, anything else clears."""
+    event = entry.dagster_event
+    if event is None or event.event_type is not DagsterEventType.ASSET_CHECK_EVALUATION:
+        return []
+    evaluation = event.event_specific_data
+    asset = evaluation.asset_key
+    key = f"check:{_asset(asset)}:{evaluation.check_name}"
+    blocking = evaluation.severity == dg.AssetCheckSeverity.ERROR
+    if evaluation.passed or not blocking:
+        return [Observation(key, None)]
+    meta = {k: getattr(v, "value", v) for k, v in (evaluation.metadata or {}).items()}
+    fields = {"table": _asset(asset), "rule": evaluation.check_name, "run": entry.run_id}
+    for name in ("failing_rows", "failed_rows", "rows", "verdict", "note", "why"):
+        if name in meta and meta[name] is not None:
+            fields[name.replace("_", " ")] = _short(str(meta[name]))
+    alert = Alert(
+        key,
+        "blocking_check",
+        f"Blocking check {evaluation.check_name} failed on {_asset(asset)}: "
+        "the table keeps its last good version",
+        fields,
+        _asset_link(rules, asset, "?view=checks"),
+    )
+    return [Observation(key, alert)]
+
+
+def _staleness(instance: dg.DagsterInstance, rules: AlertRules, now: datetime) -> list[Observation]:
+    """Each mart built at least once: stale once its last materialization is older than
+    ``stale_after``, fine otherwise."""
+    out = []
+    for mart in rules.marts:
+        latest = instance.get_latest_materialization_event(mart)
+        if latest is None:
+            continue  # never built: nothing to be late against
+        key = f"stale:{_asset(mart)}"
+        built = datetime.fromtimestamp(latest.timestamp, UTC)
+        age = now - built
+        if age <= rules.stale_after:
+            out.append(Observation(key, None))
+            continue
+        alert = Alert(
+            key,
+            "stale_mart",
+            f"{_asset(mart)} is stale: last built {age.total_seconds() / 3600:.1f} h ago "
+            f"(limit {rules.stale_after.total_seconds() / 3600:.0f} h)",
+            {"table": _asset(mart), "last built": f"{built:%Y-%m-%d %H:%M} UTC"},
+            _asset_link(rules, mart),
+        )
+        out.append(Observation(key, alert))
+    return out
+
+
+def observe(
+    instance: dg.DagsterInstance, state: AlertState, rules: AlertRules, now: datetime
+) -> list[Observation]:
+    """What happened since the state's cursors (runs finishing, cleansing materializations:
+    oldest first), then where every blocking check and every mart stands now; moves the
+    cursors past what was read."""
+    records: list[Any] = []
+    for event_type in (DagsterEventType.RUN_FAILURE, DagsterEventType.RUN_SUCCESS):
+        found = instance.fetch_run_status_changes(
+            event_type, EVENTS_PER_TICK, cursor=state.after.get(event_type.value), ascending=True
+        )
+        records += found.records
+        state.after[event_type.value] = found.cursor
+    for asset in rules.quarantining:
+        name = f"materialization:{_asset(asset)}"
+        found = instance.fetch_materializations(
+            asset, EVENTS_PER_TICK, cursor=state.after.get(name), ascending=True
+        )
+        records += found.records
+        state.after[name] = found.cursor
+    records.sort(key=lambda r: r.storage_id)
+    observed = [o for r in records for o in _observe(instance, r, rules)]
+    for check_key in rules.blocking_checks:
+        latest = instance.get_latest_asset_check_evaluation_record(check_key)
+        if latest is not None and latest.event is not None:
+            observed += _observe_check(latest.event, rules)
+    return observed + _staleness(instance, rules, now)
+
+
+def decide(
+    state: AlertState, observations: Iterable[Observation], rules: AlertRules, now: datetime
+) -> list[Notice]:
+    """Fold observations into the open incidents; returns what is to be sent (new alerts,
+    due reminders, resolutions, and anything still pending from an earlier tick)."""
+    stamp = now.timestamp()
+    latest: dict[str, Observation] = {}
+    for o in observations:  # oldest first: the newest observation of a key decides
+        latest[o.key] = o
+    for key, o in latest.items():
+        incident = state.open.get(key)
+        if o.alert is None:
+            if incident is not None:
+                incident.resolving = True
+            continue
+        if incident is None:
+            state.open[key] = Incident(o.alert.title, stamp, alert=asdict(o.alert))
+            continue
+        incident.alert = asdict(o.alert)
+        if incident.resolving:  # fired again before its resolution went out: still open
+            incident.resolving = False
+            continue
+        due = incident.sent_at is not None and (
+            stamp - incident.sent_at >= rules.repeat_after.total_seconds()
+        )
+        if due:
+            incident.sent_at = None  # a reminder: the condition fired again after the window
+    notices = []
+    for incident in state.open.values():
+        alert = Alert(**incident.alert)
+        if incident.resolving:
+            notices.append(Notice(RESOLVED, alert))
+        elif incident.sent_at is None:
+            notices.append(Notice(FIRING, alert))
+    return notices
+
+
+def record_sent(state: AlertState, notice: Notice, now: datetime) -> None:
+    incident = state.open.get(notice.alert.key)
+    if incident is None:
+        return
+    if notice.status == RESOLVED:
+        del state.open[notice.alert.key]
+    else:
+        incident.sent_at = now.timestamp()
+
+
+class DeliveryError(RuntimeError):
+    """The webhook refused or could not be reached. The message never holds the URL."""
+
+
+def post_webhook(url: str, payload: dict[str, Any], timeout: float = 10.0) -> None:
+    """POST one message as JSON. Errors say what went wrong, not where (the URL is a secret)."""
+    if not url.startswith(("https://", "http://")):
+        raise DeliveryError("the alert webhook URL must be http(s)")
+    request = urllib.request.Request(
+        url,
+        data=json.dumps(payload).encode(),
+        headers={"Content-Type": "application/json"},
+        method="POST",
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:  # nosec B310
+            response.read()
+    except urllib.error.HTTPError as exc:
+        raise DeliveryError(f"the webhook answered HTTP {exc.code}") from None
+    except (urllib.error.URLError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise DeliveryError(f"the webhook could not be reached ({type(reason).__name__})") from None
+
+
+def run_tick(
+    instance: dg.DagsterInstance,
+    state: AlertState,
+    rules: AlertRules,
+    now: datetime,
+    send: Callable[[Notice], None] | None,
+) -> tuple[list[Notice], list[str]]:
+    """One evaluation: observe, decide, send. Returns what was sent and what failed to be
+    (kept pending for the next tick). ``send`` None: nowhere to send, so notices are
+    reported (the sensor logs them) and count as sent."""
+    notices = decide(state, observe(instance, state, rules, now), rules, now)
+    sent, failed = [], []
+    for notice in notices:
+        try:
+            if send is not None:
+                send(notice)
+        except DeliveryError as exc:
+            failed.append(f"{notice.status} {notice.alert.key}: {exc}")
+            continue
+        record_sent(state, notice, now)
+        sent.append(notice)
+    return sent, failed

@@ -1,0 +1,211 @@
+"""Alerts reach a (loopback) webhook once per incident and resolve once: real lakehouse
+runs in a real Dagster instance, a quarantine spike, a stopped batch failing the build
+twice, its recovery, stale marts, a failed blocking check; a webhook that is down loses
+nothing; the secret URL appears in no log, message or cursor."""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import pytest
+
+from lakehouse.alerts import FIRING, RESOLVED, AlertState
+from lakehouse.contracts import load_contract
+from lakehouse.definitions import build_definitions
+from lakehouse.defs.alerts import ALERTS_SENSOR, evaluate_alerts
+from lakehouse.defs.resources import LakehouseResource
+from lakehouse.marts import mart_models
+from lakehouse.settings import LakehouseSettings
+from lakehouse.storage import Lake, Layer
+from tests.conftest import Webhook
+from tests.test_pipeline import read_csv
+from tests.test_quarantine import deliver, new_orders
+
+ORDERS = [dg.AssetKey(["raw", "orders"]), dg.AssetKey(["cleansed", "orders"])]
+
+
+class Alerting:
+    """The alerts sensor of the real definitions, ticked by hand against one instance."""
+
+    def __init__(self, settings: LakehouseSettings, instance: dg.DagsterInstance) -> None:
+        self.resource = LakehouseResource.from_settings(settings)
+        self.defs = build_definitions(self.resource)
+        self.instance = instance
+        self.cursor: str | None = None
+
+    def build(
+        self, expect_success: bool, *, whole: bool = False, config: dict | None = None
+    ) -> None:
+        """The main job: whole, or (quicker) only raw and cleansed orders."""
+        job = self.defs.resolve_job_def("build_lakehouse")
+        result = job.execute_in_process(
+            instance=self.instance,
+            raise_on_error=False,
+            run_config=config,
+            asset_selection=None if whole else ORDERS,
+        )
+        assert result.success is expect_success
+
+    def tick(self, now: datetime | None = None) -> None:
+        context = dg.build_sensor_context(
+            instance=self.instance, cursor=self.cursor, resources={"lakehouse": self.resource}
+        )
+        if now is None:  # the sensor as the daemon runs it
+            result = self.defs.get_sensor_def(ALERTS_SENSOR)(context)
+        else:
+            result = evaluate_alerts(context, self.resource.settings(), now)
+        assert isinstance(result, dg.SensorResult)
+        self.cursor = result.cursor
+
+
+def kinds(messages: list[dict[str, Any]]) -> list[tuple[str, str]]:
+    return [(m["status"], m["key"]) for m in messages]
+
+
+@pytest.mark.slow
+def test_each_incident_alerts_once_and_resolves_once(
+    built: Lake,
+    sample_delivery: dict[str, Path],
+    tmp_path: Path,
+    webhook: Webhook,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setenv("LAKEHOUSE_ALERT_WEBHOOK_URL", webhook.url)
+    caplog.set_level(logging.DEBUG)
+    lake = built
+    template = read_csv(sample_delivery["orders"])[0]
+    with dg.instance_for_test() as instance:
+        alerting = Alerting(lake.settings, instance)
+        alerting.build(expect_success=True, whole=True)  # nothing new: a clean run
+        alerting.tick()
+        assert webhook.received == []
+
+        # 3 of 100 new orders reference no customer: quarantined (3 % > the 1 % alert rate,
+        # below the 5 % that stops a batch), the build succeeds, one alert.
+        batch = new_orders(template, 97, 0) + new_orders(template, 3, 97, customer="nobody")
+        deliver(lake, tmp_path, 1, "orders", batch)
+        alerting.build(expect_success=True)
+        alerting.tick()
+        (spike,) = webhook.received
+        assert (spike["status"], spike["key"]) == (FIRING, "quarantine:cleansed/orders")
+        assert spike["fields"]["rows quarantined"] == "3" and "3.0%" in spike["title"]
+        assert spike["link"].endswith("/assets/cleansed/orders")
+
+        # 12 of 40 bad: the batch is stopped, the build fails: one alert naming why.
+        stopped = new_orders(template, 28, 200) + new_orders(template, 12, 228, customer="x")
+        deliver(lake, tmp_path, 2, "orders", stopped)
+        alerting.build(expect_success=False)
+        alerting.tick()
+        (failure,) = webhook.received[1:]
+        assert (failure["status"], failure["key"]) == (FIRING, "run_failure:build_lakehouse")
+        assert "cleansed__orders" in failure["fields"]["why"]
+        assert failure["link"] == f"http://127.0.0.1:3000/runs/{failure['fields']['run']}"
+        # The same failure again, within the repeat window: nothing new is sent.
+        alerting.build(expect_success=False)
+        alerting.tick()
+        assert len(webhook.received) == 2
+
+        # The operator accepts the batch (its bad rows go to quarantine): the run failure
+        # resolves on that success; the spike once cleansing reads a clean delivery. One
+        # resolution each.
+        accept = {"ops": {"cleansed__orders": {"config": {"accept_reason": "known bad"}}}}
+        alerting.build(expect_success=True, config=accept)
+        alerting.tick()
+        resolved = kinds(webhook.received[2:])
+        assert (RESOLVED, "run_failure:build_lakehouse") in resolved
+        deliver(lake, tmp_path, 4, "orders", new_orders(template, 50, 400))
+        alerting.build(expect_success=True)
+        alerting.tick()
+        assert kinds(webhook.received).count((RESOLVED, "quarantine:cleansed/orders")) == 1
+        assert kinds(webhook.received).count((FIRING, "quarantine:cleansed/orders")) == 1
+        assert kinds(webhook.received).count((FIRING, "run_failure:build_lakehouse")) == 1
+        sent = len(webhook.received)
+
+        # Two days without a build: every mart is stale, one alert each, once.
+        later = datetime.now(UTC) + timedelta(hours=49)
+        alerting.tick(later)
+        stale = webhook.received[sent:]
+        assert sorted(m["key"] for m in stale) == sorted(f"stale:marts/{m}" for m in mart_models())
+        assert all(m["status"] == FIRING and "is stale" in m["title"] for m in stale)
+        alerting.tick(later + timedelta(minutes=5))
+        assert len(webhook.received) == sent + len(stale)
+        # A reminder only after the repeat window (60 minutes).
+        alerting.tick(later + timedelta(minutes=61))
+        assert len(webhook.received) == sent + 2 * len(stale)
+
+        # The secret URL is in no log line, no message and not in the sensor's cursor.
+        secret = webhook.url.rsplit("/", 1)[-1]
+        logged = capfd.readouterr()
+        assert "firing: Run of build_lakehouse failed: sent" in logged.err  # the sensor logs
+        assert secret not in caplog.text and secret not in logged.out + logged.err
+        assert all(secret not in str(m) for m in webhook.received)
+        assert alerting.cursor is not None and secret not in alerting.cursor
+
+
+def test_a_failed_blocking_check_alerts_and_a_webhook_that_is_down_loses_nothing(
+    local_settings: LakehouseSettings,
+    webhook: Webhook,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setenv("LAKEHOUSE_ALERT_WEBHOOK_URL", webhook.url)
+    caplog.set_level(logging.DEBUG)
+    good = {"value": True}
+
+    @dg.asset(key=["cleansed", "orders"])
+    def orders() -> None:
+        pass
+
+    rule = load_contract(Layer.CLEANSED, "orders").checks[0].name  # a real contract check
+
+    @dg.asset_check(asset=orders, name=rule, blocking=True)
+    def unique() -> dg.AssetCheckResult:
+        return dg.AssetCheckResult(
+            passed=good["value"],
+            severity=dg.AssetCheckSeverity.ERROR,
+            metadata={"failing_rows": 0 if good["value"] else 4},
+        )
+
+    with dg.instance_for_test() as instance:
+        alerting = Alerting(local_settings, instance)
+        good["value"] = False
+        dg.materialize([orders, unique], instance=instance, raise_on_error=False)
+        webhook.failing[0] = True  # the receiver is down: the alert waits
+        alerting.tick()
+        assert webhook.received == []
+        assert "the webhook answered HTTP 500" in capfd.readouterr().err  # the sensor's log
+        webhook.failing[0] = False
+        alerting.tick()
+        # The run failed too (a blocking check fails its run): two incidents, one each.
+        assert sorted(kinds(webhook.received)) == [
+            (FIRING, f"check:cleansed/orders:{rule}"),
+            (FIRING, "run_failure:__ephemeral_asset_job__"),
+        ]
+        (alert,) = [m for m in webhook.received if m["kind"] == "blocking_check"]
+        assert alert["key"] == f"check:cleansed/orders:{rule}"
+        assert (
+            alert["fields"]["failing rows"] == "4" and alert["fields"]["table"] == "cleansed/orders"
+        )
+        assert alert["link"].endswith("/assets/cleansed/orders?view=checks")
+        assert "keeps its last good version" in alert["title"]
+        assert alert["text"].startswith(":rotating_light:")
+        good["value"] = True
+        dg.materialize([orders, unique], instance=instance)
+        alerting.tick()
+        alerting.tick()
+        assert sorted(kinds(webhook.received[2:])) == [
+            (RESOLVED, f"check:cleansed/orders:{rule}"),
+            (RESOLVED, "run_failure:__ephemeral_asset_job__"),
+        ]
+        secret = webhook.url.rsplit("/", 1)[-1]
+        assert secret not in caplog.text and secret not in str(capfd.readouterr())
+    # The state survives a restart: it is all in the cursor.
+    state = AlertState.from_json(alerting.cursor)
+    assert state.open == {} and state.after
