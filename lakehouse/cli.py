@@ -242,6 +242,22 @@ def _failure_cause(event: dg.DagsterEvent) -> str:
     return error.message.strip()
 
 
+def _serve_metrics(lake: Lake, host: str, port: int) -> int:
+    """The Prometheus endpoint over this lake and the DAGSTER_HOME instance, until stopped."""
+    import threading
+
+    from lakehouse.metrics import serve
+
+    with _instance() as instance:
+        server = serve(lake, instance, host, port)
+        print(f"serving Prometheus metrics on http://{host}:{server.server_port}/metrics")
+        try:
+            threading.Event().wait()
+        except KeyboardInterrupt:
+            server.shutdown()
+    return 0
+
+
 def _print_summary(lake: Lake) -> None:
     print(f"\nLake: {lake.root}")
     print(format_summary(lake_summary(lake)))
@@ -489,6 +505,9 @@ def main(argv: list[str] | None = None) -> int:
     reingest = q_sub.add_parser("reingest", help="read a rejected landed file again")
     reingest.add_argument("--file", required=True)
     reingest.add_argument("--reason", required=True)
+    metrics = sub.add_parser("metrics", help="serve /metrics for Prometheus (runs until stopped)")
+    metrics.add_argument("--host", default="127.0.0.1", help="0.0.0.0 to let Prometheus reach it")
+    metrics.add_argument("--port", type=int, default=9108)
     args = parser.parse_args(argv)
 
     if args.command == "validate-contracts":
@@ -511,6 +530,8 @@ def main(argv: list[str] | None = None) -> int:
         return _audit(lake, args)
     if args.command == "erase":
         return _erase(lake, args)
+    if args.command == "metrics":
+        return _serve_metrics(lake, args.host, args.port)
     if args.command == "pii-scan":
         from lakehouse.privacy import scan_for_names
 
