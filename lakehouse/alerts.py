@@ -114,6 +114,7 @@ class AlertRules:
     quarantining: Sequence[dg.AssetKey]
     """Assets whose materializations report rows_read and rows_quarantined (cleansing)."""
     blocking_checks: Sequence[dg.AssetCheckKey]
+    daemon_stale_after: timedelta = timedelta(minutes=5)
 
 
 @dataclass(frozen=True)
@@ -257,6 +258,30 @@ def _staleness(instance: dg.DagsterInstance, rules: AlertRules, now: datetime) -
     return out
 
 
+def _daemons(instance: dg.DagsterInstance, rules: AlertRules, now: datetime) -> list[Observation]:
+    """Each daemon that has ever beaten: stale once its last heartbeat is older than
+    ``daemon_stale_after`` (the schedules, the run queue and backfills stop with it).
+    The sensor daemon, which runs this sensor, cannot report itself: watch it from
+    outside (the daemon's health check)."""
+    out = []
+    for daemon, beat in sorted(instance.get_daemon_heartbeats().items()):
+        key = f"daemon:{daemon}"
+        age = now.timestamp() - beat.timestamp
+        if age <= rules.daemon_stale_after.total_seconds():
+            out.append(Observation(key, None))
+            continue
+        last = datetime.fromtimestamp(beat.timestamp, UTC)
+        alert = Alert(
+            key,
+            "daemon_stale",
+            f"The Dagster daemon's {daemon} has not beaten for {age / 60:.0f} min",
+            {"daemon": daemon, "last heartbeat": f"{last:%Y-%m-%d %H:%M:%S} UTC"},
+            f"{rules.ui_url.rstrip('/')}/health",
+        )
+        out.append(Observation(key, alert))
+    return out
+
+
 def observe(
     instance: dg.DagsterInstance, state: AlertState, rules: AlertRules, now: datetime
 ) -> list[Observation]:
@@ -283,7 +308,7 @@ def observe(
         latest = instance.get_latest_asset_check_evaluation_record(check_key)
         if latest is not None and latest.event is not None:
             observed += _observe_check(latest.event, rules)
-    return observed + _staleness(instance, rules, now)
+    return observed + _staleness(instance, rules, now) + _daemons(instance, rules, now)
 
 
 def decide(

@@ -26,6 +26,7 @@ from lakehouse.defs.jobs import (
 )
 from lakehouse.defs.landing import landing_specs
 from lakehouse.defs.marts import jaffle_marts
+from lakehouse.defs.observability import slos
 from lakehouse.defs.raw import raw_assets
 from lakehouse.defs.resources import LakehouseResource
 from lakehouse.defs.schedules import lakehouse_schedules
@@ -40,7 +41,7 @@ def build_definitions(lakehouse: LakehouseResource | None = None) -> dg.Definiti
         settings.teardown_task_role_arn
     )
     return dg.Definitions(
-        assets=[*landing_specs, *raw_assets, *cleansed_assets, jaffle_marts, audit_trail],
+        assets=[*landing_specs, *raw_assets, *cleansed_assets, jaffle_marts, audit_trail, slos],
         asset_checks=contract_checks,
         jobs=[
             build_lakehouse_job,

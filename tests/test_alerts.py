@@ -206,6 +206,22 @@ def test_a_failed_blocking_check_alerts_and_a_webhook_that_is_down_loses_nothing
         ]
         secret = webhook.url.rsplit("/", 1)[-1]
         assert secret not in caplog.text and secret not in str(capfd.readouterr())
+        # A daemon that stops beating (the scheduler, say) alerts once, and resolves.
+        from dagster._daemon.types import DaemonHeartbeat
+
+        now = datetime.now(UTC)
+        sent = len(webhook.received)
+        instance.add_daemon_heartbeat(
+            DaemonHeartbeat((now - timedelta(minutes=12)).timestamp(), "SCHEDULER", "d1")
+        )
+        alerting.tick(now)
+        alerting.tick(now + timedelta(minutes=1))
+        (stale,) = webhook.received[sent:]
+        assert (stale["status"], stale["key"]) == (FIRING, "daemon:SCHEDULER")
+        assert "has not beaten for 12 min" in stale["title"]
+        instance.add_daemon_heartbeat(DaemonHeartbeat(now.timestamp(), "SCHEDULER", "d1"))
+        alerting.tick(now)
+        assert kinds(webhook.received[sent + 1 :]) == [(RESOLVED, "daemon:SCHEDULER")]
     # The state survives a restart: it is all in the cursor.
     state = AlertState.from_json(alerting.cursor)
     assert state.open == {} and state.after

@@ -85,10 +85,11 @@ def test_every_contract_references_only_tables_built_before_its_own(graph: Any) 
 
 def test_groups_and_jobs(graph: Any) -> None:
     groups = {graph.get(k).group_name for k in graph.materializable_asset_keys}
-    assert groups == {"raw", "cleansed", "marts", "audit"}
+    assert groups == {"raw", "cleansed", "marts", "audit", "observability"}
     build = defs.resolve_job_def("build_lakehouse")
     built = build.asset_layer.selected_asset_keys
     assert dg.AssetKey(["audit", "trail"]) not in built  # recorded after a build, not in it
+    assert dg.AssetKey(["observability", "slos"]) not in built  # measures builds, hourly
     assert dg.AssetKey(["marts", "orders"]) in built
     assert defs.resolve_job_def("deliver_sample_data_job") is not None
 

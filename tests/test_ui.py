@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import dagster as dg
 import pytest
 
 from lakehouse import delta
@@ -90,6 +91,11 @@ def dagster_ui(tmp_path: Path) -> Iterator[tuple[str, Lake]]:
     home = tmp_path / "dagster_home"
     home.mkdir()
     (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    # Create the instance's storage here, once: the webserver's code server and the daemon
+    # each create a new SQLite instance's schema, and starting both at once can leave it
+    # with two migration heads (the code location then never loads).
+    with dg.DagsterInstance.from_config(str(home)):
+        pass
     env = {
         **os.environ,
         "DAGSTER_HOME": str(home),
@@ -210,8 +216,9 @@ def test_landed_files_become_fresh_marts_and_the_ui_shows_it(
         page.wait_for_timeout(3_000)  # let the graph lay out before the picture
         page.screenshot(path=str(tmp_path / "asset-graph.png"))
 
-        # Materialize an asset from its page and watch the run succeed.
-        page.goto(f"{base}/assets/raw/stores")
+        # Materialize an asset from its page and watch the run succeed: the SLO report,
+        # measured from the runs the daemon just made.
+        page.goto(f"{base}/assets/observability/slos")
         dismiss_community_modal(page)
         page.locator("button", has_text="Materialize").first.click()
         page.get_by_text("Launched run").first.wait_for()
@@ -226,6 +233,9 @@ def test_landed_files_become_fresh_marts_and_the_ui_shows_it(
         assert run_status(base, run_id) == "SUCCESS"
         page.goto(f"{base}/runs/{run_id}")
         expect(page.get_by_text("Success").first).to_be_visible()
+        # Each SLO's value and error budget, on the asset's latest materialization.
+        page.goto(f"{base}/assets/observability/slos?view=events")
+        expect(page.get_by_text("build_success_rate/budget_remaining").first).to_be_visible()
         browser.close()
 
     assert (tmp_path / "asset-graph.png").stat().st_size > 10_000
