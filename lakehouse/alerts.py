@@ -218,7 +218,7 @@ def _observe_check(entry: Any, rules: AlertRules) -> list[Observation]:
         return [Observation(key, None)]
     meta = {k: getattr(v, "value", v) for k, v in (evaluation.metadata or {}).items()}
     fields = {"table": _asset(asset), "rule": evaluation.check_name, "run": entry.run_id}
-    for name in ("failing_rows", "failed_rows", "rows", "verdict", "note", "why"):
+    for name in ("failing_rows", "published", "verdict", "note"):
         if name in meta and meta[name] is not None:
             fields[name.replace("_", " ")] = _short(str(meta[name]))
     alert = Alert(

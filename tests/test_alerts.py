@@ -13,6 +13,7 @@ from typing import Any
 import dagster as dg
 import pytest
 
+from lakehouse import contracts
 from lakehouse.alerts import FIRING, RESOLVED, AlertState
 from lakehouse.contracts import load_contract
 from lakehouse.definitions import build_definitions
@@ -22,6 +23,7 @@ from lakehouse.marts import mart_models
 from lakehouse.settings import LakehouseSettings
 from lakehouse.storage import Lake, Layer
 from tests.conftest import Webhook
+from tests.test_contracts import strict_contracts
 from tests.test_pipeline import read_csv
 from tests.test_quarantine import deliver, new_orders
 
@@ -146,6 +148,47 @@ def test_each_incident_alerts_once_and_resolves_once(
         assert secret not in caplog.text and secret not in logged.out + logged.err
         assert all(secret not in str(m) for m in webhook.received)
         assert alerting.cursor is not None and secret not in alerting.cursor
+
+
+@pytest.mark.slow
+def test_a_withdrawn_table_alerts_once_with_its_rule_and_resolves_when_it_publishes(
+    built: Lake,
+    sample_delivery: dict[str, Path],
+    tmp_path: Path,
+    webhook: Webhook,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A new cleansed version breaks a table rule (its contract made strict): the version
+    is withdrawn and the build fails; one alert for the rule, one for the run."""
+    monkeypatch.setenv("LAKEHOUSE_ALERT_WEBHOOK_URL", webhook.url)
+    lake = built
+    template = read_csv(sample_delivery["orders"])[0]
+    original = contracts.CONTRACTS_DIR
+    with dg.instance_for_test() as instance:
+        alerting = Alerting(lake.settings, instance)
+        deliver(lake, tmp_path, 1, "orders", new_orders(template, 5, 0))
+        strict_contracts(tmp_path, monkeypatch, "cleansed", "orders")
+        alerting.build(expect_success=False)
+        alerting.tick()
+        alerting.tick()
+        assert sorted(kinds(webhook.received)) == [
+            (FIRING, "check:cleansed/orders:row_count"),
+            (FIRING, "run_failure:build_lakehouse"),
+        ]
+        (check,) = [m for m in webhook.received if m["kind"] == "blocking_check"]
+        assert check["fields"]["table"] == "cleansed/orders"
+        assert check["fields"]["rule"] == "row_count" and check["fields"]["published"] == "False"
+        assert "row_count" in check["fields"]["verdict"]
+        # The contract fixed, the batch is judged again and publishes: both resolve, once.
+        monkeypatch.setattr(contracts, "CONTRACTS_DIR", original)
+        contracts.load_contract.cache_clear()
+        alerting.build(expect_success=True)
+        alerting.tick()
+        alerting.tick()
+        assert sorted(kinds(webhook.received[2:])) == [
+            (RESOLVED, "check:cleansed/orders:row_count"),
+            (RESOLVED, "run_failure:build_lakehouse"),
+        ]
 
 
 def test_a_failed_blocking_check_alerts_and_a_webhook_that_is_down_loses_nothing(
