@@ -128,6 +128,7 @@ SKETCH_SIZE = 1024
 few per cent (1/sqrt(k)) above it, in constant memory whatever the file's size."""
 _HASH_RANGE = float(2**64)
 HASH_SEED = 20261204
+PROFILE_CHUNK_ROWS = 250_000
 
 ProfileStats = dict[str, tuple[int, int, int]]
 """Column -> (rows, empty values, distinct non-empty values) of one delivery."""
@@ -161,18 +162,34 @@ class _DistinctSketch:
 class DeliveryProfile:
     """Per column of one landed file, as its rows stream into raw: how many values are
     empty (null or blank) and about how many distinct values the rest hold. Memory is a
-    sketch per column, not the file."""
+    sketch per column plus one chunk of rows, not the file."""
 
     rows: int = 0
     empty: dict[str, int] = field(default_factory=dict)
     distinct: dict[str, _DistinctSketch] = field(default_factory=dict)
+    pending: list[pa.RecordBatch] = field(default_factory=list)
+    pending_rows: int = 0
 
     def add(self, batch: pa.RecordBatch) -> None:
-        # One polars frame per batch: its expressions run over the columns in parallel.
-        frame = pl.from_arrow(batch)
+        # Streamed batches are small (a CSV block): profiled a chunk at a time, so the
+        # per-call cost of the frame operations is paid once per chunk, not per block.
+        if self.pending and batch.schema != self.pending[0].schema:
+            self._flush()
+        self.rows += batch.num_rows
+        self.pending.append(batch)
+        self.pending_rows += batch.num_rows
+        if self.pending_rows >= PROFILE_CHUNK_ROWS:
+            self._flush()
+
+    def _flush(self) -> None:
+        if not self.pending:
+            return
+        chunk = pa.Table.from_batches(self.pending)
+        self.pending, self.pending_rows = [], 0
+        # One polars frame per chunk: its expressions run over the columns in parallel.
+        frame = pl.from_arrow(chunk)
         assert isinstance(frame, pl.DataFrame)
         frame = frame.select(pl.all().cast(pl.String))
-        self.rows += frame.height
         blank = pl.all().is_null() | (pl.all() == "")
         empties = frame.select(blank.sum()).row(0, named=True)
         hashes = frame.select(pl.when(~blank).then(pl.all().hash(seed=HASH_SEED)))
@@ -181,6 +198,7 @@ class DeliveryProfile:
             self.distinct.setdefault(name, _DistinctSketch()).add(hashes[name].drop_nulls())
 
     def stats(self) -> ProfileStats:
+        self._flush()
         return {c: (self.rows, self.empty[c], self.distinct[c].estimate()) for c in self.empty}
 
     def to_json(self) -> str:
