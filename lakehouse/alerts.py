@@ -115,6 +115,8 @@ class AlertRules:
     """Assets whose materializations report rows_read and rows_quarantined (cleansing)."""
     blocking_checks: Sequence[dg.AssetCheckKey]
     daemon_stale_after: timedelta = timedelta(minutes=5)
+    failing_ticks: int = 3
+    """Consecutive failed ticks of a sensor or schedule before it alerts."""
 
 
 @dataclass(frozen=True)
@@ -258,6 +260,42 @@ def _staleness(instance: dg.DagsterInstance, rules: AlertRules, now: datetime) -
     return out
 
 
+def _failing_ticks(instance: dg.DagsterInstance, rules: AlertRules) -> list[Observation]:
+    """Each sensor and schedule: failing once its last ``failing_ticks`` ticks all failed
+    (one failed tick is often a passing hiccup), fine once its latest tick did not fail."""
+    from dagster._core.scheduler.instigation import TickStatus
+
+    out = []
+    for state in instance.all_instigator_state():
+        ticks = instance.get_ticks(
+            state.instigator_origin_id, state.selector_id, limit=rules.failing_ticks
+        )
+        if not ticks:
+            continue
+        key = f"ticks:{state.instigator_name}"
+        if ticks[0].status is not TickStatus.FAILURE:
+            out.append(Observation(key, None))
+            continue
+        if len(ticks) < rules.failing_ticks or any(
+            t.status is not TickStatus.FAILURE for t in ticks
+        ):
+            continue  # failing, but not yet repeatedly: no verdict either way
+        kind = state.instigator_type.value.lower()
+        error = ticks[0].error
+        alert = Alert(
+            key,
+            "failing_ticks",
+            f"The {kind} {state.instigator_name} failed its last {len(ticks)} ticks",
+            {
+                kind: state.instigator_name,
+                "why": _short(_message(error.message)) if error else "no error recorded",
+            },
+            f"{rules.ui_url.rstrip('/')}/automation",
+        )
+        out.append(Observation(key, alert))
+    return out
+
+
 def _daemons(instance: dg.DagsterInstance, rules: AlertRules, now: datetime) -> list[Observation]:
     """Each daemon that has ever beaten: stale once its last heartbeat is older than
     ``daemon_stale_after`` (the schedules, the run queue and backfills stop with it).
@@ -308,7 +346,12 @@ def observe(
         latest = instance.get_latest_asset_check_evaluation_record(check_key)
         if latest is not None and latest.event is not None:
             observed += _observe_check(latest.event, rules)
-    return observed + _staleness(instance, rules, now) + _daemons(instance, rules, now)
+    return (
+        observed
+        + _staleness(instance, rules, now)
+        + _failing_ticks(instance, rules)
+        + _daemons(instance, rules, now)
+    )
 
 
 def decide(

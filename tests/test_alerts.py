@@ -268,3 +268,66 @@ def test_a_failed_blocking_check_alerts_and_a_webhook_that_is_down_loses_nothing
     # The state survives a restart: it is all in the cursor.
     state = AlertState.from_json(alerting.cursor)
     assert state.open == {} and state.after
+
+
+def test_a_sensor_failing_tick_after_tick_alerts_once_and_resolves(
+    local_settings: LakehouseSettings, webhook: Webhook, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ticks as the daemon records them, in the instance's schedule storage."""
+    from dagster._core.definitions.run_request import InstigatorType
+    from dagster._core.remote_origin import (
+        InProcessCodeLocationOrigin,
+        RemoteInstigatorOrigin,
+        RemoteRepositoryOrigin,
+    )
+    from dagster._core.scheduler.instigation import (
+        InstigatorState,
+        InstigatorStatus,
+        TickData,
+        TickStatus,
+    )
+    from dagster._core.types.loadable_target_origin import LoadableTargetOrigin
+    from dagster_shared.error import SerializableErrorInfo
+
+    monkeypatch.setenv("LAKEHOUSE_ALERT_WEBHOOK_URL", webhook.url)
+    location = InProcessCodeLocationOrigin(
+        LoadableTargetOrigin(module_name="lakehouse.definitions"), location_name="lakehouse"
+    )
+    origin = RemoteInstigatorOrigin(
+        RemoteRepositoryOrigin(location, "__repository__"), "landing_orders_sensor"
+    )
+    state = InstigatorState(origin, InstigatorType.SENSOR, InstigatorStatus.RUNNING)
+    with dg.instance_for_test() as instance:
+        instance.add_instigator_state(state)
+        alerting = Alerting(local_settings, instance)
+        start = datetime.now(UTC).timestamp()
+
+        def tick(status: TickStatus, n: int) -> None:
+            error = SerializableErrorInfo("botocore...EndpointConnectionError: no S3", [], None)
+            instance.create_tick(
+                TickData(
+                    instigator_origin_id=state.instigator_origin_id,
+                    instigator_name="landing_orders_sensor",
+                    instigator_type=InstigatorType.SENSOR,
+                    status=status,
+                    timestamp=start + n,
+                    selector_id=state.selector_id,
+                    error=error if status is TickStatus.FAILURE else None,
+                    run_ids=[],
+                    run_keys=[],
+                )
+            )
+            alerting.tick()
+
+        tick(TickStatus.FAILURE, 1)
+        tick(TickStatus.FAILURE, 2)
+        assert webhook.received == []  # two failures: not yet "repeatedly"
+        tick(TickStatus.FAILURE, 3)
+        tick(TickStatus.FAILURE, 4)
+        (alert,) = webhook.received
+        assert (alert["status"], alert["key"]) == (FIRING, "ticks:landing_orders_sensor")
+        assert "failed its last 3 ticks" in alert["title"]
+        assert alert["fields"]["why"] == "no S3" and alert["link"].endswith("/automation")
+        tick(TickStatus.SKIPPED, 5)
+        tick(TickStatus.SUCCESS, 6)
+        assert kinds(webhook.received[1:]) == [(RESOLVED, "ticks:landing_orders_sensor")]
