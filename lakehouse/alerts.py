@@ -115,6 +115,8 @@ class AlertRules:
     """Assets whose materializations report rows_read and rows_quarantined (cleansing)."""
     blocking_checks: Sequence[dg.AssetCheckKey]
     daemon_stale_after: timedelta = timedelta(minutes=5)
+    slo_report: dg.AssetKey | None = None
+    """The asset whose metadata holds each SLO's ``<name>/budget_remaining``."""
     failing_ticks: int = 3
     """Consecutive failed ticks of a sensor or schedule before it alerts."""
 
@@ -296,6 +298,39 @@ def _failing_ticks(instance: dg.DagsterInstance, rules: AlertRules) -> list[Obse
     return out
 
 
+def _slo_budgets(instance: dg.DagsterInstance, rules: AlertRules) -> list[Observation]:
+    """Each SLO the latest SLO report measured: its error budget overspent (the window's
+    failures exceed what the objective allows, so it burnt faster than the even pace the
+    objective plans for) fires; a budget left clears."""
+    if rules.slo_report is None:
+        return []
+    event = instance.get_latest_materialization_event(rules.slo_report)
+    if event is None or event.asset_materialization is None:
+        return []
+    out = []
+    for name, value in event.asset_materialization.metadata.items():
+        if not name.endswith("/budget_remaining"):
+            continue
+        slo = name.removesuffix("/budget_remaining")
+        raw = value.value if isinstance(value, dg.MetadataValue) else value
+        if not isinstance(raw, int | float):
+            continue
+        left = float(raw)
+        key = f"slo_budget:{slo}"
+        if left >= 0:
+            out.append(Observation(key, None))
+            continue
+        alert = Alert(
+            key,
+            "slo_budget",
+            f"SLO {slo} has spent its error budget ({left:.0%} left)",
+            {"slo": slo, "budget left": f"{left:.0%}", "run": event.run_id},
+            _asset_link(rules, rules.slo_report),
+        )
+        out.append(Observation(key, alert))
+    return out
+
+
 def _daemons(instance: dg.DagsterInstance, rules: AlertRules, now: datetime) -> list[Observation]:
     """Each daemon that has ever beaten: stale once its last heartbeat is older than
     ``daemon_stale_after`` (the schedules, the run queue and backfills stop with it).
@@ -350,6 +385,7 @@ def observe(
         observed
         + _staleness(instance, rules, now)
         + _failing_ticks(instance, rules)
+        + _slo_budgets(instance, rules)
         + _daemons(instance, rules, now)
     )
 

@@ -9,10 +9,13 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
+from lakehouse.alerts import FIRING, RESOLVED
 from lakehouse.defs.observability import slos
 from lakehouse.defs.resources import LakehouseResource
 from lakehouse.slo import fresh_days, latency, load_slos, measure
 from lakehouse.storage import Lake
+from tests.conftest import Webhook
+from tests.test_alerts import Alerting
 
 
 def test_the_declared_slos_load_and_a_wrong_one_is_named(tmp_path: Path) -> None:
@@ -49,7 +52,9 @@ def history(instance: dg.DagsterInstance, succeeded: int, failed: int) -> None:
         )
 
 
-def test_success_rate_and_its_budget_from_real_runs(built_lake: Lake) -> None:
+def test_success_rate_and_its_budget_from_real_runs(
+    built_lake: Lake, webhook: Webhook, monkeypatch: pytest.MonkeyPatch
+) -> None:
     slo = next(s for s in load_slos() if s.name == "build_success_rate")
     with dg.instance_for_test() as instance:
         history(instance, succeeded=19, failed=1)
@@ -76,6 +81,25 @@ def test_success_rate_and_its_budget_from_real_runs(built_lake: Lake) -> None:
         assert meta["build_success_rate/budget_remaining"] == pytest.approx(-4.0)
         assert meta["build_success_rate/objective"] == 0.99
         assert "| build_success_rate | 0.95 | 0.99 | -400% | **no** |" in meta["slo_report"]
+
+        # An overspent budget alerts once (the alerts sensor reads the report), and clears
+        # once the report shows budget left.
+        monkeypatch.setenv("LAKEHOUSE_ALERT_WEBHOOK_URL", webhook.url)
+        alerting = Alerting(built_lake.settings, instance)
+        alerting.tick()
+        alerting.tick()
+        budget = [m for m in webhook.received if m["kind"] == "slo_budget"]
+        assert [(m["status"], m["key"]) for m in budget] == [
+            (FIRING, "slo_budget:build_success_rate")
+        ]
+        assert budget[0]["fields"]["budget left"] == "-400%"
+        history(instance, succeeded=81, failed=0)  # 100 of 101: 99.01 %, a sliver left
+        dg.materialize([slos], instance=instance, resources={"lakehouse": resource})
+        alerting.tick()
+        budget = [m for m in webhook.received if m["kind"] == "slo_budget"]
+        assert [(m["status"], m["key"]) for m in budget[1:]] == [
+            (RESOLVED, "slo_budget:build_success_rate")
+        ]
 
 
 def test_a_day_without_a_build_by_the_deadline_is_a_bad_day() -> None:

@@ -12,6 +12,7 @@ from lakehouse.alerts import AlertRules, AlertState, Notice, post_webhook, run_t
 from lakehouse.catalog import asset_key
 from lakehouse.contracts import all_contracts
 from lakehouse.defs.marts import MART_STALE_AFTER
+from lakehouse.defs.observability import SLO_KEY
 from lakehouse.defs.resources import LakehouseResource
 from lakehouse.defs.sensors import sensor_status
 from lakehouse.marts import mart_models
@@ -30,6 +31,7 @@ def alert_rules(settings: LakehouseSettings) -> AlertRules:
         stale_after=MART_STALE_AFTER,
         marts=[asset_key(Layer.MARTS, m) for m in mart_models()],
         quarantining=[asset_key(Layer.CLEANSED, name) for name in SOURCES],
+        slo_report=SLO_KEY,
         # Every contract check is blocking: a failure withholds or withdraws the table.
         blocking_checks=[
             dg.AssetCheckKey(asset_key(c.layer, c.table), check.name)
