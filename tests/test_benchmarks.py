@@ -1,0 +1,48 @@
+"""The scale benchmark at a tiny scale, as `make test` can afford: its bare polars +
+deltalake script still writes the marts the project writes, the no-op still starts no
+run and the increment's rows all arrive (each asserted inside ``benchmarks/scale.py``),
+so the comparison in docs/scale.md stays one command away for anyone."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from lakehouse.settings import PROJECT_DIR
+
+
+@pytest.mark.slow
+def test_the_scale_benchmark_runs_and_the_bare_script_agrees(tmp_path: Path) -> None:
+    out = tmp_path / "scale.md"
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(PROJECT_DIR / "benchmarks" / "scale.py"),
+            "--scales",
+            "0.05",
+            "--workdir",
+            str(tmp_path / "work"),
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    text = out.read_text()
+    assert "0.05x: full build" in text and "(marts asserted equal)" in text
+    steps = [row.split("|")[3].strip() for row in text.splitlines() if row.startswith("| 0.05x")]
+    assert steps == [
+        "bare script",
+        "land",
+        "full build",
+        "no-op build",
+        "land increment",
+        "increment build",
+    ]
+    assert "![Time and memory against lake size](scale.png)" in text
