@@ -33,6 +33,8 @@ from typing import Any
 import dagster as dg
 from dagster import DagsterEventType
 
+from lakehouse.defs.metadata import metadata_values
+
 log = logging.getLogger(__name__)
 
 FIRING = "firing"
@@ -184,7 +186,7 @@ def _observe(instance: dg.DagsterInstance, record: Any, rules: AlertRules) -> li
     if event.event_type is DagsterEventType.ASSET_MATERIALIZATION:
         materialization = event.event_specific_data.materialization
         asset = materialization.asset_key
-        meta = {k: getattr(v, "value", v) for k, v in materialization.metadata.items()}
+        meta = metadata_values(materialization.metadata)
         read, quarantined = meta.get("rows_read"), meta.get("rows_quarantined")
         if not isinstance(read, int) or not isinstance(quarantined, int) or read == 0:
             return []  # not a cleansing that read rows: says nothing about quarantine
@@ -220,7 +222,7 @@ def _observe_check(entry: Any, rules: AlertRules) -> list[Observation]:
     blocking = evaluation.severity == dg.AssetCheckSeverity.ERROR
     if evaluation.passed or not blocking:
         return [Observation(key, None)]
-    meta = {k: getattr(v, "value", v) for k, v in (evaluation.metadata or {}).items()}
+    meta = metadata_values(evaluation.metadata)
     fields = {"table": _asset(asset), "rule": evaluation.check_name, "run": entry.run_id}
     for name in ("failing_rows", "published", "verdict", "note"):
         if name in meta and meta[name] is not None:
@@ -308,14 +310,11 @@ def _slo_budgets(instance: dg.DagsterInstance, rules: AlertRules) -> list[Observ
     if event is None or event.asset_materialization is None:
         return []
     out = []
-    for name, value in event.asset_materialization.metadata.items():
-        if not name.endswith("/budget_remaining"):
+    for name, value in metadata_values(event.asset_materialization.metadata).items():
+        if not name.endswith("/budget_remaining") or not isinstance(value, int | float):
             continue
         slo = name.removesuffix("/budget_remaining")
-        raw = value.value if isinstance(value, dg.MetadataValue) else value
-        if not isinstance(raw, int | float):
-            continue
-        left = float(raw)
+        left = float(value)
         key = f"slo_budget:{slo}"
         if left >= 0:
             out.append(Observation(key, None))

@@ -92,22 +92,31 @@ def judge_volumes(
 def delivery_history(lake: Lake, source: str, exclude: set[str]) -> list[int]:
     """Row counts of the source's loaded files, oldest first, leaving out ``exclude``
     (the files being judged)."""
-    return [rows for rows, _ in _loaded_deliveries(lake, source, exclude)]
+    return [rows for rows, _ in loaded_deliveries(lake, source, exclude)]
 
 
 def profile_history(lake: Lake, source: str, exclude: set[str]) -> list[ProfileStats]:
     """Column profiles of the source's loaded files, oldest first (files logged before
     ingest profiled columns have none and are left out), leaving out ``exclude``."""
-    return [p for _, p in _loaded_deliveries(lake, source, exclude) if p is not None]
+    return [p for _, p in loaded_deliveries(lake, source, exclude) if p is not None]
 
 
-def _loaded_deliveries(
+def loaded_deliveries(
     lake: Lake, source: str, exclude: set[str]
 ) -> list[tuple[int, ProfileStats | None]]:
-    if delta.open_table(lake.ingest_log_uri, lake.storage_options) is None:
+    """(rows, column profile) of the source's loaded files, oldest first, leaving out
+    ``exclude``: the ingest log read once for every check of a delivery."""
+    dt = delta.open_table(lake.ingest_log_uri, lake.storage_options)
+    if dt is None:
         return []
-    log = delta.read(lake.ingest_log_uri, lake.storage_options)
-    if PROFILE_COLUMN not in log.columns:  # a log written before columns were profiled
+    columns = ["source", "file_uri", "status", "rows", "ingested_at"]
+    profiled = PROFILE_COLUMN in dt.schema().to_arrow().names
+    log = delta.read(
+        lake.ingest_log_uri,
+        lake.storage_options,
+        columns=[*columns, PROFILE_COLUMN] if profiled else columns,
+    )
+    if not profiled:  # a log written before columns were profiled
         log = log.with_columns(pl.lit(None, pl.String).alias(PROFILE_COLUMN))
     loaded = log.filter(
         (pl.col("source") == source)

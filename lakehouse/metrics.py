@@ -38,6 +38,7 @@ from prometheus_client.registry import Collector
 from lakehouse import delta, quarantine
 from lakehouse.catalog import all_tables, contracted_tables
 from lakehouse.contracts import load_contract
+from lakehouse.defs.metadata import metadata_values
 from lakehouse.storage import Lake, Layer
 
 JOBS = ("build_lakehouse",)
@@ -123,8 +124,7 @@ class LakehouseCollector(Collector):
             if event is None or event.asset_materialization is None:
                 continue
             lag.add_metric([table.path], max(0.0, now.timestamp() - event.timestamp))
-            count = event.asset_materialization.metadata.get("dagster/row_count")
-            value = count.value if isinstance(count, dg.MetadataValue) else count
+            value = metadata_values(event.asset_materialization.metadata).get("dagster/row_count")
             if isinstance(value, int | float):
                 rows.add_metric([table.path], float(value))
         yield rows

@@ -13,6 +13,14 @@ from lakehouse.profile import column_profile
 from lakehouse.storage import Lake, Layer
 
 
+def metadata_values(metadata: Any) -> dict[str, Any]:
+    """Materialization or check metadata as plain values (what each ``MetadataValue``
+    holds), as the alerts and the metrics read it back from the event log."""
+    return {
+        k: v.value if isinstance(v, dg.MetadataValue) else v for k, v in (metadata or {}).items()
+    }
+
+
 def column_schema(layer: Layer | str, table: str, dt: DeltaTable) -> dg.TableSchema:
     """The table's columns as written, each with its type and what it means (from
     ``lakehouse.columns``: sources.py for raw and cleansed, the dbt YAML for marts)."""

@@ -4,11 +4,11 @@ import dagster as dg
 
 from lakehouse import delta
 from lakehouse.anomaly import (
-    delivery_history,
+    ProfileStats,
     judge_columns,
     judge_volumes,
+    loaded_deliveries,
     parse_profile,
-    profile_history,
 )
 from lakehouse.catalog import asset_key, landing_key
 from lakehouse.defs.cleansed import TRANSIENT_IO_RETRY, table_pool
@@ -18,7 +18,7 @@ from lakehouse.ingest import FileOutcome, FileStatus, ingest_source
 from lakehouse.openlineage import lineage_run
 from lakehouse.profile import duckdb_schema, raw_schema_drift
 from lakehouse.sources import SOURCES, Source
-from lakehouse.storage import LANDING, Lake, Layer
+from lakehouse.storage import LANDING, Layer
 
 
 class IngestConfig(dg.Config):
@@ -32,10 +32,10 @@ VOLUME_CHECK = "delivery_volume"
 COLUMNS_CHECK = "delivery_columns"
 
 
-def _volume_check(lake: Lake, source: str, loaded: list[FileOutcome]) -> dg.AssetCheckResult:
-    """Each file loaded now against the source's earlier deliveries (``lakehouse.anomaly``)."""
+def _volume_check(history: list[int], loaded: list[FileOutcome]) -> dg.AssetCheckResult:
+    """Each file loaded now against the row counts of the source's earlier deliveries
+    (``lakehouse.anomaly``)."""
     new = [(o.file.uri, o.rows) for o in loaded]
-    history = delivery_history(lake, source, exclude={uri for uri, _ in new})
     judged = judge_volumes(history, new)
     flagged = [j for j in judged if j.anomalous]
     text = "; ".join(j.describe() for j in judged) or "no new delivery"
@@ -51,11 +51,10 @@ def _volume_check(lake: Lake, source: str, loaded: list[FileOutcome]) -> dg.Asse
     )
 
 
-def _columns_check(lake: Lake, source: str, loaded: list[FileOutcome]) -> dg.AssetCheckResult:
+def _columns_check(history: list[ProfileStats], loaded: list[FileOutcome]) -> dg.AssetCheckResult:
     """Each column of each file loaded now, its empty rate and distinct count, against the
     same column in the source's earlier deliveries (``lakehouse.anomaly``)."""
     new = [o for o in loaded if o.profile is not None]
-    history = profile_history(lake, source, exclude={o.file.uri for o in new})
     flagged: list[str] = []
     judged = 0
     for outcome in new:
@@ -137,10 +136,11 @@ def build_raw_asset(source: Source) -> dg.AssetsDefinition:
                 ]
             ),
         }
-        volume = _volume_check(lake, source.name, loaded)
+        earlier = loaded_deliveries(lake, source.name, exclude={o.file.uri for o in loaded})
+        volume = _volume_check([rows for rows, _ in earlier], loaded)
         if not volume.passed:
             context.log.warning(f"raw/{source.name}: {volume.metadata['deliveries'].value}")
-        columns = _columns_check(lake, source.name, loaded)
+        columns = _columns_check([p for _, p in earlier if p is not None], loaded)
         if not columns.passed:
             context.log.warning(f"raw/{source.name}: {columns.metadata['unusual'].value}")
         if result.problems:
