@@ -211,6 +211,20 @@ def put_around_the_fence(lake: Lake, uri: str, data: bytes) -> None:
         Path(uri).write_bytes(data)
 
 
+def failure_report(result: dg.ExecuteInProcessResult) -> str:
+    """Every failed step with its error and stack, so a red CI run says why without a rerun."""
+    lines = []
+    for event in result.all_events:
+        if not event.is_failure:
+            continue
+        lines.append(event.message or "")
+        if event.is_step_failure:
+            error = event.step_failure_data.error
+            if error is not None:
+                lines.append(error.to_string())
+    return "\n".join(lines)
+
+
 def run_build(
     settings: LakehouseSettings, expect_success: bool = True
 ) -> dg.ExecuteInProcessResult:
@@ -220,8 +234,7 @@ def run_build(
     with dg.DagsterInstance.ephemeral() as instance:
         result = job.execute_in_process(instance=instance, raise_on_error=False)
     if expect_success:
-        failures = [e.message for e in result.all_events if e.is_failure]
-        assert result.success, failures
+        assert result.success, failure_report(result)
     return result
 
 

@@ -20,7 +20,7 @@ from lakehouse.marts import read_manifest, read_mart
 from lakehouse.settings import LakehouseSettings
 from lakehouse.sources import SOURCES
 from lakehouse.storage import Lake, Layer
-from tests.conftest import put_table
+from tests.conftest import failure_report, put_table
 
 MART_TABLES = mart_names()
 """Every mart of the dbt project (the table catalog's list)."""
@@ -44,7 +44,7 @@ def materialize(settings: LakehouseSettings, keys: list[str]) -> dg.ExecuteInPro
             asset_selection=[dg.AssetKey.from_user_string(k) for k in keys],
             raise_on_error=False,
         )
-    assert result.success, [e.message for e in result.all_events if e.is_failure]
+    assert result.success, failure_report(result)
     return result
 
 
