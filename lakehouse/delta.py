@@ -560,12 +560,14 @@ class Snapshot:
         update_when: str | None = None,
         insert: Mapping[str, str] | None = None,
         insert_when: str | None = None,
+        delete_when: str | None = None,
         txns: Mapping[str, int] | None = None,
         extra: Mapping[str, Any] | None = None,
     ) -> dict[str, Any]:
-        """MERGE ``source`` on the ``on`` columns: matched rows are updated (all columns, or
-        the ``update`` expressions) where ``update_when`` holds; the rest are inserted (all
-        columns, or the ``insert`` expressions) where ``insert_when`` holds.
+        """MERGE ``source`` on the ``on`` columns: matched rows are deleted where
+        ``delete_when`` holds, else updated (all columns, or the ``update`` expressions)
+        where ``update_when`` holds; the rest are inserted (all columns, or the ``insert``
+        expressions) where ``insert_when`` holds.
 
         With ``txns``, always commits (a MERGE that changes nothing commits its txns alone),
         so cursors move exactly when the data they describe does. Returns delta-rs's metrics.
@@ -584,6 +586,8 @@ class Snapshot:
                     target_alias="t",
                     commit_properties=props,
                 )
+                if delete_when is not None:
+                    merger = merger.when_matched_delete(predicate=delete_when)
                 merger = (
                     merger.when_matched_update_all(predicate=update_when)
                     if update is None
