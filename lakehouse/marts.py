@@ -22,7 +22,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import duckdb
 import polars as pl
@@ -33,6 +33,9 @@ from lakehouse import delta
 from lakehouse.dbt_prepared import DBT_PROJECT_DIR
 from lakehouse.sources import SOURCES
 from lakehouse.storage import Lake, Layer
+
+if TYPE_CHECKING:
+    from lakehouse.increments import SliceChanges
 
 DBT_MANIFEST = DBT_PROJECT_DIR / "target" / "manifest.json"
 """The parsed project (``dbt parse``, ``make setup``): models, their SQL checksums and refs."""
@@ -57,7 +60,7 @@ def prepared_dbt_executable() -> str:
 CLEANSED_SCHEMA = "cleansed"
 
 
-def _copy_in(con: duckdb.DuckDBPyConnection, table: str, data: Any) -> None:
+def copy_in(con: duckdb.DuckDBPyConnection, table: str, data: Any) -> None:
     con.register("incoming", data)
     # identifiers from the dbt manifest and lakehouse.sources, not data (bandit B608)
     con.execute(f"CREATE OR REPLACE TABLE {table} AS SELECT * FROM incoming")  # nosec B608
@@ -115,7 +118,7 @@ class MartWorkspace:
         return self.profiles_dir
 
     @contextmanager
-    def _loading(self, schema: str) -> Iterator[duckdb.DuckDBPyConnection]:
+    def database(self, schema: str) -> Iterator[duckdb.DuckDBPyConnection]:
         """A connection to the DuckDB file with ``schema`` created, closed afterwards."""
         self.directory.mkdir(parents=True, exist_ok=True)
         con = duckdb.connect(str(self.duckdb_path))
@@ -130,7 +133,7 @@ class MartWorkspace:
         """Every cleansed table, at a pinned version, in DuckDB's ``cleansed`` schema: a view
         over the version's files where DuckDB reads them, else a copy."""
         pinned: dict[str, int] = {}
-        with self._loading(CLEANSED_SCHEMA) as con:
+        with self.database(CLEANSED_SCHEMA) as con:
             for name in SOURCES:
                 ref = self.lake.input_table(Layer.CLEANSED, name)  # a branch may read prod's
                 if ref.version is None:
@@ -149,7 +152,7 @@ class MartWorkspace:
                     con.execute(f"CREATE VIEW {table} AS {scan}")
                 else:  # S3: copied in (a view over an Arrow dataset dies with `con`)
                     frame = delta.read(ref.uri, self.lake.storage_options, version=version)
-                    _copy_in(con, table, frame.to_arrow())
+                    copy_in(con, table, frame.to_arrow())
                 pinned[name] = version
         return pinned
 
@@ -158,13 +161,13 @@ class MartWorkspace:
         rebuilt them) into DuckDB's ``marts`` schema, where refs to models dbt does not
         build, and deferred refs, find them."""
         loaded: dict[str, str] = {}
-        with self._loading(MARTS_SCHEMA) as con:
+        with self.database(MARTS_SCHEMA) as con:
             for model in mart_models() if models is None else sorted(models):
                 ref = self.lake.input_table(Layer.MARTS, model)
                 dt = self.lake.published_table(Layer.MARTS, model)
                 if dt is None:
                     continue
-                _copy_in(con, f"{MARTS_SCHEMA}.{model}", dt.to_pyarrow_dataset())
+                copy_in(con, f"{MARTS_SCHEMA}.{model}", dt.to_pyarrow_dataset())
                 loaded[model] = f"v{dt.version()}{' (prod, pinned)' if ref.from_prod else ''}"
         return loaded
 
@@ -175,15 +178,24 @@ class MartWorkspace:
         return con
 
     def export(
-        self, con: duckdb.DuckDBPyConnection, model: str, stamp: delta.Stamp, inputs: MartInputs
+        self,
+        con: duckdb.DuckDBPyConnection,
+        model: str,
+        stamp: delta.Stamp,
+        inputs: MartInputs,
+        changes: SliceChanges | None = None,
+        rewrite: bool = False,
     ) -> tuple[DeltaTable, bool]:
         """Write one dbt-built (and already judged) table to marts/<model> as a single
-        atomic Delta commit that also publishes it.
+        atomic Delta commit that also publishes it: only its ``changes`` when the table is
+        still at the version the incremental build started from, else the whole table.
 
         Skipped when the published table was built from the same inputs (cleansed
         versions and dbt code), or from newer ones (another run got there first): a rerun
         with nothing new leaves every version unchanged, and a slow run never overwrites a
-        newer build. Returns the table and whether a new version was written.
+        newer build. ``rewrite`` (a full refresh) writes over a table built from the same
+        inputs too, so a refresh repairs a table whatever its history. Returns the table
+        and whether a new version was written.
         """
         target = self.lake.writable(Layer.MARTS, model)
 
@@ -192,16 +204,19 @@ class MartWorkspace:
             current = snapshot.dt
             if current is not None:
                 built = delta.latest_value(current, MART_INPUTS_KEY)
-                if built is not None and MartInputs.from_json(built).covers(inputs):
+                published = None if built is None else MartInputs.from_json(built)
+                repaired = rewrite and published == inputs
+                if published is not None and published.covers(inputs) and not repaired:
                     return current, False
+            txns = {delta.PUBLISHED: snapshot.next_version, **delta.clear_rejection(snapshot)}
+            extra = {MART_INPUTS_KEY: inputs.to_json()}
+            if changes is not None and snapshot.version == changes.base_version:
+                changes.write(snapshot, stamp, txns, extra)
+                assert snapshot.dt is not None
+                return snapshot.dt, True
             # identifiers from the dbt manifest and lakehouse.sources, not data (bandit B608)
             table = con.sql(f"SELECT * FROM {MARTS_SCHEMA}.{model}").to_arrow_table()  # nosec B608
-            snapshot.replace(
-                table,
-                stamp,
-                txns={delta.PUBLISHED: snapshot.next_version, **delta.clear_rejection(snapshot)},
-                extra={MART_INPUTS_KEY: inputs.to_json()},
-            )
+            snapshot.replace(table, stamp, txns=txns, extra=extra)
             assert snapshot.dt is not None
             return snapshot.dt, True
 

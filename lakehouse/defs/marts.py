@@ -18,6 +18,7 @@ import dagster as dg
 from dagster_dbt import DagsterDbtTranslator, DbtCliResource, DbtProject, dbt_assets
 from dagster_dbt.dbt_project import DagsterDbtProjectPreparer
 from packaging import version
+from pydantic import Field
 
 from lakehouse import publish
 from lakehouse.catalog import asset_key
@@ -26,8 +27,17 @@ from lakehouse.defs.checks import verdict_evaluations
 from lakehouse.defs.metadata import table_metadata
 from lakehouse.defs.resources import LakehouseResource
 from lakehouse.faults import fault_point
+from lakehouse.increments import (
+    KEYED_MARTS,
+    FullBuild,
+    Increment,
+    SliceChanges,
+    load_increment,
+    plan_increment,
+)
 from lakehouse.marts import (
     DBT_PROJECT_DIR,
+    MARTS_SCHEMA,
     MartInputs,
     MartWorkspace,
     column_lineage,
@@ -113,6 +123,14 @@ class LakehouseDbtTranslator(DagsterDbtTranslator):
         )
 
 
+class MartsConfig(dg.Config):
+    full_refresh: bool = Field(
+        default=False,
+        description="Rebuild the keyed marts (orders, order_items, customers) from every "
+        "cleansed row (dbt --full-refresh) instead of only the customers whose rows changed.",
+    )
+
+
 @dbt_assets(
     manifest=dbt_project.manifest_path,
     project=dbt_project,
@@ -120,7 +138,9 @@ class LakehouseDbtTranslator(DagsterDbtTranslator):
     name="jaffle_marts",
     pool="lake-marts",  # one marts build at a time (infra/dagster/dagster.yaml)
 )
-def jaffle_marts(context: dg.AssetExecutionContext, lakehouse: LakehouseResource) -> Iterator[Any]:
+def jaffle_marts(
+    context: dg.AssetExecutionContext, lakehouse: LakehouseResource, config: MartsConfig
+) -> Iterator[Any]:
     from lakehouse.runs import claim_scratch, remove_dead_scratch
 
     lake = lakehouse.lake()
@@ -129,7 +149,7 @@ def jaffle_marts(context: dg.AssetExecutionContext, lakehouse: LakehouseResource
     workspace = MartWorkspace(lake, context.run_id)
     claim_scratch(workspace.directory)
     try:
-        yield from _build_marts(context, lake, workspace)
+        yield from _build_marts(context, lake, workspace, config.full_refresh)
     finally:
         workspace.discard()
 
@@ -173,8 +193,21 @@ def _column_lineage(workspace: MartWorkspace, model: str, sql: Path) -> dg.Table
     )
 
 
+def _plan(
+    lake: Lake, building: set[str], inputs: MartInputs, full_refresh: bool, slim: bool
+) -> Increment | FullBuild:
+    """Incremental (only the changed customers' rows of the keyed marts) where it can be."""
+    if full_refresh:
+        return FullBuild("asked for (full_refresh)")
+    if slim or lake.is_branch:
+        return FullBuild("a branch deployment builds its marts in full")
+    if not set(KEYED_MARTS) <= building:
+        return FullBuild(f"not every keyed mart ({', '.join(KEYED_MARTS)}) is selected")
+    return plan_increment(lake, inputs)
+
+
 def _build_marts(
-    context: dg.AssetExecutionContext, lake: Lake, workspace: MartWorkspace
+    context: dg.AssetExecutionContext, lake: Lake, workspace: MartWorkspace, full_refresh: bool
 ) -> Iterator[Any]:
     pinned = workspace.load_cleansed()
     context.log.info(f"dbt reads cleansed tables at versions {pinned}")
@@ -213,6 +246,14 @@ def _build_marts(
         if layer == Layer.MARTS.value
     } | {check.asset_key.path[-1] for check in context.selected_asset_check_keys}
     context.log.info(f"marts read as published: {workspace.load_marts(read - building) or 'none'}")
+    plan = _plan(lake, building, inputs, full_refresh, slim is not None)
+    context.log.info(f"marts: {plan.describe()}")
+    built_on: dict[str, int] = {}
+    if isinstance(plan, Increment):
+        with workspace.database(MARTS_SCHEMA) as con:
+            built_on = load_increment(con, lake, plan)
+    else:
+        args.append("--full-refresh")
     # dbt holds the DuckDB file until it exits, so publish to Delta once it has finished;
     # the dbt test results (asset checks) follow the materializations they judge.
     # dbt's artifacts go to this run's work dir, not into the checkout.
@@ -250,13 +291,21 @@ def _build_marts(
                 inputs=model_parents(dbt_project.manifest_path, model),
                 outputs=[(Layer.MARTS.value, model)],
             ):
-                dt, written = workspace.export(con, model, stamp, inputs)
+                changes = (
+                    SliceChanges.of(con, model, built_on[model]) if model in built_on else None
+                )
+                dt, written = workspace.export(
+                    con, model, stamp, inputs, changes, rewrite=full_refresh
+                )
             verdicts[key] = replace(verdict, version=dt.version())
             publish.save_verdict(lake, verdicts[key])
             fault_point("marts.after_export", model)
             meta = table_metadata(lake, Layer.MARTS, model, dt)
             meta["cleansed_versions"] = dg.MetadataValue.json(pinned)
             meta["new_delta_version_written"] = written
+            meta["build"] = plan.describe()
+            if changes is not None:
+                meta["rows_changed"] = changes.describe()
             sql = compiled / f"{model}.sql"
             if sql.exists():
                 meta["dagster/column_lineage"] = _column_lineage(workspace, model, sql)

@@ -1,10 +1,20 @@
 -- One row per customer (with how often they ordered and tweeted), including those who never ordered (with zero counts and amounts).
 -- Names appear only as the keyed pseudonym and the masked display form.
+-- Incremental: rebuilds the changed customers.
+{{ config(
+    materialized='incremental',
+    incremental_strategy='append',
+    pre_hook="{{ delete_changed('customer_id', changed_customers()) }}",
+) }}
+
 with
 
 customers as (
     select customer_id, customer_name_pseudonym, customer_name_masked
     from {{ source('cleansed', 'customers') }}
+    {% if is_incremental() %}
+    where customer_id in (select customer_id from {{ changed_customers() }})
+    {% endif %}
 ),
 
 orders as (
@@ -27,6 +37,9 @@ customer_orders_summary as (
 customer_tweets_summary as (
     select customer_id, count(*) as count_lifetime_tweets
     from {{ source('cleansed', 'tweets') }}
+    {% if is_incremental() %}
+    where customer_id in (select customer_id from {{ changed_customers() }})
+    {% endif %}
     group by customer_id
 ),
 

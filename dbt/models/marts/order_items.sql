@@ -1,8 +1,18 @@
 -- One row per item on an order, with what the product sells for and what it costs to make.
+-- Incremental: rebuilds the items of the changed customers' orders.
+{{ config(
+    materialized='incremental',
+    incremental_strategy='append',
+    pre_hook="{{ delete_changed('order_id', changed_orders()) }}",
+) }}
+
 with
 
 items as (
     select order_item_id, order_id, product_id from {{ source('cleansed', 'items') }}
+    {% if is_incremental() %}
+    where order_id in (select order_id from {{ changed_orders() }})
+    {% endif %}
 ),
 
 orders as (

@@ -1,10 +1,19 @@
 -- One row per order: amounts, what its items cost, what kind of order it is, and where it
--- falls in its customer's history.
+-- falls in its customer's history. Incremental: rebuilds the changed customers' orders.
+{{ config(
+    materialized='incremental',
+    incremental_strategy='append',
+    pre_hook="{{ delete_changed('customer_id', changed_customers()) }}",
+) }}
+
 with
 
 orders as (
     select order_id, customer_id, location_id, ordered_at, subtotal, tax_paid, order_total
     from {{ source('cleansed', 'orders') }}
+    {% if is_incremental() %}
+    where customer_id in (select customer_id from {{ changed_customers() }})
+    {% endif %}
 ),
 
 order_items as (

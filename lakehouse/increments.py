@@ -1,0 +1,297 @@
+"""What changed in the cleansed layer since the published marts were built, as the set of
+customers whose mart rows must be rebuilt: the keyed marts (orders, order_items,
+customers) are dbt incremental models that rebuild only those customers' rows.
+
+Changes are read from the Delta log, not from the data: the files a cleansed table gained
+and lost between the version the marts were built from and the pinned one. Only rows
+that differ between the two (a MERGE rewrites a file with its unchanged rows too) count,
+so a table whose versions moved without a data change (a re-sent file, compaction) adds
+nobody. A change the keyed rebuild cannot express, or one so large that rebuilding
+everything is cheaper, asks for a full build, with the reason.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import duckdb
+import polars as pl
+import pyarrow as pa
+import pyarrow.dataset as pads
+from deltalake import DeltaTable
+
+from lakehouse import delta
+from lakehouse.marts import CLEANSED_SCHEMA, MART_INPUTS_KEY, MARTS_SCHEMA, MartInputs, copy_in
+from lakehouse.sources import ROW_HASH, SOURCES
+from lakehouse.storage import Lake, Layer
+
+KEYED_MARTS = ("order_items", "orders", "customers")
+"""Marts rebuilt per customer: a row depends only on its customer's own rows."""
+
+CUSTOMER_TABLES = {"customers": "customer_id", "orders": "customer_id", "tweets": "customer_id"}
+"""Cleansed tables whose rows name their customer."""
+
+DIMENSIONS = ("products", "supplies", "stores")
+"""Cleansed tables every order depends on: a change in them rebuilds every mart."""
+
+FULL_BUILD_SHARE = 0.25
+"""Above this share of customers touched, a full build costs less than a keyed one."""
+
+
+@dataclass(frozen=True)
+class Increment:
+    """Rebuild the keyed marts for these customers, on top of marts built from ``base``."""
+
+    base: dict[str, int]
+    customers: pl.DataFrame  # one column, customer_id
+    of_total: int
+
+    def describe(self) -> str:
+        return f"{self.customers.height} of {self.of_total} customers changed"
+
+
+@dataclass(frozen=True)
+class FullBuild:
+    reason: str
+
+    def describe(self) -> str:
+        return f"full build: {self.reason}"
+
+
+def _dataset(dt: DeltaTable) -> pads.FileSystemDataset:
+    dataset = dt.to_pyarrow_dataset()
+    assert isinstance(dataset, pads.FileSystemDataset)
+    return dataset
+
+
+def _read_files(
+    dataset: pads.FileSystemDataset, paths: set[str], columns: list[str]
+) -> pl.DataFrame:
+    fragments = [f for f in dataset.get_fragments() if f.path in paths]
+    present = [c for c in columns if c in dataset.schema.names]
+    subset = pads.FileSystemDataset(fragments, dataset.schema, dataset.format, dataset.filesystem)
+    frame = pl.from_arrow(subset.to_table(columns=present))
+    assert isinstance(frame, pl.DataFrame)
+    return frame
+
+
+def changed_rows(old: DeltaTable, new: DeltaTable, columns: list[str]) -> pl.DataFrame:
+    """``columns`` of every row one version has and the other has not (both sides of an
+    update), from the files the newer version added and removed."""
+    old_set, new_set = _dataset(old), _dataset(new)
+    old_paths = {f.path for f in old_set.get_fragments()}
+    new_paths = {f.path for f in new_set.get_fragments()}
+    wanted = [*columns, ROW_HASH]
+    gained = _read_files(new_set, new_paths - old_paths, wanted)
+    lost = _read_files(old_set, old_paths - new_paths, wanted)
+    if not gained.height or not lost.height:
+        return pl.concat([gained, lost], how="vertical_relaxed").select(columns)
+    lost = lost.select(gained.columns).cast(gained.schema)
+    return pl.concat(
+        [gained.join(lost, on=wanted, how="anti"), lost.join(gained, on=wanted, how="anti")],
+        how="vertical",
+    ).select(columns)
+
+
+def _open(lake: Lake, table: str, version: int) -> DeltaTable | None:
+    ref = lake.input_table(Layer.CLEANSED, table)
+    return delta.open_table(ref.uri, lake.storage_options, version)
+
+
+def published_base(lake: Lake, dbt_code: str) -> dict[str, int] | FullBuild:
+    """The cleansed versions every published keyed mart was built from, with this dbt
+    code: what an increment builds on."""
+    bases = []
+    for model in KEYED_MARTS:
+        dt = lake.published_table(Layer.MARTS, model)
+        built = None if dt is None else delta.latest_value(dt, MART_INPUTS_KEY, dt.version())
+        if built is None:
+            return FullBuild(f"marts/{model} has no published build to add to")
+        inputs = MartInputs.from_json(built)
+        if inputs.dbt_code != dbt_code:
+            return FullBuild("the dbt models changed since the published marts were built")
+        bases.append(inputs.cleansed_versions)
+    if any(b != bases[0] for b in bases):
+        return FullBuild("the published keyed marts were built from different snapshots")
+    return bases[0]
+
+
+def plan_increment(lake: Lake, inputs: MartInputs) -> Increment | FullBuild:
+    """Whether the published keyed marts can be brought to ``inputs`` (the cleansed
+    versions this run pinned, the dbt code) by rebuilding some customers, and which."""
+    base = published_base(lake, inputs.dbt_code)
+    if isinstance(base, FullBuild):
+        return base
+    pinned = inputs.cleansed_versions
+    if set(base) != set(SOURCES) or set(pinned) != set(SOURCES):
+        return FullBuild("a cleansed table was not published when the marts were built")
+    if any(pinned[t] < base[t] for t in SOURCES):
+        return FullBuild("the published marts were built from newer cleansed versions")
+    tables: dict[str, tuple[DeltaTable, DeltaTable]] = {}
+    try:
+        for table in SOURCES:
+            if pinned[table] == base[table]:
+                continue
+            old, new = _open(lake, table, base[table]), _open(lake, table, pinned[table])
+            if old is None or new is None:
+                return FullBuild(f"cleansed/{table} v{base[table]} is no longer readable")
+            tables[table] = (old, new)
+        for table in DIMENSIONS:
+            if table in tables and changed_rows(*tables[table], list(SOURCES[table].key)).height:
+                return FullBuild(f"cleansed/{table} changed, and every order depends on it")
+        touched = [pl.Series("customer_id", [], pl.String)]
+        for table, column in CUSTOMER_TABLES.items():
+            if table in tables:
+                touched.append(changed_rows(*tables[table], [column])[column].cast(pl.String))
+        if "items" in tables:
+            order_ids = changed_rows(*tables["items"], ["order_id"])["order_id"]
+            if order_ids.len():
+                owners = (
+                    pl.scan_delta(
+                        lake.input_table(Layer.CLEANSED, "orders").uri,
+                        version=pinned["orders"],
+                        storage_options=delta.polars_options(lake.storage_options),
+                    )
+                    .filter(pl.col("order_id").is_in(order_ids.unique().implode()))
+                    .select("customer_id")
+                    .collect()
+                )
+                touched.append(owners["customer_id"].cast(pl.String))
+    except (OSError, pa.ArrowException) as exc:  # a removed file vacuumed away
+        return FullBuild(f"the changes could not be read from the Delta log ({exc})")
+    customers = pl.concat(touched).drop_nulls().unique().sort().to_frame("customer_id")
+    total = _customer_count(lake, pinned["customers"])
+    if total and customers.height > FULL_BUILD_SHARE * total:
+        return FullBuild(
+            f"{customers.height} of {total} customers changed (more than "
+            f"{FULL_BUILD_SHARE:.0%}: rebuilding everything costs less)"
+        )
+    return Increment(dict(base), customers, total)
+
+
+def _customer_count(lake: Lake, version: int) -> int:
+    dt = _open(lake, "customers", version)
+    return 0 if dt is None else delta.row_count(dt)
+
+
+# -- in the scratch DuckDB: the published keyed marts, the slice to rebuild, its diff ------
+CHANGES_SCHEMA = "lakehouse_changes"
+"""Where the models find what to rebuild (dbt/macros/changes.sql names these tables)."""
+BEFORE_SCHEMA = "lakehouse_before"
+"""Each keyed mart's rows for the changed customers, as published before this build."""
+DELETED = "_lakehouse_deleted"
+
+# Every identifier in this module's SQL is one of these constants or a mart's name from
+# the dbt manifest, never data (bandit B608).
+_CUSTOMERS = "customer_id IN (SELECT customer_id FROM lakehouse_changes.customers)"
+_ORDERS = "order_id IN (SELECT order_id FROM lakehouse_changes.orders)"
+MART_SLICES: dict[str, tuple[str, str]] = {
+    "orders": ("order_id", _CUSTOMERS),
+    "order_items": ("order_item_id", _ORDERS),
+    "customers": ("customer_id", _CUSTOMERS),
+}
+"""Each keyed mart's key and the rows an increment rebuilds (the models' own filters)."""
+
+
+def load_increment(
+    con: duckdb.DuckDBPyConnection, lake: Lake, increment: Increment
+) -> dict[str, int]:
+    """Make ``con``'s database ready for an incremental dbt build: each keyed mart as
+    published (a table dbt's incremental models update), the changed customers and every
+    order of theirs (before and now), and each mart's rows for them as published.
+    Returns the published version of each mart copied."""
+    for schema in (MARTS_SCHEMA, CHANGES_SCHEMA, BEFORE_SCHEMA):
+        con.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
+    versions: dict[str, int] = {}
+    for model in MART_SLICES:
+        dt = lake.published_table(Layer.MARTS, model)
+        assert dt is not None, f"marts/{model} is not published"
+        scan = delta.native_scan(dt)
+        if scan is None:  # S3: copied through Arrow
+            copy_in(con, f"{MARTS_SCHEMA}.{model}", dt.to_pyarrow_dataset())
+        else:  # paths from the Delta log
+            con.execute(f"CREATE OR REPLACE TABLE {MARTS_SCHEMA}.{model} AS {scan}")
+        versions[model] = dt.version()
+    con.register("changed", increment.customers.to_arrow())
+    con.execute(f"CREATE OR REPLACE TABLE {CHANGES_SCHEMA}.customers AS FROM changed")
+    con.unregister("changed")
+    before = f"SELECT order_id FROM {MARTS_SCHEMA}.orders WHERE {_CUSTOMERS}"  # nosec B608
+    now = f"SELECT order_id FROM {CLEANSED_SCHEMA}.orders WHERE {_CUSTOMERS}"  # nosec B608
+    con.execute(f"CREATE OR REPLACE TABLE {CHANGES_SCHEMA}.orders AS {before} UNION {now}")
+    for model, (_, where) in MART_SLICES.items():
+        rows = f"SELECT * FROM {MARTS_SCHEMA}.{model} WHERE {where}"  # nosec B608
+        con.execute(f"CREATE OR REPLACE TABLE {BEFORE_SCHEMA}.{model} AS {rows}")
+    return versions
+
+
+@dataclass(frozen=True)
+class SliceChanges:
+    """What an incremental build changed in one keyed mart, to commit on the version it
+    was built on: rows new or changed, and the keys of rows gone."""
+
+    model: str
+    key: str
+    base_version: int
+    upserts: pa.Table
+    deletes: pa.Table
+    updated: int
+
+    @classmethod
+    def of(cls, con: duckdb.DuckDBPyConnection, model: str, base_version: int) -> SliceChanges:
+        key, where = MART_SLICES[model]
+        now = f"SELECT * FROM {MARTS_SCHEMA}.{model} WHERE {where}"  # nosec B608
+        before = f"{BEFORE_SCHEMA}.{model}"
+        changed = f"{now} EXCEPT SELECT * FROM {before}"  # nosec B608
+        gone = f"SELECT {key} FROM {before} EXCEPT SELECT {key} FROM ({now})"  # nosec B608
+        old = f"SELECT count(*) FROM ({changed}) WHERE {key} IN (SELECT {key} FROM {before})"  # nosec B608
+        upserts = con.sql(changed).to_arrow_table()
+        deletes = con.sql(gone).to_arrow_table()
+        ((updated,),) = con.execute(old).fetchall()
+        return cls(model, key, base_version, upserts, deletes, int(updated))
+
+    def describe(self) -> str:
+        inserted = self.upserts.num_rows - self.updated
+        return f"{inserted} inserted, {self.updated} updated, {self.deletes.num_rows} deleted"
+
+    def write(
+        self,
+        snapshot: delta.Snapshot,
+        stamp: delta.Stamp,
+        txns: dict[str, int],
+        extra: dict[str, Any],
+    ) -> None:
+        """Commit the changes in one Delta commit: an append when every row is new (no
+        file of the table is rewritten), else a MERGE on the key."""
+        if not self.updated and not self.deletes.num_rows:
+            snapshot.append(self.upserts, stamp, txns=txns, extra=extra)
+            return
+        columns = self.upserts.column_names
+        gone = pa.table(
+            {
+                c: self.deletes.column(c)
+                if c == self.key
+                else pa.nulls(self.deletes.num_rows, self.upserts.schema.field(c).type)
+                for c in columns
+            },
+            schema=self.upserts.schema,
+        )
+        source = pa.concat_tables(
+            [
+                self.upserts.append_column(DELETED, pa.repeat(False, self.upserts.num_rows)),
+                gone.append_column(DELETED, pa.repeat(True, gone.num_rows)),
+            ]
+        )
+        same = {c: f"s.{c}" for c in columns}
+        snapshot.merge(
+            source,
+            stamp,
+            on=[self.key],
+            delete_when=f"s.{DELETED}",
+            update=same,
+            update_when=f"NOT s.{DELETED}",
+            insert=same,
+            insert_when=f"NOT s.{DELETED}",
+            txns=txns,
+            extra=extra,
+        )
