@@ -1,7 +1,7 @@
 """``lakehouse``: the main job from a shell.
 
     lakehouse demo      generate Jaffle Shop files, land them, build everything, print a summary
-    lakehouse build [--all]
+    lakehouse build [--all] [--full-refresh]
                         ingest whatever is new in landing and rebuild the tables it
                         changes (--all: every step); print a summary
     lakehouse land DIR  deliver jafgen-named files (raw_orders.csv, ...) from DIR into landing
@@ -449,6 +449,12 @@ def main(argv: list[str] | None = None) -> int:
     build.add_argument(
         "--all", action="store_true", help="run every step, even where nothing is new"
     )
+    build.add_argument(
+        "--full-refresh",
+        action="store_true",
+        help="rebuild the keyed marts from every cleansed row, not only the changed "
+        "customers' (dbt --full-refresh); implies --all",
+    )
     land = sub.add_parser("land", help="deliver raw_<source>.* files from a folder")
     land.add_argument("directory", type=Path)
     sub.add_parser("summary", help="print the lake's tables")
@@ -565,7 +571,13 @@ def main(argv: list[str] | None = None) -> int:
         )
         if not ok:
             return 1
-    ok = _run(lake, "build_lakehouse", planned=not getattr(args, "all", False))
+    full_refresh = getattr(args, "full_refresh", False)
+    ok = _run(
+        lake,
+        "build_lakehouse",
+        {"ops": {"jaffle_marts": {"config": {"full_refresh": True}}}} if full_refresh else None,
+        planned=not (getattr(args, "all", False) or full_refresh),
+    )
     _print_summary(lake)
     return 0 if ok else 1
 

@@ -12,7 +12,7 @@ import tempfile
 import time
 import urllib.request
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -226,13 +226,17 @@ def failure_report(result: dg.ExecuteInProcessResult) -> str:
 
 
 def run_build(
-    settings: LakehouseSettings, expect_success: bool = True
+    settings: LakehouseSettings,
+    expect_success: bool = True,
+    run_config: Mapping[str, Any] | None = None,
 ) -> dg.ExecuteInProcessResult:
     """Run the main job against this lake, exactly as the CLI and the UI do."""
     resource = LakehouseResource.from_settings(settings)
     job = build_definitions(resource).resolve_job_def("build_lakehouse")
     with dg.DagsterInstance.ephemeral() as instance:
-        result = job.execute_in_process(instance=instance, raise_on_error=False)
+        result = job.execute_in_process(
+            instance=instance, raise_on_error=False, run_config=run_config
+        )
     if expect_success:
         assert result.success, failure_report(result)
     return result
