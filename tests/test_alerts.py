@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,19 @@ import dagster as dg
 import pytest
 
 from lakehouse import contracts
-from lakehouse.alerts import FIRING, RESOLVED, Alert, AlertState, Notice, SlackAlerts, slack_message
+from lakehouse.alerts import (
+    FIRING,
+    RESOLVED,
+    Alert,
+    AlertRules,
+    AlertState,
+    Incident,
+    Notice,
+    Observation,
+    SlackAlerts,
+    decide,
+    slack_message,
+)
 from lakehouse.contracts import load_contract
 from lakehouse.definitions import build_definitions
 from lakehouse.defs.alerts import ALERTS_SENSOR, evaluate_alerts
@@ -24,7 +37,7 @@ from lakehouse.defs.resources import LakehouseResource
 from lakehouse.marts import mart_models
 from lakehouse.settings import LakehouseSettings
 from lakehouse.storage import Lake, Layer
-from tests.conftest import FakeSlack, Webhook
+from tests.conftest import FakeSlack, Webhook, free_port
 from tests.test_contracts import strict_contracts
 from tests.test_pipeline import read_csv
 from tests.test_quarantine import deliver, new_orders
@@ -396,7 +409,8 @@ def test_slack_alone_and_a_half_configured_slack(
     monkeypatch: pytest.MonkeyPatch,
     capfd: pytest.CaptureFixture[str],
 ) -> None:
-    """Slack without the webhook; a token without a channel is off, and says so."""
+    """Slack without the webhook; a token without a channel is off, and says so; a Slack
+    that cannot be reached keeps the alert for the next tick."""
     from dagster._daemon.types import DaemonHeartbeat
 
     token = to_slack(monkeypatch, fake_slack, channel="C0123ABC")
@@ -410,6 +424,10 @@ def test_slack_alone_and_a_half_configured_slack(
         monkeypatch.setenv("LAKEHOUSE_ALERT_SLACK_CHANNEL", "C0123ABC")
         beat = DaemonHeartbeat((now - timedelta(minutes=12)).timestamp(), "SCHEDULER", "d1")
         instance.add_daemon_heartbeat(beat)
+        monkeypatch.setenv("LAKEHOUSE_ALERT_SLACK_API_URL", f"http://127.0.0.1:{free_port()}/api/")
+        alerting.tick(now)  # nothing listens there
+        assert "Slack could not be reached (ConnectionRefusedError)" in capfd.readouterr().err
+        monkeypatch.setenv("LAKEHOUSE_ALERT_SLACK_API_URL", fake_slack.api_url)
         alerting.tick(now)
         alerting.tick(now + timedelta(minutes=1))
         instance.add_daemon_heartbeat(DaemonHeartbeat(now.timestamp(), "SCHEDULER", "d1"))
@@ -429,3 +447,19 @@ def test_slack_alone_and_a_half_configured_slack(
     assert "op &lt;lambda&gt; failed: a &amp; b &gt; c" in text and "<lambda>" not in text
     assert all(len(b["text"]["text"]) <= 3000 for b in blocks if b["type"] == "section")
     assert len(text) <= 3000
+
+
+def test_a_destination_told_of_a_resolution_hears_when_it_fires_again() -> None:
+    """The webhook took a resolution, Slack did not yet, and the condition fires again: the
+    incident is open after all, so both are sent it firing (not Slack a stale resolution)."""
+    rules = AlertRules("http://ui", timedelta(hours=1), 0.01, timedelta(hours=48), [], [], [])
+    now = datetime.now(UTC)
+    alert = Alert("stale:marts/orders", "stale_mart", "marts/orders is stale", {}, "http://ui/a")
+    incident = Incident(alert.title, now.timestamp(), sent_at=now.timestamp(), alert=asdict(alert))
+    state = AlertState(open={alert.key: incident})
+    assert decide(state, [Observation(alert.key, None)], rules, now) == [Notice(RESOLVED, alert)]
+    incident.delivered.append("webhook")  # ...and Slack refused it
+    assert decide(state, [Observation(alert.key, alert)], rules, now) == [Notice(FIRING, alert)]
+    assert (incident.resolving, incident.delivered, incident.sent_at) == (False, [], None)
+    # Restored from the cursor as it was (a cursor from before Slack has no "delivered").
+    assert AlertState.from_json(state.to_json()).open[alert.key] == incident
