@@ -14,9 +14,11 @@ Each condition has a stable key (``run_failure:build_lakehouse``,
   one resolution is sent and the incident closes.
 
 The state (open incidents, the event cursor) lives in the sensor's cursor, so the daemon
-restarting neither repeats nor loses alerts. A message that could not be delivered stays
-pending and is tried again on the next tick. The webhook URL is a secret: it is never
-logged, never part of an error and never stored in the cursor.
+restarting neither repeats nor loses alerts. Each message goes to every destination
+configured (a generic webhook, a Slack channel through dagster-slack); one a destination
+could not take stays pending for that destination alone and is tried again on the next
+tick, while those that took it are not sent it twice. The webhook URL and the Slack token
+are secrets: never logged, never part of an error, never stored in the cursor.
 """
 
 from __future__ import annotations
@@ -25,13 +27,16 @@ import json
 import logging
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import dagster as dg
 from dagster import DagsterEventType
+from dagster_slack import SlackResource
+from slack_sdk import WebClient
+from slack_sdk.errors import SlackApiError, SlackClientError
 
 from lakehouse.defs.metadata import metadata_values
 
@@ -62,11 +67,15 @@ class Notice:
     status: str
     alert: Alert
 
-    def payload(self) -> dict[str, Any]:
+    @property
+    def headline(self) -> str:
         mark = ":rotating_light:" if self.status == FIRING else ":white_check_mark:"
         verb = "" if self.status == FIRING else "resolved: "
+        return f"{mark} {verb}{self.alert.title}"
+
+    def payload(self) -> dict[str, Any]:
         details = "\n".join(f"• {k}: {v}" for k, v in self.alert.fields.items())
-        text = f"{mark} {verb}{self.alert.title}\n{details}\n<{self.alert.link}|open in Dagster>"
+        text = f"{self.headline}\n{details}\n<{self.alert.link}|open in Dagster>"
         return {"text": text.replace("\n\n", "\n"), "status": self.status, **asdict(self.alert)}
 
 
@@ -78,6 +87,8 @@ class Incident:
     """When the last firing message went out; None while it is still to be sent."""
     resolving: bool = False
     """Cleared, its resolution still to be sent."""
+    delivered: list[str] = field(default_factory=list)
+    """Destinations that already took the message now pending (the others are retried)."""
     alert: dict[str, Any] = field(default_factory=dict)
 
 
@@ -401,8 +412,9 @@ def decide(
     for key, o in latest.items():
         incident = state.open.get(key)
         if o.alert is None:
-            if incident is not None:
+            if incident is not None and not incident.resolving:
                 incident.resolving = True
+                incident.delivered = []  # a new message: every destination is to hear it
             continue
         if incident is None:
             state.open[key] = Incident(o.alert.title, stamp, alert=asdict(o.alert))
@@ -410,6 +422,8 @@ def decide(
         incident.alert = asdict(o.alert)
         if incident.resolving:  # fired again before its resolution went out: still open
             incident.resolving = False
+            if incident.delivered:  # ...but some destination was told it resolved
+                incident.sent_at, incident.delivered = None, []
             continue
         due = incident.sent_at is not None and (
             stamp - incident.sent_at >= rules.repeat_after.total_seconds()
@@ -434,10 +448,12 @@ def record_sent(state: AlertState, notice: Notice, now: datetime) -> None:
         del state.open[notice.alert.key]
     else:
         incident.sent_at = now.timestamp()
+        incident.delivered = []
 
 
 class DeliveryError(RuntimeError):
-    """The webhook refused or could not be reached. The message never holds the URL."""
+    """A destination refused a message or could not be reached. The message never holds the
+    webhook URL or the Slack token."""
 
 
 def post_webhook(url: str, payload: dict[str, Any], timeout: float = 10.0) -> None:
@@ -460,24 +476,119 @@ def post_webhook(url: str, payload: dict[str, Any], timeout: float = 10.0) -> No
         raise DeliveryError(f"the webhook could not be reached ({type(reason).__name__})") from None
 
 
+class SlackAlerts(SlackResource):
+    """dagster-slack's Slack resource, on a configurable Web API URL and with a timeout.
+
+    dagster-slack 0.29's ``SlackResource.get_client()`` (like its run-failure sensor) builds
+    ``WebClient(token)`` on slack.com only; GovSlack, and the tests' loopback Slack, need
+    ``base_url``, and a sensor tick must not wait 30 s on a stalled API.
+    """
+
+    base_url: str = "https://slack.com/api/"
+    timeout_seconds: int = 10
+
+    def get_client(self) -> WebClient:
+        return WebClient(token=self.token, base_url=self.base_url, timeout=self.timeout_seconds)
+
+    def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
+        """The token stays out of repr() and str(), wherever the resource is printed."""
+        for name, value in super().__repr_args__():
+            yield name, "**********" if name == "token" else value
+
+
+def _slack_escape(text: str) -> str:
+    """Slack reads &, < and > as markup (links, mentions): show an error as it was written."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def _clip(text: str, limit: int = 3000) -> str:
+    """At most ``limit`` characters (Slack refuses a block section over 3,000)."""
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def slack_message(notice: Notice) -> tuple[str, list[dict[str, Any]]]:
+    """The notification text (what notifications and clients without blocks show) and Block
+    Kit blocks: the headline, one line per field, a button to the run or asset in the UI."""
+    alert = notice.alert
+    headline = _slack_escape(notice.headline)
+    details = "\n".join(
+        f"• *{_slack_escape(k)}*: {_slack_escape(v)}" for k, v in alert.fields.items()
+    )
+    text = _clip(f"{headline}\n{details}".strip() + f"\n<{alert.link}|open in Dagster>")
+    blocks: list[dict[str, Any]] = [
+        {"type": "section", "text": {"type": "mrkdwn", "text": _clip(f"*{headline}*")}}
+    ]
+    if details:
+        blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": _clip(details)}})
+    blocks.append(
+        {
+            "type": "actions",
+            "elements": [
+                {
+                    "type": "button",
+                    "text": {"type": "plain_text", "text": "Open in Dagster"},
+                    "url": alert.link,
+                }
+            ],
+        }
+    )
+    return text, blocks
+
+
+def post_slack(client: WebClient, channel: str, notice: Notice) -> None:
+    """Post one message with chat.postMessage. Errors say what Slack answered (its error code
+    or HTTP status) or why it could not be reached, never the token."""
+    text, blocks = slack_message(notice)
+    try:
+        client.chat_postMessage(
+            channel=channel, text=text, blocks=blocks, unfurl_links=False, unfurl_media=False
+        )
+    except SlackApiError as exc:
+        status = exc.response.status_code
+        error = exc.response.data.get("error") if isinstance(exc.response.data, dict) else None
+        if status == 200 and error:
+            raise DeliveryError(f"Slack refused the message ({_short(str(error), 100)})") from None
+        raise DeliveryError(f"Slack answered HTTP {status}") from None
+    except (SlackClientError, urllib.error.URLError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise DeliveryError(f"Slack could not be reached ({type(reason).__name__})") from None
+
+
+Destination = Callable[[Notice], None]
+"""Sends one notice, or raises DeliveryError."""
+
+
 def run_tick(
     instance: dg.DagsterInstance,
     state: AlertState,
     rules: AlertRules,
     now: datetime,
-    send: Callable[[Notice], None] | None,
+    destinations: Mapping[str, Destination],
 ) -> tuple[list[Notice], list[str]]:
     """One evaluation: observe, decide, send. Returns what was sent and what failed to be
-    (kept pending for the next tick). ``send`` None: nowhere to send, so notices are
-    reported (the sensor logs them) and count as sent."""
+    (kept pending for the next tick).
+
+    Each notice goes to every destination that has not taken it yet; it counts as sent
+    (the incident's dedupe window starts, or a resolution closes it) once all have. So a
+    Slack outage neither loses the alert nor repeats it on the webhook every tick. No
+    destinations: nowhere to send, so notices are reported (the sensor logs them) and
+    count as sent."""
     notices = decide(state, observe(instance, state, rules, now), rules, now)
     sent, failed = [], []
     for notice in notices:
-        try:
-            if send is not None:
+        incident = state.open[notice.alert.key]
+        pending = False
+        for name, send in destinations.items():
+            if name in incident.delivered:
+                continue
+            try:
                 send(notice)
-        except DeliveryError as exc:
-            failed.append(f"{notice.status} {notice.alert.key}: {exc}")
+            except DeliveryError as exc:
+                failed.append(f"{notice.status} {notice.alert.key} to {name}: {exc}")
+                pending = True
+                continue
+            incident.delivered.append(name)
+        if pending:
             continue
         record_sent(state, notice, now)
         sent.append(notice)

@@ -257,6 +257,22 @@ class LakehouseSettings(BaseSettings):
         "Teams incoming webhook, or any HTTP receiver). A secret: never logged. Unset, alerts "
         "are only written to the alerts sensor's log.",
     )
+    alert_slack_token: SecretStr | None = Field(
+        default=None,
+        description="A Slack app's bot token (``xoxb-...``, scope ``chat:write``): alerts are "
+        "posted with chat.postMessage to alert_slack_channel (through dagster-slack). A "
+        "secret: never logged. Slack is off unless both this and the channel are set.",
+    )
+    alert_slack_channel: str | None = Field(
+        default=None,
+        description="The Slack channel alerts go to (``#data-alerts``, or a channel id); the "
+        "bot must be a member of it (or have ``chat:write.public``).",
+    )
+    alert_slack_api_url: str = Field(
+        default="https://slack.com/api/",
+        description="Slack's Web API; GovSlack is https://slack-gov.com/api/ (tests point it "
+        "at a loopback server).",
+    )
     alert_repeat_minutes: float = Field(
         default=60.0,
         gt=0,
@@ -314,6 +330,29 @@ class LakehouseSettings(BaseSettings):
         if value and not value.startswith(("http://", "https://", "file://")):
             raise ValueError(f"openlineage_url {value!r}: use http(s):// or file:///path")
         return value or None
+
+    @field_validator("alert_slack_channel")
+    @classmethod
+    def _slack_channel(cls, value: str | None) -> str | None:
+        """Blank is unset (compose passes an unset variable as "")."""
+        return (value or "").strip() or None
+
+    @field_validator("alert_slack_api_url")
+    @classmethod
+    def _slack_api_url(cls, value: str) -> str:
+        value = value.strip()
+        if not value.startswith(("https://", "http://")):
+            raise ValueError(f"alert_slack_api_url {value!r}: use http(s)://")
+        return value if value.endswith("/") else value + "/"
+
+    @property
+    def slack_alerts(self) -> tuple[str, str] | None:
+        """The bot token and channel alerts are posted with, or None: Slack is off unless
+        both are set (an empty value counts as unset)."""
+        token = self.alert_slack_token.get_secret_value() if self.alert_slack_token else ""
+        if not token.strip() or not self.alert_slack_channel:
+            return None
+        return token.strip(), self.alert_slack_channel
 
     @field_validator("fault_point")
     @classmethod

@@ -320,6 +320,72 @@ def webhook() -> Iterator[Webhook]:
         server.server_close()
 
 
+@dataclass
+class FakeSlack:
+    """A loopback Slack Web API: every chat.postMessage it accepted, in order."""
+
+    api_url: str
+    """What LAKEHOUSE_ALERT_SLACK_API_URL points at (``http://127.0.0.1:PORT/api/``)."""
+    posts: list[dict[str, Any]]
+    """Each accepted call's arguments (JSON or form body), with ``authorization`` (the
+    request's Authorization header) and ``path`` added."""
+    answer: list[str]
+    """``answer[0]``: ``"ok"``, ``"refuse"`` (``ok: false``, ``channel_not_found``, as Slack
+    answers a channel the bot cannot post to) or ``"down"`` (HTTP 500); only ``"ok"`` records."""
+
+
+@pytest.fixture
+def fake_slack() -> Iterator[FakeSlack]:
+    import http.server
+    import threading
+    import urllib.parse
+
+    posts: list[dict[str, Any]] = []
+    answer = ["ok"]
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers.get("Content-Length", 0))).decode()
+            if self.headers.get_content_type() == "application/json":
+                call = json.loads(body)
+            else:  # form-encoded: Slack's clients send structured fields as JSON strings
+                call = dict(urllib.parse.parse_qsl(body))
+                if "blocks" in call:
+                    call["blocks"] = json.loads(call["blocks"])
+            if answer[0] == "down":
+                self._reply(500, b"upstream error")
+                return
+            if self.path != "/api/chat.postMessage":
+                self._reply(200, b'{"ok": false, "error": "unknown_method"}')
+            elif answer[0] == "refuse":
+                self._reply(200, b'{"ok": false, "error": "channel_not_found"}')
+            else:
+                posts.append(
+                    {**call, "authorization": self.headers.get("Authorization"), "path": self.path}
+                )
+                reply = {"ok": True, "channel": call.get("channel"), "ts": "1.0"}
+                self._reply(200, json.dumps(reply).encode())
+
+        def _reply(self, status: int, body: bytes) -> None:
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json; charset=utf-8")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield FakeSlack(f"http://127.0.0.1:{server.server_port}/api/", posts, answer)
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 @dataclass(frozen=True)
 class Postgres:
     host: str

@@ -446,7 +446,13 @@ def test_branch_and_teardown_run_on_their_roles_and_iam_stops_what_the_fence_wou
 
 # -- the self-hosted deployment ------------------------------------------------------------
 DEPLOYMENT = REPO / "infra" / "dagster"
-SECRET_VARIABLES = {"LAKEHOUSE_PII_SECRET", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"}
+SECRET_VARIABLES = {
+    "LAKEHOUSE_PII_SECRET",
+    "LAKEHOUSE_ALERT_WEBHOOK_URL",
+    "LAKEHOUSE_ALERT_SLACK_TOKEN",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+}
 
 
 def test_the_image_is_locked_without_dev_tools_prepared_and_not_root() -> None:

@@ -52,6 +52,21 @@ def test_production_can_refuse_the_demo_pii_key() -> None:
     assert LakehouseSettings(pii_secret="s3cret").pii_key() == b"s3cret"  # type: ignore[arg-type]
 
 
+def test_slack_alerts_need_a_token_and_a_channel(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert LakehouseSettings().slack_alerts is None
+    assert LakehouseSettings().alert_slack_api_url == "https://slack.com/api/"
+    monkeypatch.setenv("LAKEHOUSE_ALERT_SLACK_TOKEN", "xoxb-not-a-real-token")
+    assert LakehouseSettings().slack_alerts is None  # no channel: off
+    monkeypatch.setenv("LAKEHOUSE_ALERT_SLACK_CHANNEL", "#data-alerts")
+    monkeypatch.setenv("LAKEHOUSE_ALERT_SLACK_API_URL", "https://slack-gov.com/api")
+    settings = LakehouseSettings()
+    assert settings.slack_alerts == ("xoxb-not-a-real-token", "#data-alerts")
+    assert settings.alert_slack_api_url == "https://slack-gov.com/api/"
+    assert "xoxb-not-a-real-token" not in repr(settings) + str(settings.model_dump())
+    with pytest.raises(ValueError, match="alert_slack_api_url"):
+        LakehouseSettings(alert_slack_api_url="slack.com/api")
+
+
 # -- the environment resolver ---------------------------------------------------------------
 OVERRIDES = [None, "local", "branch", "prod", "staging"]
 IS_BRANCH = [None, "true", "1", "false", "0", "maybe"]
