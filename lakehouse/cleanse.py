@@ -695,7 +695,8 @@ def _cleanse_once(
         deduped = conform(
             pl.DataFrame(schema=contract.polars_schema()), contract.polars_schema(), table
         )
-    if snapshot.dt is None:
+    if not snapshot.holds_any(deduped.select(source.key)):
+        # Every key is new (or there is no table yet): an append rewrites no file.
         snapshot.append(deduped, stamp, txns=txns, extra={UPSTREAM_KEY: upstream})
         inserted, updated = deduped.height, 0
     else:

@@ -406,6 +406,25 @@ class Snapshot:
     def state(self) -> TableState | None:
         return None if self.dt is None else table_state(self.dt)
 
+    def holds_any(self, keys: pl.DataFrame) -> bool:
+        """Whether any row of ``keys`` (key columns) is in this version: reads the key
+        columns only, so a batch of new keys can be appended instead of MERGEd (a MERGE
+        joins the whole table and rewrites every file a key matched)."""
+        if self.dt is None or keys.is_empty():
+            return False
+        present = (
+            pl.scan_delta(
+                self.target.uri,
+                version=self.dt.version(),
+                storage_options=polars_options(self.target.storage_options),
+            )
+            .select(keys.columns)
+            .join(keys.lazy().unique(), on=keys.columns, how="semi")
+            .head(1)
+            .collect()
+        )
+        return present.height > 0
+
     def cursor(self, upstream: str) -> int | None:
         if self.dt is None:
             return None

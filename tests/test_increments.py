@@ -132,18 +132,23 @@ def test_incremental_marts_equal_a_full_refresh(
 
     deliveries = [sample_delivery]
     changed: list[dict[str, str | None]] = []
+    operations: list[set[str]] = []
     for day, make in enumerate([late_orders, updates, renames_and_tweets], start=1):
         delivery = make(sample_delivery, tmp_path / make.__name__)
         deliveries.append(delivery)
         land_files(lake, delivery, T0 + timedelta(days=day))
+        before = delta.current_version(lake.table_uri(Layer.CLEANSED, "orders"), {})
         built = marts_build(run_build(settings))
         builds = Counter(build for build, _ in built.values())
         (build,) = builds
         assert build.endswith("customers changed"), built
         assert int(build.split()[0]) <= 12  # a handful of customers, not the lake's ~140
         changed.append({m: built[m][1] for m in KEYED_MARTS})
+        operations.append(data_operations(lake, "orders", Layer.CLEANSED, since=before))
         assert_marts_match_reference(lake, deliveries)
 
+    # New keys only are appended to cleansed; a corrected order is MERGEd.
+    assert operations[0] == {"WRITE"} and operations[1] == {"MERGE"}
     # Late orders: five inserted, the later orders of their customers renumbered.
     late = changed[0]
     assert late["orders"] is not None and late["orders"].startswith("5 inserted")
@@ -222,7 +227,20 @@ def test_an_increment_on_s3_is_merged_and_equals_a_full_refresh(
         assert rows.equals(incremental[mart]), f"marts/{mart}: incremental != full refresh"
 
 
-def last_operation(lake: Lake, mart: str) -> str:
-    dt = delta.open_table(lake.table_uri(Layer.MARTS, mart), lake.storage_options)
+def data_operations(lake: Lake, table: str, layer: Layer, since: int | None) -> set[str]:
+    """The operations of the commits after ``since`` that changed the table's data."""
+    dt = delta.open_table(lake.table_uri(layer, table), lake.storage_options)
+    assert dt is not None
+    return {
+        str(c["operation"])
+        for c in dt.history()
+        if c["version"] > (since if since is not None else -1)
+        and c.get("operationMetrics", {}).get("num_added_files", 1) not in (0, "0")
+    }
+
+
+def last_operation(lake: Lake, table: str, layer: Layer = Layer.MARTS) -> str:
+    """The operation of the table's newest commit (WRITE for an append, MERGE, ...)."""
+    dt = delta.open_table(lake.table_uri(layer, table), lake.storage_options)
     assert dt is not None
     return str(dt.history(1)[0]["operation"])
