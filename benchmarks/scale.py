@@ -11,8 +11,11 @@ process:
 * ``build`` again with nothing new (the no-op);
 * ``benchmarks/bare_lakehouse.py`` on the same files first (plain polars + deltalake, the
   work itself), whose seven marts the project's must equal (asserted);
-* the same small delivery at every scale (1% of a 1x year, its own seed and dates),
-  landed and built: what an increment costs on a small lake and on a big one.
+* the same small delivery at every scale, landed and built: what an increment costs on a
+  small lake and on a big one. It is a day of trade after the simulated year: 1% of the
+  1x year's orders (with their items and tweets), placed by customers every lake has
+  (the generator draws the same first customer ids at every scale: those of the smallest
+  lake measured, or of 1x) and by ten new ones, at the same shops, from the same menu.
 
 Each step's wall time, CPU time (user + system of the process tree) and peak RSS of the
 process tree (sampled from /proc every 50 ms, so a peak shorter than that may be missed)
@@ -29,15 +32,19 @@ import argparse
 import importlib.util
 import os
 import platform
+import random
 import shlex
 import shutil
 import subprocess
 import sys
 import threading
 import time
+import uuid
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+
+import polars as pl
 
 REPO = Path(__file__).resolve().parents[1]
 LAKEHOUSE = str(Path(sys.executable).with_name("lakehouse"))
@@ -46,8 +53,64 @@ PLOT_COMMAND = (
     "uv run --frozen --group bench python benchmarks/plot_scale.py docs/scale.md docs/scale.png"
 )
 BARE = Path(__file__).with_name("bare_lakehouse.py")
-INCREMENT_SCALE = 0.01
-"""The increment: 1% of a 1x year's volume, the same files at every lake size."""
+INCREMENT_SHARE = 0.01
+"""The increment: 1% of a 1x year's orders, the same files at every lake size."""
+NEW_CUSTOMERS = 10
+
+
+def _uuid(rng: random.Random) -> str:
+    return str(uuid.UUID(int=rng.getrandbits(128), version=4))
+
+
+def write_increment(base: Path, out: Path, seed: int = 1) -> None:
+    """A day of trade on top of any lake grown from the 1x sample's customers and shops
+    (see the module's docstring), in jafgen's format; the same bytes for the same seed."""
+    rng = random.Random(seed)
+    orders = pl.read_csv(base / "raw_orders.csv", infer_schema=False)
+    items = pl.read_csv(base / "raw_items.csv", infer_schema=False)
+    tweets = pl.read_csv(base / "raw_tweets.csv", infer_schema=False)
+    customers = pl.read_csv(base / "raw_customers.csv", infer_schema=False)
+    newcomers = pl.DataFrame(
+        {
+            "id": [_uuid(rng) for _ in range(NEW_CUSTOMERS)],
+            "name": [f"New Customer {n}" for n in range(NEW_CUSTOMERS)],
+        }
+    )
+    who = customers["id"].to_list() + newcomers["id"].to_list()
+    n = round(orders.height * INCREMENT_SHARE)
+    day = datetime(2019, 9, 1)
+    placed = orders.sample(n, with_replacement=True, seed=seed).with_columns(
+        template=pl.col("id"),
+        id=pl.Series([_uuid(rng) for _ in range(n)]),
+        customer=pl.Series([rng.choice(who) for _ in range(n)]),
+        ordered_at=pl.Series(
+            [(day + timedelta(minutes=rng.randrange(24 * 60))).isoformat() for _ in range(n)]
+        ),
+    )
+    sold = items.join(
+        placed.select(pl.col("template").alias("order_id"), pl.col("id").alias("new_order")),
+        on="order_id",
+    )
+    sold = sold.select(
+        id=pl.Series([_uuid(rng) for _ in range(sold.height)]),
+        order_id=pl.col("new_order"),
+        sku=pl.col("sku"),
+    )
+    said = tweets.sample(round(n * 0.3), seed=seed).with_columns(
+        id=pl.Series([_uuid(rng) for _ in range(round(n * 0.3))]),
+        user_id=pl.Series([rng.choice(who) for _ in range(round(n * 0.3))]),
+        tweeted_at=pl.Series(
+            [
+                (day + timedelta(seconds=rng.randrange(86_400))).isoformat()
+                for _ in range(round(n * 0.3))
+            ]
+        ),
+    )
+    out.mkdir(parents=True, exist_ok=True)
+    newcomers.write_csv(out / "raw_customers.csv")
+    placed.drop("template").select(orders.columns).write_csv(out / "raw_orders.csv")
+    sold.write_csv(out / "raw_items.csv")
+    said.select(tweets.columns).write_csv(out / "raw_tweets.csv")
 
 
 @dataclass(frozen=True)
@@ -121,17 +184,22 @@ def _rows(summary: str, table: str) -> int:
     raise AssertionError(f"{table} not in the summary:\n{summary}")
 
 
-def run_scale(scale: float, workdir: Path) -> list[Measured]:
+def run_scale(scale: float, workdir: Path, base: float = 1.0) -> list[Measured]:
+    """``base``: the scale whose customers place the increment's orders."""
     from bare_lakehouse import differences
 
     from lakehouse.sample_data import generate_sample
 
-    data = workdir / f"data-{scale:g}x"
-    if not (data / "raw_orders.csv").exists():
-        generate_sample(data, days=365, scale=scale, seed=0)
-    increment = workdir / "increment"
+    for size in (base, scale):
+        data = workdir / f"data-{size:g}x"
+        if not (data / "raw_orders.csv").exists():
+            generate_sample(data, days=365, scale=size, seed=0)
+    increment = workdir / f"increment-day-of-{base:g}x"
     if not (increment / "raw_orders.csv").exists():
-        generate_sample(increment, days=365, scale=INCREMENT_SCALE, seed=1, start=date(2019, 9, 1))
+        write_increment(workdir / f"data-{base:g}x", increment)
+    known = set(pl.read_csv(data / "raw_customers.csv", columns=["id"])["id"])
+    regulars = pl.read_csv(workdir / f"data-{base:g}x" / "raw_customers.csv", columns=["id"])
+    assert set(regulars["id"]) <= known, "the increment's customers are not all in this lake"
     root = workdir / f"lake-{scale:g}x"
     shutil.rmtree(root, ignore_errors=True)
     env = {
@@ -174,7 +242,9 @@ def render(results: dict[float, list[Measured]], command: str, seconds: float) -
         f"Python {platform.python_version()}) with `{command}` ({seconds / 60:.1f} min). "
         "Every step is the real CLI in its own process; peak RSS is the whole process "
         "tree (dbt included), sampled every 50 ms. The increment is the same delivery at "
-        f"every scale ({INCREMENT_SCALE:.0%} of a 1x year).",
+        f"every scale: a day after the year, {INCREMENT_SHARE:.0%} of the smallest lake's "
+        f"(at most 1x) year of orders, from customers every lake has and {NEW_CUSTOMERS} "
+        "new ones.",
         "",
         "| scale | orders | step | wall s | CPU s | peak RSS MB |",
         "|---|---:|---|---:|---:|---:|",
@@ -229,7 +299,8 @@ def main() -> None:
         ["--scales", *(f"{s:g}" for s in args.scales), "--out", str(args.out)]
     )
     started = time.perf_counter()
-    results = {s: run_scale(s, args.workdir) for s in args.scales}
+    base = min(1.0, *args.scales)  # the increment's customers are in every lake measured
+    results = {s: run_scale(s, args.workdir, base) for s in args.scales}
     text = render(results, command, time.perf_counter() - started)
     args.out.write_text(text)
     print(text)
