@@ -194,14 +194,28 @@ MART_SLICES: dict[str, tuple[str, str]] = {
 """Each keyed mart's key and the rows an increment rebuilds (the models' own filters)."""
 
 
+PUBLISHED_SCHEMA = "lakehouse_published"
+"""Each keyed mart as published: a view over its files (on S3, a copy)."""
+SLICED = ("order_items", "customers")
+"""Keyed marts no model reads beyond the changed customers' rows: dbt gets only those rows
+(no copy of the table), and the candidate is the published rest plus the rebuilt rows."""
+
+
+def _rest(model: str) -> str:
+    """The published rows an increment keeps as they are (a NULL key is never rebuilt)."""
+    _, where = MART_SLICES[model]
+    return f"SELECT * FROM {PUBLISHED_SCHEMA}.{model} WHERE NOT coalesce({where}, false)"  # nosec B608
+
+
 def load_increment(
     con: duckdb.DuckDBPyConnection, lake: Lake, increment: Increment
 ) -> dict[str, int]:
-    """Make ``con``'s database ready for an incremental dbt build: each keyed mart as
-    published (a table dbt's incremental models update), the changed customers and every
-    order of theirs (before and now), and each mart's rows for them as published.
-    Returns the published version of each mart copied."""
-    for schema in (MARTS_SCHEMA, CHANGES_SCHEMA, BEFORE_SCHEMA):
+    """Make ``con``'s database ready for an incremental dbt build: the changed customers
+    and every order of theirs (before and now), each keyed mart's rows for them as
+    published, and the tables dbt's incremental models update: ``orders`` whole (every
+    daily revenue is built from it), the others as those rows alone (``assemble``
+    completes them after dbt). Returns the published version of each mart."""
+    for schema in (MARTS_SCHEMA, CHANGES_SCHEMA, BEFORE_SCHEMA, PUBLISHED_SCHEMA):
         con.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
     versions: dict[str, int] = {}
     for model in MART_SLICES:
@@ -209,10 +223,11 @@ def load_increment(
         assert dt is not None, f"marts/{model} is not published"
         scan = delta.native_scan(dt)
         if scan is None:  # S3: copied through Arrow
-            copy_in(con, f"{MARTS_SCHEMA}.{model}", dt.to_pyarrow_dataset())
-        else:  # paths from the Delta log
-            con.execute(f"CREATE OR REPLACE TABLE {MARTS_SCHEMA}.{model} AS {scan}")
+            copy_in(con, f"{PUBLISHED_SCHEMA}.{model}", dt.to_pyarrow_dataset())
+        else:  # a view over the version's files (paths from the Delta log)
+            con.execute(f"CREATE OR REPLACE VIEW {PUBLISHED_SCHEMA}.{model} AS {scan}")
         versions[model] = dt.version()
+    con.execute(f"CREATE OR REPLACE TABLE {MARTS_SCHEMA}.orders AS FROM {PUBLISHED_SCHEMA}.orders")
     con.register("changed", increment.customers.to_arrow())
     con.execute(f"CREATE OR REPLACE TABLE {CHANGES_SCHEMA}.customers AS FROM changed")
     con.unregister("changed")
@@ -220,9 +235,23 @@ def load_increment(
     now = f"SELECT order_id FROM {CLEANSED_SCHEMA}.orders WHERE {_CUSTOMERS}"  # nosec B608
     con.execute(f"CREATE OR REPLACE TABLE {CHANGES_SCHEMA}.orders AS {before} UNION {now}")
     for model, (_, where) in MART_SLICES.items():
-        rows = f"SELECT * FROM {MARTS_SCHEMA}.{model} WHERE {where}"  # nosec B608
+        rows = f"SELECT * FROM {PUBLISHED_SCHEMA}.{model} WHERE {where}"  # nosec B608
         con.execute(f"CREATE OR REPLACE TABLE {BEFORE_SCHEMA}.{model} AS {rows}")
+    for model in SLICED:
+        con.execute(
+            f"CREATE OR REPLACE TABLE {MARTS_SCHEMA}.{model} AS FROM {BEFORE_SCHEMA}.{model}"
+        )
     return versions
+
+
+def assemble(con: duckdb.DuckDBPyConnection) -> None:
+    """After dbt: each sliced mart becomes the candidate it is judged and written as, the
+    published rows it kept plus the rows dbt rebuilt, under the name dbt built it as."""
+    for model in SLICED:
+        rebuilt = f"{model}__rebuilt"
+        con.execute(f"ALTER TABLE {MARTS_SCHEMA}.{model} RENAME TO {rebuilt}")
+        rows = f"{_rest(model)} UNION ALL BY NAME SELECT * FROM {MARTS_SCHEMA}.{rebuilt}"  # nosec B608
+        con.execute(f"CREATE VIEW {MARTS_SCHEMA}.{model} AS {rows}")
 
 
 @dataclass(frozen=True)

@@ -32,6 +32,7 @@ from lakehouse.increments import (
     FullBuild,
     Increment,
     SliceChanges,
+    assemble,
     load_increment,
     plan_increment,
 )
@@ -263,6 +264,9 @@ def _build_marts(
         # The state a branch's slim build compares its code with (state:modified+).
         save_dbt_state(lake, invocation.target_path / "manifest.json")
     fault_point("marts.during_dbt")
+    if built_on and invocation.is_successful():
+        with workspace.database(MARTS_SCHEMA) as rw:
+            assemble(rw)
     compiled = invocation.target_path / "compiled" / dbt_project.name / "models" / "marts"
     rejected: set[str] = set()
     verdicts: dict[dg.AssetKey, publish.Verdict] = {}
