@@ -312,32 +312,41 @@ def _failing_ticks(instance: dg.DagsterInstance, rules: AlertRules) -> list[Obse
 
 
 def _slo_budgets(instance: dg.DagsterInstance, rules: AlertRules) -> list[Observation]:
-    """Each SLO the latest SLO report measured: its error budget overspent (the window's
-    failures exceed what the objective allows, so it burnt faster than the even pace the
-    objective plans for) fires; a budget left clears."""
+    """Each SLO the latest SLO report measured: its error budget overspent over the SLO's
+    window, or burning at least ``<slo>/burn_rate_alert`` times the planned pace over
+    the recent burn window (it will be overspent if that goes on), fires; a report
+    showing neither clears."""
     if rules.slo_report is None:
         return []
     event = instance.get_latest_materialization_event(rules.slo_report)
     if event is None or event.asset_materialization is None:
         return []
+    values = metadata_values(event.asset_materialization.metadata)
     out = []
-    for name, value in metadata_values(event.asset_materialization.metadata).items():
+    for name, value in values.items():
         if not name.endswith("/budget_remaining") or not isinstance(value, int | float):
             continue
         slo = name.removesuffix("/budget_remaining")
         left = float(value)
+        burn, limit = values.get(f"{slo}/burn_rate"), values.get(f"{slo}/burn_rate_alert")
+        burning = isinstance(burn, int | float) and isinstance(limit, int | float) and burn >= limit
         key = f"slo_budget:{slo}"
-        if left >= 0:
+        if left >= 0 and not burning:
             out.append(Observation(key, None))
             continue
-        alert = Alert(
-            key,
-            "slo_budget",
-            f"SLO {slo} has spent its error budget ({left:.0%} left)",
-            {"slo": slo, "budget left": f"{left:.0%}", "run": event.run_id},
-            _asset_link(rules, rules.slo_report),
+        title = (
+            f"SLO {slo} has spent its error budget ({left:.0%} left)"
+            if left < 0
+            else f"SLO {slo} is burning its error budget {burn:.1f}x faster than planned"
         )
-        out.append(Observation(key, alert))
+        fields = {"slo": slo, "budget left": f"{left:.0%}", "run": event.run_id}
+        if isinstance(burn, int | float):
+            fields["burn rate"] = f"{burn:.1f}x (alerts at {limit}x)"
+        out.append(
+            Observation(
+                key, Alert(key, "slo_budget", title, fields, _asset_link(rules, rules.slo_report))
+            )
+        )
     return out
 
 

@@ -14,14 +14,18 @@ the lake (the ingest log's landing and loading times):
 Each result carries the error budget left: the share of the failures the objective
 allows that has not been used (1 = untouched, 0 = used up, below 0 = overspent). For a
 latency SLO the allowance is the deliveries that may exceed the threshold (half of them
-for a median).
+for a median). It also carries the burn rate over a short recent window
+(``burn_window_hours``, default 24): the failures there as a multiple of what the
+objective allows (1 = spending the budget exactly at the planned pace, 2 = it would be
+gone in half the window); at ``burn_rate_alert`` (default 2) the budget burns faster
+than planned, though some may be left.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 from typing import Any
@@ -41,6 +45,8 @@ KINDS = {
 }
 """Each kind and the fields it needs (besides name, kind and window_days)."""
 MATERIALIZATIONS_PER_PAGE = 1000
+BURN_WINDOW_HOURS = 24.0
+BURN_RATE_ALERT = 2.0
 
 
 @dataclass(frozen=True)
@@ -57,6 +63,14 @@ class Slo:
             return float(self.params["percentile"])
         return float(self.params["objective"])
 
+    @property
+    def burn_window(self) -> timedelta:
+        return timedelta(hours=float(self.params.get("burn_window_hours", BURN_WINDOW_HOURS)))
+
+    @property
+    def burn_rate_alert(self) -> float:
+        return float(self.params.get("burn_rate_alert", BURN_RATE_ALERT))
+
 
 @dataclass(frozen=True)
 class SloResult:
@@ -66,6 +80,13 @@ class SloResult:
     good: int
     total: int
     budget_remaining: float | None
+    burn_rate: float | None = None
+    """Failures over the burn window as a multiple of the allowed share; None: no data."""
+
+    @property
+    def burning(self) -> bool:
+        """Spending the budget faster than planned over the recent window."""
+        return self.burn_rate is not None and self.burn_rate >= self.slo.burn_rate_alert
 
     @property
     def met(self) -> bool | None:
@@ -88,6 +109,9 @@ class SloResult:
         budget = (
             "" if self.budget_remaining is None else f", budget left {self.budget_remaining:.0%}"
         )
+        if self.burn_rate is not None:
+            hours = self.slo.burn_window.total_seconds() / 3600
+            budget += f", burning {self.burn_rate:.1f}x the planned pace over {hours:g} h"
         verdict = "met" if self.met else "MISSED"
         return f"{self.slo.name}: {measured} over {self.total} in {self.slo.window.days} days{budget}: {verdict}"
 
@@ -214,6 +238,13 @@ def _deliveries(lake: Lake, source: str, since: datetime) -> list[tuple[datetime
 
 
 def measure(slo: Slo, instance: dg.DagsterInstance, lake: Lake, now: datetime) -> SloResult:
+    """The SLO over its window, with the burn rate over its (shorter) burn window."""
+    recent = _measure(replace(slo, window=slo.burn_window), instance, lake, now)
+    burn = None if recent.budget_remaining is None else 1.0 - recent.budget_remaining
+    return replace(_measure(slo, instance, lake, now), burn_rate=burn)
+
+
+def _measure(slo: Slo, instance: dg.DagsterInstance, lake: Lake, now: datetime) -> SloResult:
     since = now - slo.window
     if slo.kind == "run_success_rate":
         counts = {

@@ -10,7 +10,7 @@ import dagster as dg
 import pytest
 
 from lakehouse.alerts import FIRING, RESOLVED
-from lakehouse.defs.observability import slos
+from lakehouse.defs.observability import SLO_KEY, slos
 from lakehouse.defs.resources import LakehouseResource
 from lakehouse.slo import fresh_days, latency, load_slos, measure
 from lakehouse.storage import Lake
@@ -64,13 +64,21 @@ def test_success_rate_and_its_budget_from_real_runs(
         assert (strict.value, strict.good, strict.total) == (0.95, 19, 20)
         assert strict.budget_remaining == pytest.approx(-4.0)
         assert strict.met is False and "MISSED" in strict.describe()
+        # All 20 ran in the last 24 h: one failure where 0.2 were allowed is 5x the pace.
+        assert strict.burn_rate == pytest.approx(5.0) and strict.burning
+        assert "burning 5.0x the planned pace over 24 h" in strict.describe()
         lenient = measure(
             replace(slo, params={**slo.params, "objective": 0.9}), instance, built_lake, now
         )
         assert lenient.budget_remaining == pytest.approx(0.5) and lenient.met is True
+        assert lenient.burn_rate == pytest.approx(0.5) and not lenient.burning
         # Runs outside the window do not count.
         later = measure(slo, instance, built_lake, now + timedelta(days=31))
         assert later.value is None and later.total == 0 and "no data" in later.describe()
+        assert later.burn_rate is None
+        # Two days on, the month still holds the failure; the last 24 h hold no run.
+        settled = measure(slo, instance, built_lake, now + timedelta(days=2))
+        assert settled.budget_remaining == pytest.approx(-4.0) and settled.burn_rate is None
 
         # The asset records the same numbers as metadata.
         resource = LakehouseResource.from_settings(built_lake.settings)
@@ -80,7 +88,9 @@ def test_success_rate_and_its_budget_from_real_runs(
         assert meta["build_success_rate/value"] == 0.95
         assert meta["build_success_rate/budget_remaining"] == pytest.approx(-4.0)
         assert meta["build_success_rate/objective"] == 0.99
-        assert "| build_success_rate | 0.95 | 0.99 | -400% | **no** |" in meta["slo_report"]
+        assert meta["build_success_rate/burn_rate"] == pytest.approx(5.0)
+        assert meta["build_success_rate/burn_rate_alert"] == 2.0
+        assert "| build_success_rate | 0.95 | 0.99 | -400% | 5.0x | **no** |" in meta["slo_report"]
 
         # An overspent budget alerts once (the alerts sensor reads the report), and clears
         # once the report shows budget left.
@@ -93,6 +103,7 @@ def test_success_rate_and_its_budget_from_real_runs(
             (FIRING, "slo_budget:build_success_rate")
         ]
         assert budget[0]["fields"]["budget left"] == "-400%"
+        assert budget[0]["fields"]["burn rate"] == "5.0x (alerts at 2.0x)"
         history(instance, succeeded=81, failed=0)  # 100 of 101: 99.01 %, a sliver left
         dg.materialize([slos], instance=instance, resources={"lakehouse": resource})
         alerting.tick()
@@ -100,6 +111,41 @@ def test_success_rate_and_its_budget_from_real_runs(
         assert [(m["status"], m["key"]) for m in budget[1:]] == [
             (RESOLVED, "slo_budget:build_success_rate")
         ]
+
+
+def test_a_budget_burning_faster_than_planned_alerts_before_it_is_spent(
+    built_lake: Lake, webhook: Webhook, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Budget left over the month, but the last day spent it at three times the pace the
+    objective plans for: that alerts (once), and clears when the pace drops."""
+    monkeypatch.setenv("LAKEHOUSE_ALERT_WEBHOOK_URL", webhook.url)
+    with dg.instance_for_test() as instance:
+
+        def report(burn: float) -> None:
+            metadata = {
+                "marts_fresh_by_0700/budget_remaining": 0.6,
+                "marts_fresh_by_0700/burn_rate": burn,
+                "marts_fresh_by_0700/burn_rate_alert": 2.0,
+            }
+            instance.report_runless_asset_event(dg.AssetMaterialization(SLO_KEY, metadata=metadata))
+
+        def budget_alerts() -> list[tuple[str, str]]:
+            return [
+                (m["status"], m["title"]) for m in webhook.received if m["kind"] == "slo_budget"
+            ]
+
+        alerting = Alerting(built_lake.settings, instance)
+        report(1.5)
+        alerting.tick()
+        assert budget_alerts() == []
+        report(3.0)
+        alerting.tick()
+        alerting.tick()
+        title = "SLO marts_fresh_by_0700 is burning its error budget 3.0x faster than planned"
+        assert budget_alerts() == [(FIRING, title)]
+        report(0.5)
+        alerting.tick()
+        assert [status for status, _ in budget_alerts()] == [FIRING, RESOLVED]
 
 
 def test_a_day_without_a_build_by_the_deadline_is_a_bad_day() -> None:
