@@ -25,6 +25,7 @@ import gzip
 import io
 import json
 import logging
+import re
 import sys
 import zlib
 from collections.abc import Callable, Generator, Iterator, Sequence
@@ -380,7 +381,10 @@ def json_lines_batches(
             # lines means one object per line, as the whole-file reader requires.
             raise _NotStreamableError("a line holding more than one JSON value")
         yield pa.RecordBatch.from_arrays(
-            [_json_text(table.column(i).combine_chunks()) for i in range(table.num_columns)],
+            [
+                _json_text(table.column(i).combine_chunks(), name, records)
+                for i, name in enumerate(table.column_names)
+            ],
             names=table.column_names,
         )
 
@@ -412,21 +416,48 @@ def _json_schema(inferred: pa.Table) -> pa.Schema:
     return pa.schema(fields)
 
 
-def _json_text(values: pa.Array) -> pa.Array:
-    """A column of parsed JSON values as the text ``_as_landed_text`` makes of them."""
+def _json_text(values: pa.Array, name: str, lines: pa.Array) -> pa.Array:
+    """A column of parsed JSON values (under key ``name`` in ``lines``) as the text
+    ``_as_landed_text`` makes of them."""
     if pa.types.is_boolean(values.type):
         return pc.if_else(values, "True", "False").cast(pa.large_string())
     if pa.types.is_float64(values.type):
-        # ``str`` of the float Python parses, which is the double Arrow parses (both round
-        # correctly). But 1 and 1.0 both parse to 1.0, and Python writes them "1" and
-        # "1.0": a whole number (or inf, nan) in a float column cannot be told apart.
-        fractional = pc.and_(pc.is_finite(values), pc.not_equal(values, pc.floor(values)))
-        if not pc.all(fractional).as_py():
-            raise _NotStreamableError("a whole number in a column of floats")
-        return pa.array(
-            [None if v is None else str(v) for v in values.to_pylist()], pa.large_string()
-        )
+        return _json_number_text(values, name, lines)
     return values.cast(pa.large_string())  # strings as they are, int64 as str() writes it
+
+
+_PLAIN_KEY = re.compile(r"[\w .-]+", re.ASCII)
+
+
+def _json_number_text(values: pa.Array, name: str, lines: pa.Array) -> pa.Array:
+    """A column Arrow parsed as floats, as ``str`` of what ``json.loads`` makes of each
+    number. Arrow's double cannot say whether a value was written 1 or 1.0 (Python: "1"
+    and "1.0"), nor keep an integer past 2**53, so each number's literal is taken from its
+    line and converted as ``json.loads`` converts it: ``int`` for a plain integer, else
+    ``float``. The key is found as written (a line is a flat object here: quotes inside
+    strings are escaped, so ``"key":`` cannot match inside a value); a key too unusual to
+    search for, or a value not written as a plain number, is left to the whole-file reader.
+    """
+    if not _PLAIN_KEY.fullmatch(name):
+        raise _NotStreamableError(f"numbers under a key ({name!r}) not searched for in lines")
+    number = r"-?[0-9]+(?:\.[0-9]+)?(?:[eE][-+]?[0-9]+)?"
+    key = name.replace(".", "\\.")
+    found = pc.extract_regex(lines, rf'"{key}"[ \t]*:[ \t]*(?P<n>{number})')
+    literals = pc.struct_field(found, "n").to_pylist()  # null where the line has none
+    text: list[str | None] = []
+    try:
+        for value, literal in zip(values.to_pylist(), literals, strict=True):
+            if value is None:
+                text.append(None)
+            elif literal is None:
+                raise _NotStreamableError(f"a number under {name!r} not written plainly")
+            elif "." in literal or "e" in literal or "E" in literal:
+                text.append(str(float(literal)))
+            else:
+                text.append(str(int(literal)))
+    except ValueError as exc:  # e.g. an integer past Python's digit limit
+        raise _NotStreamableError(str(exc)) from exc
+    return pa.array(text, pa.large_string())
 
 
 def _read_parquet(uri: str, data: bytes) -> pl.DataFrame:
