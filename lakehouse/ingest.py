@@ -477,11 +477,9 @@ def _parquet_text(df: pl.DataFrame) -> pl.DataFrame:
 
 
 PARQUET_BATCH_ROWS = 1 << 16
-"""How many rows of a landed Parquet file are converted at a time."""
-
-PARQUET_READ_BYTES = 1 << 22
-"""How much of one column chunk is read at a time (one ranged GET on S3): memory is bounded
-by the columns times this, and the batch, not by the file's row groups."""
+"""How many rows of a landed Parquet file are converted at a time. Arrow decodes a row group
+at a time, so a Parquet file's memory is bounded by its largest row group (the writer's
+choice, commonly 64-128 MB or a million rows), never by the whole file."""
 
 
 def parquet_batches(landed: IO[bytes], batch_rows: int | None = None) -> Iterator[pa.RecordBatch]:
@@ -490,7 +488,8 @@ def parquet_batches(landed: IO[bytes], batch_rows: int | None = None) -> Iterato
     raise about the file is a ``_NotStreamableError`` (the whole-file reader then names
     the fault); what the stream raises (the storage's) propagates as it is."""
     try:
-        reader = pq.ParquetFile(landed, buffer_size=PARQUET_READ_BYTES, pre_buffer=False)
+        # One read (a ranged GET on S3) per column chunk, as the batches need it
+        reader = pq.ParquetFile(landed, pre_buffer=False)
         for batch in reader.iter_batches(batch_size=batch_rows or PARQUET_BATCH_ROWS):
             frame = pl.from_arrow(batch)
             assert isinstance(frame, pl.DataFrame)
