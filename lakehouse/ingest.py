@@ -465,7 +465,18 @@ def _read_parquet(uri: str, data: bytes) -> pl.DataFrame:
         df = pl.read_parquet(io.BytesIO(data))
     except Exception as exc:
         raise LandedFileError(f"{uri}: not a readable Parquet file ({exc})") from exc
-    return _parquet_text(df)
+    try:
+        return _parquet_text(df)
+    except pl.exceptions.PolarsError as exc:  # e.g. a list column: reject this file only
+        unkept = []
+        for name, dtype in df.schema.items():
+            try:
+                _parquet_text(df.select(name))
+            except pl.exceptions.PolarsError:
+                unkept.append(f"{name} ({dtype})")
+        raise LandedFileError(
+            f"{uri}: column(s) raw cannot keep as text: {', '.join(unkept)}"
+        ) from exc
 
 
 def _parquet_text(df: pl.DataFrame) -> pl.DataFrame:

@@ -733,3 +733,22 @@ def test_memory_is_bounded_by_the_block_not_the_file(
     assert len(batches) >= 4 * len(small_batches) - 4
     assert high < 1.5 * small_high + (1 << 16), (small_high, high)
     assert high < size / 4, (high, size)
+
+
+def test_a_parquet_column_raw_cannot_keep_as_text_rejects_that_file_only(lake: Lake) -> None:
+    """A list or a duration has no text form in raw: the file is rejected naming the
+    columns (it used to fail the whole run, every run), and the other files load."""
+    import datetime as dt
+
+    import pyarrow as pa
+
+    lake.put_landing_file("orders", "2026-01-01/good.csv", (HEADER + ROWS).encode())
+    table = pa.table({"id": ["o9"], "items": [[1, 2]], "took": [dt.timedelta(seconds=5)]})
+    lake.put_landing_file("orders", "2026-01-01/nested.parquet", _parquet(table))
+    result = run(lake)
+    by_name = {o.file.name: o for o in result.outcomes}
+    assert by_name["nested.parquet"].status is FileStatus.REJECTED
+    assert by_name["nested.parquet"].reason == (
+        "column(s) raw cannot keep as text: items (List(Int64)), took (Duration(time_unit='us'))"
+    )
+    assert sorted(raw_orders(lake)["id"]) == ["o1", "o2"]
