@@ -25,6 +25,7 @@ import gzip
 import io
 import json
 import logging
+import re
 import sys
 import zlib
 from collections.abc import Callable, Generator, Iterator, Sequence
@@ -36,7 +37,10 @@ from typing import IO, Any, cast
 
 import polars as pl
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
+import pyarrow.json as pa_json
+import pyarrow.parquet as pq
 
 from lakehouse import delta
 from lakehouse.anomaly import PROFILE_COLUMN, DeliveryProfile
@@ -160,7 +164,18 @@ class _HeaderNotPlainError(Exception):
     """The header is not plain enough to hand to Arrow; the row-by-row reader says why."""
 
 
-_CONTENT_FAULTS = (_HeaderNotPlainError, gzip.BadGzipFile, *_FAST_PATH_REFUSALS)
+class _NotStreamableError(Exception):
+    """The streaming reader cannot vouch that it reads this file exactly as the whole-file
+    reader does (or the file is at fault): the whole-file reader decides, and names the
+    row if there is one to name."""
+
+
+_CONTENT_FAULTS = (
+    _HeaderNotPlainError,
+    _NotStreamableError,
+    gzip.BadGzipFile,
+    *_FAST_PATH_REFUSALS,
+)
 """What the streaming reader raises for a file's own content (then read whole, row by
 row, for the message). Any other error, a connection reset say, is the storage's: it
 propagates, so a transient fault never loads a large file whole or rejects it."""
@@ -311,15 +326,192 @@ def _as_landed_text(value: object) -> str | None:
     return json.dumps(value, sort_keys=True)
 
 
+JSON_BLOCK_BYTES = 1 << 20
+"""How much of a landed JSON lines file is parsed at a time (bounds ingest memory)."""
+
+_JSON_RECORD_LINE = r"^[ \t]*\{[^\x0b\x0c\x1c-\x1e\x{85}\x{2028}\x{2029}]*\}[ \t]*$"
+"""A line the streaming reader takes as one record: it opens and closes an object, and holds
+none of the characters ``str.splitlines`` (the whole-file reader's) would also break at."""
+
+_BLANK_LINE = r"^[ \t]*$"
+
+
+def json_lines_batches(
+    stream: IO[bytes], block_bytes: int | None = None
+) -> Iterator[pa.RecordBatch]:
+    """A JSON lines stream's records as batches of string columns, exactly as
+    ``_read_json_lines`` reads them, parsed ``block_bytes`` at a time by Arrow.
+
+    Arrow splits the lines (its CSV reader, with no quoting and a delimiter no record may
+    hold: same line breaks as ``str.splitlines`` for anything it lets through, BOM dropped,
+    UTF-8 checked); each block of record lines is then parsed by Arrow's JSON reader with
+    the column types the first block showed. A line with other than one object, a value the
+    reader could not turn into the same text, or a key the first block did not have raises
+    (``_NotStreamableError`` or Arrow's error): the whole-file reader then decides.
+    """
+    lines = pa_csv.open_csv(
+        stream,
+        read_options=pa_csv.ReadOptions(
+            column_names=["line"], block_size=block_bytes or JSON_BLOCK_BYTES
+        ),
+        parse_options=pa_csv.ParseOptions(delimiter="\x1f", quote_char=False),
+        convert_options=pa_csv.ConvertOptions(
+            column_types={"line": pa.large_string()}, strings_can_be_null=False
+        ),
+    )
+    schema: pa.Schema | None = None
+    for block in lines:
+        records = block.column(0)
+        blank = pc.match_substring_regex(records, _BLANK_LINE)
+        if pc.any(blank).as_py():
+            records = records.filter(pc.invert(blank))
+        if not len(records):
+            continue
+        if not pc.all(pc.match_substring_regex(records, _JSON_RECORD_LINE)).as_py():
+            raise _NotStreamableError("a line that is not one JSON object on its own")
+        text = pc.binary_join(
+            pa.LargeListArray.from_arrays(pa.array([0, len(records)], pa.int64()), records),
+            pa.scalar("\n", pa.large_string()),
+        )[0].as_buffer()
+        if schema is None:
+            schema = _json_schema(_parse_json(text, None))
+        table = _parse_json(text, schema)
+        if table.num_rows != len(records):
+            # A line starts and ends an object, so none spans lines: as many objects as
+            # lines means one object per line, as the whole-file reader requires.
+            raise _NotStreamableError("a line holding more than one JSON value")
+        yield pa.RecordBatch.from_arrays(
+            [
+                _json_text(table.column(i).combine_chunks(), name, records)
+                for i, name in enumerate(table.column_names)
+            ],
+            names=table.column_names,
+        )
+
+
+def _parse_json(text: pa.Buffer, schema: pa.Schema | None) -> pa.Table:
+    """One block of record lines; with ``schema``, typed by it and refusing other keys."""
+    return pa_json.read_json(
+        pa.BufferReader(text),
+        read_options=pa_json.ReadOptions(use_threads=False, block_size=len(text) + 1),
+        parse_options=pa_json.ParseOptions(
+            explicit_schema=schema, unexpected_field_behavior="error" if schema else "infer"
+        ),
+    )
+
+
+def _json_schema(inferred: pa.Table) -> pa.Schema:
+    """The types to read every block with, from what Arrow inferred for the first: strings
+    stay strings (Arrow would take ISO dates for timestamps), a key only ever null is read
+    as strings, and numbers and booleans as such (the text is made from them). Nested
+    values are refused: Arrow's structs forget which keys were absent."""
+    fields = []
+    for f in inferred.schema:
+        if pa.types.is_int64(f.type) or pa.types.is_float64(f.type) or pa.types.is_boolean(f.type):
+            fields.append(pa.field(f.name, f.type))
+        elif pa.types.is_nested(f.type):
+            raise _NotStreamableError(f"{f.name!r} holds nested values")
+        else:  # strings, the timestamps Arrow saw in some, nulls
+            fields.append(pa.field(f.name, pa.large_string()))
+    return pa.schema(fields)
+
+
+def _json_text(values: pa.Array, name: str, lines: pa.Array) -> pa.Array:
+    """A column of parsed JSON values (under key ``name`` in ``lines``) as the text
+    ``_as_landed_text`` makes of them."""
+    if pa.types.is_boolean(values.type):
+        return pc.if_else(values, "True", "False").cast(pa.large_string())
+    if pa.types.is_float64(values.type):
+        return _json_number_text(values, name, lines)
+    return values.cast(pa.large_string())  # strings as they are, int64 as str() writes it
+
+
+_PLAIN_KEY = re.compile(r"[\w .-]+", re.ASCII)
+
+
+def _json_number_text(values: pa.Array, name: str, lines: pa.Array) -> pa.Array:
+    """A column Arrow parsed as floats, as ``str`` of what ``json.loads`` makes of each
+    number. Arrow's double cannot say whether a value was written 1 or 1.0 (Python: "1"
+    and "1.0"), nor keep an integer past 2**53, so each number's literal is taken from its
+    line and converted as ``json.loads`` converts it: ``int`` for a plain integer, else
+    ``float``. The key is found as written (a line is a flat object here: quotes inside
+    strings are escaped, so ``"key":`` cannot match inside a value); a key too unusual to
+    search for, or a value not written as a plain number, is left to the whole-file reader.
+    """
+    if not _PLAIN_KEY.fullmatch(name):
+        raise _NotStreamableError(f"numbers under a key ({name!r}) not searched for in lines")
+    number = r"-?[0-9]+(?:\.[0-9]+)?(?:[eE][-+]?[0-9]+)?"
+    key = name.replace(".", "\\.")
+    found = pc.extract_regex(lines, rf'"{key}"[ \t]*:[ \t]*(?P<n>{number})')
+    literals = pc.struct_field(found, "n").to_pylist()  # null where the line has none
+    text: list[str | None] = []
+    try:
+        for value, literal in zip(values.to_pylist(), literals, strict=True):
+            if value is None:
+                text.append(None)
+            elif literal is None:
+                raise _NotStreamableError(f"a number under {name!r} not written plainly")
+            elif "." in literal or "e" in literal or "E" in literal:
+                text.append(str(float(literal)))
+            else:
+                text.append(str(int(literal)))
+    except ValueError as exc:  # e.g. an integer past Python's digit limit
+        raise _NotStreamableError(str(exc)) from exc
+    return pa.array(text, pa.large_string())
+
+
 def _read_parquet(uri: str, data: bytes) -> pl.DataFrame:
     try:
         df = pl.read_parquet(io.BytesIO(data))
     except Exception as exc:
         raise LandedFileError(f"{uri}: not a readable Parquet file ({exc})") from exc
+    try:
+        return _parquet_text(df)
+    except pl.exceptions.PolarsError as exc:  # e.g. a list column: reject this file only
+        unkept = []
+        for name, dtype in df.schema.items():
+            try:
+                _parquet_text(df.select(name))
+            except pl.exceptions.PolarsError:
+                unkept.append(f"{name} ({dtype})")
+        raise LandedFileError(
+            f"{uri}: column(s) raw cannot keep as text: {', '.join(unkept)}"
+        ) from exc
+
+
+def _parquet_text(df: pl.DataFrame) -> pl.DataFrame:
+    """Every column of a Parquet file's rows as text: what both Parquet readers keep."""
     return df.with_columns(
         pl.col(pl.Datetime).dt.to_string("%Y-%m-%dT%H:%M:%S%.f"),
         pl.col(pl.Boolean).replace_strict({True: "True", False: "False"}, return_dtype=pl.String),
     ).with_columns(pl.all().cast(pl.String))
+
+
+PARQUET_BATCH_ROWS = 1 << 16
+"""How many rows of a landed Parquet file are converted at a time. Arrow decodes a row group
+at a time, so a Parquet file's memory is bounded by its largest row group (the writer's
+choice, commonly 64-128 MB or a million rows), never by the whole file."""
+
+
+def parquet_batches(landed: IO[bytes], batch_rows: int | None = None) -> Iterator[pa.RecordBatch]:
+    """A seekable Parquet stream's rows as batches of string columns, ``batch_rows`` at a
+    time, converted as ``_read_parquet`` converts the whole file. What Arrow or Polars
+    raise about the file is a ``_NotStreamableError`` (the whole-file reader then names
+    the fault); what the stream raises (the storage's) propagates as it is."""
+    try:
+        # One read (a ranged GET on S3) per column chunk, as the batches need it
+        reader = pq.ParquetFile(landed, pre_buffer=False)
+        for batch in reader.iter_batches(batch_size=batch_rows or PARQUET_BATCH_ROWS):
+            frame = pl.from_arrow(batch)
+            assert isinstance(frame, pl.DataFrame)
+            yield from _parquet_text(frame).to_arrow().to_batches()
+    except (pa.ArrowException, pl.exceptions.PolarsError, pl.exceptions.PanicException) as exc:
+        # (Polars panics on some types it cannot take from Arrow, a 256-bit decimal say)
+        raise _NotStreamableError(f"the Parquet reader refused it ({exc})") from exc
+    except OSError as exc:
+        if type(exc) is not OSError or exc.errno is not None:
+            raise  # the stream's own (a reset connection, a disk): the storage's fault
+        raise _NotStreamableError(f"the Parquet reader refused it ({exc})") from exc
 
 
 # -- the ingest log ---------------------------------------------------------------------
@@ -584,20 +776,13 @@ def open_landed(
 ) -> tuple[list[str], Callable[[], Iterator[pa.RecordBatch]]]:
     """A landed file's columns and a way to stream its rows (all strings, in file order).
 
-    CSV, plain or gzipped, is streamed from storage in blocks; a file the streaming reader
-    refuses, and every other format, is read whole (``read_landed``), which names the row
-    at fault. Raises ``LandedFileError`` for a file that cannot be read as rows.
+    Every format is streamed from storage in blocks (CSV and JSON lines, plain or gzipped)
+    or batches (Parquet, read by ranges); a file the streaming reader refuses is read whole
+    (``read_landed``), which names the row at fault. Raises ``LandedFileError`` for a file
+    that cannot be read as rows.
     """
-    fmt = file_format(f.uri)
-    if fmt in (".csv", ".csv.gz") and not f.unreadable:
-
-        def stream() -> Generator[pa.RecordBatch]:
-            with lake.open_stream(f.uri) as landed:
-                body = (
-                    cast(IO[bytes], gzip.GzipFile(fileobj=landed)) if fmt == ".csv.gz" else landed
-                )
-                yield from csv_batches(body)[1]
-
+    stream = None if f.unreadable else _streaming_reader(lake, f.uri)
+    if stream is not None:
         try:
             with closing(stream()) as batches:
                 first = next((b for b in batches if b.num_rows), None)
@@ -614,6 +799,39 @@ def open_landed(
     frame = read_landed(f.uri, _read_bytes(lake, f))
     table = frame.to_arrow()
     return frame.columns, lambda: iter(table.to_batches(max_chunksize=1 << 17))
+
+
+def _streaming_reader(lake: Lake, uri: str) -> Callable[[], Generator[pa.RecordBatch]] | None:
+    """A callable streaming ``uri``'s rows from the start, each call; None for a file with
+    no streaming reader (an unknown extension: ``read_landed`` says so)."""
+    fmt = file_format(uri)
+    gzipped = fmt is not None and fmt.endswith(".gz")
+
+    def text_stream(landed: IO[bytes]) -> IO[bytes]:
+        return cast(IO[bytes], gzip.GzipFile(fileobj=landed)) if gzipped else landed
+
+    if fmt in (".csv", ".csv.gz"):
+
+        def csv_stream() -> Generator[pa.RecordBatch]:
+            with lake.open_stream(uri) as landed:
+                yield from csv_batches(text_stream(landed))[1]
+
+        return csv_stream
+    if fmt in (".jsonl", ".ndjson", ".jsonl.gz"):
+
+        def json_stream() -> Generator[pa.RecordBatch]:
+            with lake.open_stream(uri) as landed:
+                yield from json_lines_batches(text_stream(landed))
+
+        return json_stream
+    if fmt == ".parquet":
+
+        def parquet_stream() -> Generator[pa.RecordBatch]:
+            with lake.open_seekable(uri) as landed:
+                yield from parquet_batches(landed)
+
+        return parquet_stream
+    return None
 
 
 def _open_file(lake: Lake, source: Source, f: LandedFile) -> tuple[FileOutcome, LandedRows | None]:

@@ -22,11 +22,12 @@ import os
 import shutil
 import socket
 from collections.abc import Iterator
+from contextlib import closing
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import cached_property, lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO, cast
 
 from deltalake import DeltaTable
 
@@ -360,6 +361,16 @@ class Lake:
             return io.BufferedReader(_BodyReader(body), buffer_size=1 << 20)
         return Path(uri).open("rb")
 
+    def open_seekable(self, uri: str) -> BinaryIO:
+        """An object as a seekable stream, for formats read from the end (Parquet's footer,
+        then the column chunks it points at). On S3 each read is a ranged GET of the version
+        first seen (If-Match its ETag): only what the reader asks for is fetched, nothing is
+        spooled, and a replaced object fails the read instead of mixing two versions."""
+        if uri.startswith("s3://"):
+            bucket, key = _split_s3(uri)
+            return cast(BinaryIO, _RangedObject(self.s3, bucket, key))
+        return Path(uri).open("rb")
+
     def put_landing_file(self, source: str, relative_key: str, data: bytes | Path) -> str:
         """Deliver bytes, or a local file (copied in pieces, never read whole), into
         landing/<source>/ (used by the demo and tests, never by ingestion)."""
@@ -609,6 +620,76 @@ class _BodyReader(io.RawIOBase):
         if not self.closed:
             self._body.close()
         super().close()
+
+
+class _RangedObject(io.RawIOBase):
+    """An S3 object as a seekable raw stream of ranged GETs. Opening it fetches the last
+    ``TAIL_BYTES`` (where Parquet keeps its footer) and learns the size and ETag; every
+    later read asks for exactly its range of that ETag."""
+
+    TAIL_BYTES = 1 << 16
+
+    def __init__(self, s3: Any, bucket: str, key: str) -> None:
+        self._s3, self._bucket, self._key = s3, bucket, key
+        self._pos = 0
+        try:
+            got = s3.get_object(Bucket=bucket, Key=key, Range=f"bytes=-{self.TAIL_BYTES}")
+        except Exception as exc:
+            if s3_error_code(exc) != "InvalidRange":
+                raise
+            self._size, self._etag, self._tail = 0, None, b""  # an empty object
+            return
+        with closing(got["Body"]) as body:
+            self._tail = body.read()
+        content_range = got.get("ContentRange")  # "bytes 100-199/200", or none for it all
+        self._size = int(content_range.rsplit("/", 1)[1]) if content_range else len(self._tail)
+        self._etag = got.get("ETag")
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._size}[whence]
+        if base + offset < 0:
+            raise ValueError(f"negative seek position {base + offset}")
+        self._pos = base + offset
+        return self._pos
+
+    def readinto(self, buffer: Any) -> int:
+        """Fills ``buffer`` up to the end of the object (never a short read before it)."""
+        view = memoryview(buffer).cast("B")
+        n = max(0, min(len(view), self._size - self._pos))
+        tail_start = self._size - len(self._tail)
+        end = self._pos + n
+        filled = 0
+        if self._pos < tail_start and n:
+            fetched = min(end, tail_start)
+            got = self._s3.get_object(
+                Bucket=self._bucket,
+                Key=self._key,
+                Range=f"bytes={self._pos}-{fetched - 1}",
+                **({"IfMatch": self._etag} if self._etag else {}),
+            )
+            with closing(got["Body"]) as body:
+                while filled < fetched - self._pos:
+                    chunk = body.read(fetched - self._pos - filled)
+                    if not chunk:
+                        raise ConnectionError(
+                            f"s3://{self._bucket}/{self._key}: the body ended early"
+                        )
+                    view[filled : filled + len(chunk)] = chunk
+                    filled += len(chunk)
+        if filled < n:  # the rest is in the tail fetched at open
+            start = self._pos + filled - tail_start
+            view[filled:n] = self._tail[start : start + n - filled]
+        self._pos = end
+        return n
 
 
 class _DigestCache:

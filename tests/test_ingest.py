@@ -370,3 +370,385 @@ def test_a_storage_fault_part_way_fails_the_run_and_rejects_nothing(
     monkeypatch.setattr(Lake, "open_stream", real_open)
     assert run(lake, 2).rows_added == 5000
     assert raw_orders(lake).height == 5000
+
+
+# -- JSON lines and Parquet: the streaming readers read what the whole-file reader reads --
+def _opened(lake: Lake, name: str, data: bytes) -> tuple[list[str], list[Any]]:
+    """``name`` landed and read as ``ingest_source`` reads it: ``open_landed``, and the
+    whole-file reader if streaming breaks part-way. Its columns and rows (as tuples)."""
+    from lakehouse import ingest
+
+    uri = lake.put_landing_file("orders", f"2026-01-01/{name}", data)
+    (landed,) = [f for f in lake.list_landing("orders") if f.uri == uri]
+    columns, batches = ingest.open_landed(lake, landed)
+    try:
+        rows = [tuple(r.values()) for b in batches() for r in b.to_pylist()]
+    except ingest._CONTENT_FAULTS:
+        outcome, whole = ingest._read_whole_file(lake, ORDERS, landed)
+        if whole is None:
+            raise ingest.LandedFileError(f"{uri}: {outcome.reason}") from None
+        columns, rows = (
+            whole.columns,
+            [tuple(r.values()) for b in whole.batches() for r in b.to_pylist()],
+        )
+    return columns, rows
+
+
+def _whole(uri: str, data: bytes) -> tuple[list[str], list[Any]]:
+    from lakehouse.ingest import read_landed
+
+    table = read_landed(uri, data).to_arrow()
+    return table.column_names, [tuple(r.values()) for r in table.to_pylist()]
+
+
+@pytest.fixture
+def spied(local_settings: Any, monkeypatch: pytest.MonkeyPatch) -> tuple[Lake, list[str]]:
+    """A local lake whose whole-file reader notes each file it reads, with small blocks and
+    batches so every case crosses several of them."""
+    from lakehouse import ingest
+
+    calls: list[str] = []
+    real = ingest.read_landed
+
+    def noting(uri: str, data: bytes) -> Any:
+        calls.append(uri.rsplit("/", 1)[-1])
+        return real(uri, data)
+
+    monkeypatch.setattr(ingest, "read_landed", noting)
+    monkeypatch.setattr(ingest, "JSON_BLOCK_BYTES", 64)
+    monkeypatch.setattr(ingest, "PARQUET_BATCH_ROWS", 2)
+    return Lake(local_settings), calls
+
+
+JSONL_STREAMED = {
+    "strings, ints, booleans, nulls": b'{"a":"x","n":1,"b":true,"z":null}\n'
+    b'{"a":"y","n":-2,"b":false,"z":null}\n{"a":null,"n":null,"b":null}\n',
+    "unicode, escaped and not": '{"a":"José 😀","b":"\\u00e9\\ud83d\\ude00\\n\\"q\\""}\n'.encode(),
+    "blank lines": b'\n{"a":"1"}\n  \n\t\n{"a":"2"}\n\n\n{"a":"3"}\n',
+    "byte order mark": b'\xef\xbb\xbf{"a":"1"}\n{"a":"2"}\n',
+    "crlf and lone cr": b'{"a":"1"}\r\n{"a":"2"}\r{"a":"3"}\r\n',
+    "dates stay text": b'{"t":"2018-09-01T08:45:00"}\n{"t":"2018-09-01"}\n{"t":"2018-09-01 08:00Z"}\n',
+    "keys missing, reordered, null only": b'{"a":"1","b":null}\n{"b":"3"}\n{"c":"4","a":"5"}\n{}\n',
+    "floats 1e-7 0.1 1.0 and ints among them": b'{"f":0.1}\n{"f":1e-7}\n{"f":1.0}\n{"f":1}\n'
+    b'{"f":-0.0}\n{"f":1E+16}\n{"f":1.5e300}\n{"f":12345678901234567890}\n{"f":123.456}\n',
+    "int64 edges": b'{"n":9223372036854775807}\n{"n":-9223372036854775808}\n{"n":-0}\n',
+    "whitespace around and in": b'  {"a" : "1" , "f" :\t2.50 }  \n\t{"a":"2","f":3}\t\n',
+    "no final newline": b'{"a":"1"}\n{"a":"2"}',
+    "escaped key": b'{"\\u0061":"1"}\n{"a":"2"}\n',
+    "NUL in a string": b'{"a":"x\\u0000y"}\n',
+    "many blocks": b"".join(
+        b'{"id":"o%d","amount":%d.%d,"paid":%s,"note":"line %d \xc3\xa9"}\n'
+        % (i, i, i % 10, b"true" if i % 3 else b"false", i)
+        for i in range(400)
+    ),
+}
+JSONL_FALLS_BACK = {  # valid, but the streaming reader cannot vouch for its text: read whole
+    "nested values": b'{"o":{"b":1,"a":[1,2.0,"\xc3\xa9"]},"x":"1"}\n{"o":null,"x":"2"}\n',
+    "one key, mixed types across lines": b'{"a":"x"}\n{"a":1}\n{"a":true}\n{"a":1.5}\n',
+    "a key first seen after the first block": b'{"a":"1"}\n' * 20 + b'{"a":"2","late":"3"}\n',
+    "ints, then a float in a later block": b'{"a":1}\n' * 20 + b'{"a":1.5}\n',
+    "NaN and Infinity": b'{"f":NaN}\n{"f":Infinity}\n{"f":-Infinity}\n',
+    "a number too big for a double": b'{"f":1e400}\n',
+    "a repeated key": b'{"a":"1","a":"2"}\n',
+    "a blank line of other whitespace": '{"a":"1"}\n\u00a0\u3000\n{"a":"2"}\n'.encode(),
+}
+JSONL_REJECTED = {  # the message is the whole-file reader's, naming the line
+    "two objects on a line": b'{"a":"1"}\n{"a":"2"} {"a":"3"}\n',
+    "an object across lines": b'{"a":"1"}\n{"a":\n"2"}\n',
+    "a line break only Python sees": '{"a":"1"}\n{"a":"x\u2028y"}\n'.encode(),
+    "not an object": b'{"a":"1"}\n\n[1,2]\n',
+    "invalid JSON": b'{"a":"1"}\n{"a": \n',
+    "a trailing comma": b'{"a":"1",}\n',
+    "a raw tab in a string": b'{"a":"x\ty"}\n',
+    "not UTF-8": b'{"a":"\xff"}\n',
+    "a byte order mark mid-file": b'{"a":"1"}\n\xef\xbb\xbf{"a":"2"}\n',
+    "Inf is not JSON": b'{"f":Inf}\n',
+}
+
+
+@pytest.mark.parametrize("gz", [False, True], ids=["jsonl", "jsonl.gz"])
+@pytest.mark.parametrize("case", sorted({**JSONL_STREAMED, **JSONL_FALLS_BACK}))
+def test_streamed_json_lines_read_what_the_whole_file_reader_reads(
+    spied: tuple[Lake, list[str]], case: str, gz: bool
+) -> None:
+    """Same columns (first appearance), rows and text, block after block; a file the
+    streaming reader cannot vouch for is read whole, never read differently."""
+    lake, whole_reads = spied
+    data = {**JSONL_STREAMED, **JSONL_FALLS_BACK}[case]
+    name = "f.jsonl.gz" if gz else "f.jsonl"
+    columns, rows = _opened(lake, name, gzip.compress(data) if gz else data)
+    assert whole_reads == ([] if case in JSONL_STREAMED else [name])
+    assert (columns, rows) == _whole("f.jsonl", data)
+
+
+@pytest.mark.parametrize("case", sorted(JSONL_REJECTED))
+def test_a_json_lines_file_the_streaming_reader_refuses_is_rejected_naming_the_line(
+    spied: tuple[Lake, list[str]], case: str
+) -> None:
+    from lakehouse.ingest import LandedFileError, read_landed
+
+    lake, _ = spied
+    data = JSONL_REJECTED[case]
+    with pytest.raises(LandedFileError) as expected:
+        read_landed("f.jsonl", data)
+    with pytest.raises(LandedFileError) as raised:
+        _opened(lake, "f.jsonl", data)
+    assert str(raised.value).split(": ", 1)[1] == str(expected.value).split(": ", 1)[1]
+
+
+def test_a_bad_json_line_deep_in_a_large_file_is_rejected_naming_its_line(
+    lake: Lake, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Blank lines count as lines, not rows: the streaming reader has written earlier
+    blocks when it meets the bad line; the file is then rejected with its line number,
+    nothing of it is committed, and the other files still load."""
+    monkeypatch.setattr("lakehouse.ingest.JSON_BLOCK_BYTES", 4096)
+    columns = HEADER.strip().split(",")
+
+    def lines(n: int, start: int = 0) -> list[str]:
+        return [
+            json.dumps(dict(zip(columns, row.split(","), strict=True)))
+            for row in many_rows(n, start).splitlines()
+        ]
+
+    body = lines(2000)
+    body[100:100] = ["", "   "]  # two blank lines: line numbers run 2 ahead of rows
+    bad_line = len(body) + 1
+    body += ['{"id": "o-bad", "customer": }', *lines(500, 3000)]
+    lake.put_landing_file("orders", "2026-01-01/a-broken.jsonl", "\n".join(body).encode())
+    lake.put_landing_file(
+        "orders", "2026-01-01/b-good.jsonl.gz", gzip.compress("\n".join(lines(1500)).encode())
+    )
+    result = run(lake)
+    by_name = {o.file.name: o for o in result.outcomes}
+    assert by_name["a-broken.jsonl"].status is FileStatus.REJECTED
+    assert by_name["a-broken.jsonl"].reason == f"row {bad_line}: invalid JSON (Expecting value)"
+    assert bad_line == 2003 and by_name["b-good.jsonl.gz"].rows == result.rows_added == 1500
+    assert raw_orders(lake).sort(SOURCE_ROW_NUMBER)["id"].to_list() == [
+        f"o{i}" for i in range(1500)
+    ]
+
+
+def _parquet(table: Any, **options: Any) -> bytes:
+    import pyarrow.parquet as pq
+
+    buf = io.BytesIO()
+    pq.write_table(table, buf, **options)
+    return buf.getvalue()
+
+
+def _parquet_cases() -> dict[str, bytes]:
+    import datetime as dt
+    import decimal
+
+    import pyarrow as pa
+
+    stamps = [dt.datetime(2018, 9, 1, 8, 45, 0, 123456), None, dt.datetime(2020, 1, 1)]
+    frame = pl.DataFrame({"c": ["a", "b", "a"], "e": ["x", "y", "x"]}).with_columns(
+        pl.col("c").cast(pl.Categorical), pl.col("e").cast(pl.Enum(["x", "y"]))
+    )
+    polars_written = io.BytesIO()
+    frame.write_parquet(polars_written)
+    return {
+        "numbers": _parquet(
+            pa.table(
+                {
+                    "i": [1, None, -3],
+                    "f": [0.1, 1.0, 1e-7],
+                    "f32": pa.array([0.1, 2, None], pa.float32()),
+                    "u": pa.array([1, 2, 2**64 - 1], pa.uint64()),
+                    "d": pa.array(
+                        [decimal.Decimal("1.50"), None, decimal.Decimal("-0.01")],
+                        pa.decimal128(10, 2),
+                    ),
+                }
+            )
+        ),
+        "text, booleans, binary, nulls": _parquet(
+            pa.table(
+                {
+                    "s": ["x", None, "José"],
+                    "b": [True, False, None],
+                    "bin": [b"ab", None, b"\xc3\xa9"],
+                    "n": pa.nulls(3),
+                    "dict": pa.array(["a", "b", "a"]).dictionary_encode(),
+                }
+            )
+        ),
+        "datetimes in every unit and zone": _parquet(
+            pa.table(
+                {
+                    "s": pa.array(stamps, pa.timestamp("s")),
+                    "ms_utc": pa.array(stamps, pa.timestamp("ms", "UTC")),
+                    "us_paris": pa.array(stamps, pa.timestamp("us", "Europe/Paris")),
+                    "ns": pa.array(stamps, pa.timestamp("ns")),
+                    "date": pa.array([dt.date(2018, 1, 2), None, dt.date(1, 1, 1)]),
+                    "time": pa.array([dt.time(1, 2, 3), None, dt.time(0, 0)]),
+                }
+            )
+        ),
+        "legacy INT96 timestamps, no Arrow schema": _parquet(
+            pa.table({"t": pa.array(stamps, pa.timestamp("ns"))}),
+            use_deprecated_int96_timestamps=True,
+            store_schema=False,
+        ),
+        "categoricals written by Polars": polars_written.getvalue(),
+        "many row groups": _parquet(
+            pa.table({"i": list(range(50)), "s": [f"r{i}" for i in range(50)]}),
+            row_group_size=7,
+        ),
+    }
+
+
+PARQUET_REJECTED = {
+    "not Parquet": b"PAR1 but nothing more",
+    "truncated": b"",  # filled in below: a real file cut short
+    "a 256-bit decimal": b"",
+}
+
+
+@pytest.mark.parametrize("case", sorted(_parquet_cases()))
+def test_streamed_parquet_reads_what_the_whole_file_reader_reads(
+    spied: tuple[Lake, list[str]], case: str
+) -> None:
+    lake, whole_reads = spied
+    data = _parquet_cases()[case]
+    streamed = _opened(lake, "f.parquet", data)
+    assert whole_reads == []
+    assert streamed == _whole("f.parquet", data)
+
+
+@pytest.mark.parametrize("case", sorted(PARQUET_REJECTED))
+def test_a_parquet_file_the_streaming_reader_refuses_keeps_its_message(
+    spied: tuple[Lake, list[str]], case: str
+) -> None:
+    import decimal
+
+    import pyarrow as pa
+
+    from lakehouse.ingest import LandedFileError, read_landed
+
+    lake, whole_reads = spied
+    data = {
+        "truncated": _parquet(pa.table({"i": list(range(100))}))[:-20],
+        "a 256-bit decimal": _parquet(
+            pa.table({"d": pa.array([decimal.Decimal("1.5")], pa.decimal256(40, 3))})
+        ),
+    }.get(case, PARQUET_REJECTED[case])
+    with pytest.raises(LandedFileError) as raised:
+        _opened(lake, "f.parquet", data)
+    assert whole_reads == ["f.parquet"]
+    with pytest.raises(LandedFileError) as expected:
+        read_landed("f.parquet", data)
+    message = str(raised.value).split(": ", 1)[1]
+    assert message == str(expected.value).split(": ", 1)[1]
+    assert message.startswith("not a readable Parquet file (")
+
+
+@pytest.mark.s3
+def test_parquet_on_s3_is_read_by_ranges_never_whole(
+    s3_settings: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Footer, then column chunks, a ranged GET each (If-Match the ETag first seen): the
+    object is never fetched whole, nor read by the whole-file reader."""
+    import pyarrow as pa
+
+    from lakehouse import ingest
+
+    monkeypatch.setattr(ingest, "read_landed", lambda *a: pytest.fail("read whole"))
+    lake = Lake(s3_settings)
+    n = 20_000
+    rows = [r.split(",") for r in many_rows(n).splitlines()]
+    columns = HEADER.strip().split(",")
+    table = pa.table({c: [r[i] for r in rows] for i, c in enumerate(columns)})
+    lake.put_landing_file(
+        "orders", "2026-01-01/orders.parquet", _parquet(table, row_group_size=6000)
+    )
+    gets: list[dict[str, Any]] = []
+    real_get = lake.s3.get_object
+
+    def get_object(**kwargs: Any) -> Any:
+        gets.append(kwargs)
+        return real_get(**kwargs)
+
+    monkeypatch.setattr(lake.s3, "get_object", get_object)
+    result = run(lake)
+    assert result.rows_added == n
+    raw = raw_orders(lake).sort(SOURCE_ROW_NUMBER)
+    assert raw.select(columns).rows() == [tuple(r) for r in rows]
+    assert len(gets) > 10 and all("Range" in g for g in gets)
+    assert all(g.get("IfMatch") for g in gets if not g["Range"].startswith("bytes=-"))
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "jsonl.gz", "parquet"])
+def test_memory_is_bounded_by_the_block_not_the_file(
+    local_settings: Any, monkeypatch: pytest.MonkeyPatch, fmt: str
+) -> None:
+    """A file four times larger arrives as four times as many batches, each bounded, while
+    the high-water mark of Arrow's memory stays where it was (a block of JSON lines, a
+    row group of Parquet), far below the file's size; every row arrives, in order."""
+    import pyarrow as pa
+
+    from lakehouse import ingest
+
+    monkeypatch.setattr(ingest, "JSON_BLOCK_BYTES", 1 << 15)
+    monkeypatch.setattr(ingest, "PARQUET_BATCH_ROWS", 1000)
+    monkeypatch.setattr(ingest, "read_landed", lambda *a: pytest.fail("read whole"))
+    lake = Lake(local_settings)
+
+    def streamed(n: int) -> tuple[int, int, list[int]]:
+        """(the rows' size as text or Arrow data, Arrow's high-water mark, batch sizes) of
+        an n-row file (the file itself is smaller when compressed)."""
+        ids = [f"{i:032x}{i * 7919 % 1000003:08x}" for i in range(n)]  # little to compress
+        records = [
+            {"id": ids[i], "customer": f"c{i % 97}", "subtotal": i + 0.5, "paid": i % 2 == 0}
+            for i in range(n)
+        ]
+        if fmt == "parquet":
+            table = pa.Table.from_pylist(records)
+            size, data = table.nbytes, _parquet(table, row_group_size=5000)
+        else:
+            data = "\n".join(json.dumps(r) for r in records).encode()
+            size, data = len(data), gzip.compress(data) if fmt.endswith(".gz") else data
+        uri = lake.put_landing_file("orders", f"2026-01-01/{n}.{fmt}", data)
+        (landed,) = [f for f in lake.list_landing("orders") if f.uri == uri]
+        columns, batches = ingest.open_landed(lake, landed)
+        assert columns == ["id", "customer", "subtotal", "paid"]
+        start = pa.total_allocated_bytes()
+        high, sizes, first_ids = 0, [], []
+        for batch in batches():
+            high = max(high, pa.total_allocated_bytes() - start)
+            sizes.append(batch.num_rows)
+            first_ids.append(batch.column("id")[0].as_py())
+            if fmt == "parquet":
+                assert batch.num_rows <= 1000
+            else:
+                assert batch.nbytes < 4 * (1 << 15)
+            del batch
+        assert sum(sizes) == n and first_ids == sorted(first_ids) and first_ids[0] == ids[0]
+        return size, high, sizes
+
+    _, small_high, small_batches = streamed(20_000)
+    size, high, batches = streamed(80_000)
+    assert len(batches) >= 4 * len(small_batches) - 4
+    assert high < 1.5 * small_high + (1 << 16), (small_high, high)
+    assert high < size / 4, (high, size)
+
+
+def test_a_parquet_column_raw_cannot_keep_as_text_rejects_that_file_only(lake: Lake) -> None:
+    """A list or a duration has no text form in raw: the file is rejected naming the
+    columns (it used to fail the whole run, every run), and the other files load."""
+    import datetime as dt
+
+    import pyarrow as pa
+
+    lake.put_landing_file("orders", "2026-01-01/good.csv", (HEADER + ROWS).encode())
+    table = pa.table({"id": ["o9"], "items": [[1, 2]], "took": [dt.timedelta(seconds=5)]})
+    lake.put_landing_file("orders", "2026-01-01/nested.parquet", _parquet(table))
+    result = run(lake)
+    by_name = {o.file.name: o for o in result.outcomes}
+    assert by_name["nested.parquet"].status is FileStatus.REJECTED
+    assert by_name["nested.parquet"].reason == (
+        "column(s) raw cannot keep as text: items (List(Int64)), took (Duration(time_unit='us'))"
+    )
+    assert sorted(raw_orders(lake)["id"]) == ["o1", "o2"]
