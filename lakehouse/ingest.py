@@ -64,7 +64,15 @@ FILES_KEY = "lakehouse_files"
 """Commit-info key on raw appends listing the [uri, fingerprint] of the files in the commit:
 the log can be rebuilt from it (rows per file are counted in the log, and in raw by file)."""
 
-SUPPORTED_FORMATS = (".csv", ".csv.gz", ".jsonl", ".ndjson", ".jsonl.gz", ".parquet")
+SUPPORTED_FORMATS = (
+    ".csv",
+    ".csv.gz",
+    ".jsonl",
+    ".ndjson",
+    ".jsonl.gz",
+    ".ndjson.gz",
+    ".parquet",
+)
 
 
 class FileStatus(StrEnum):
@@ -817,7 +825,7 @@ def _streaming_reader(lake: Lake, uri: str) -> Callable[[], Generator[pa.RecordB
                 yield from csv_batches(text_stream(landed))[1]
 
         return csv_stream
-    if fmt in (".jsonl", ".ndjson", ".jsonl.gz"):
+    if fmt in (".jsonl", ".ndjson", ".jsonl.gz", ".ndjson.gz"):
 
         def json_stream() -> Generator[pa.RecordBatch]:
             with lake.open_stream(uri) as landed:

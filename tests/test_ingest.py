@@ -466,17 +466,17 @@ JSONL_REJECTED = {  # the message is the whole-file reader's, naming the line
 }
 
 
-@pytest.mark.parametrize("gz", [False, True], ids=["jsonl", "jsonl.gz"])
+@pytest.mark.parametrize("ext", ["jsonl", "jsonl.gz", "ndjson.gz"])
 @pytest.mark.parametrize("case", sorted({**JSONL_STREAMED, **JSONL_FALLS_BACK}))
 def test_streamed_json_lines_read_what_the_whole_file_reader_reads(
-    spied: tuple[Lake, list[str]], case: str, gz: bool
+    spied: tuple[Lake, list[str]], case: str, ext: str
 ) -> None:
     """Same columns (first appearance), rows and text, block after block; a file the
     streaming reader cannot vouch for is read whole, never read differently."""
     lake, whole_reads = spied
     data = {**JSONL_STREAMED, **JSONL_FALLS_BACK}[case]
-    name = "f.jsonl.gz" if gz else "f.jsonl"
-    columns, rows = _opened(lake, name, gzip.compress(data) if gz else data)
+    name = f"f.{ext}"
+    columns, rows = _opened(lake, name, gzip.compress(data) if ext.endswith(".gz") else data)
     assert whole_reads == ([] if case in JSONL_STREAMED else [name])
     assert (columns, rows) == _whole("f.jsonl", data)
 
