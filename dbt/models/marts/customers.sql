@@ -12,7 +12,7 @@ with
 customers as (
     select customer_id, customer_name_pseudonym, customer_name_masked
     from {{ source('cleansed', 'customers') }}
-    {% if is_incremental() %}
+    {% if rebuilding_changed() %}
     where customer_id in (select customer_id from {{ changed_customers() }})
     {% endif %}
 ),
@@ -37,7 +37,7 @@ customer_orders_summary as (
 customer_tweets_summary as (
     select customer_id, count(*) as count_lifetime_tweets
     from {{ source('cleansed', 'tweets') }}
-    {% if is_incremental() %}
+    {% if rebuilding_changed() %}
     where customer_id in (select customer_id from {{ changed_customers() }})
     {% endif %}
     group by customer_id

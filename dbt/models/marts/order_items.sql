@@ -10,7 +10,7 @@ with
 
 items as (
     select order_item_id, order_id, product_id from {{ source('cleansed', 'items') }}
-    {% if is_incremental() %}
+    {% if rebuilding_changed() %}
     where order_id in (select order_id from {{ changed_orders() }})
     {% endif %}
 ),

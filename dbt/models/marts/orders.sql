@@ -11,7 +11,7 @@ with
 orders as (
     select order_id, customer_id, location_id, ordered_at, subtotal, tax_paid, order_total
     from {{ source('cleansed', 'orders') }}
-    {% if is_incremental() %}
+    {% if rebuilding_changed() %}
     where customer_id in (select customer_id from {{ changed_customers() }})
     {% endif %}
 ),
