@@ -20,6 +20,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.dataset as pads
 from deltalake import DeltaTable
+from deltalake.exceptions import DeltaError
 
 from lakehouse import delta
 from lakehouse.marts import CLEANSED_SCHEMA, MART_INPUTS_KEY, MARTS_SCHEMA, MartInputs, copy_in
@@ -158,8 +159,9 @@ def plan_increment(lake: Lake, inputs: MartInputs) -> Increment | FullBuild:
                     .collect()
                 )
                 touched.append(owners["customer_id"].cast(pl.String))
-    except (OSError, pa.ArrowException) as exc:  # a removed file vacuumed away
-        return FullBuild(f"the changes could not be read from the Delta log ({exc})")
+    except (OSError, pa.ArrowException, DeltaError) as exc:  # vacuumed, purged, expired
+        reason = str(exc).splitlines()[0]
+        return FullBuild(f"the changes could not be read from the Delta log ({reason})")
     customers = pl.concat(touched).drop_nulls().unique().sort().to_frame("customer_id")
     total = _customer_count(lake, pinned["customers"])
     if total and customers.height > FULL_BUILD_SHARE * total:

@@ -19,10 +19,11 @@ from lakehouse import delta
 from lakehouse.catalog import mart_names
 from lakehouse.cli import main
 from lakehouse.erasure import erase_customer
-from lakehouse.increments import KEYED_MARTS
+from lakehouse.increments import KEYED_MARTS, FullBuild, Increment, plan_increment
 from lakehouse.landing import land_files
-from lakehouse.marts import read_mart
+from lakehouse.marts import MART_INPUTS_KEY, MartInputs, read_mart
 from lakehouse.settings import LakehouseSettings
+from lakehouse.sources import SOURCES
 from lakehouse.storage import Lake, Layer
 from tests.conftest import run_build
 from tests.lake_invariants import build_env
@@ -195,6 +196,35 @@ def test_incremental_marts_equal_a_full_refresh(
     assert erased["orders"][1] == f"0 inserted, 0 updated, {placed} deleted"
     assert erased["customers"][1] == "0 inserted, 0 updated, 1 deleted"
     assert read_mart(lake, "orders").filter(customer_id=subject).is_empty()
+
+    # A cleansed order corrected in place: the increment names its customer, from the file
+    # the MERGE removed and the one it added. Once vacuum has deleted the removed file the
+    # change can no longer be read: the plan says so and builds in full.
+    dbt_code = MartInputs.from_json(
+        str(delta.latest_value(lake.published_table(Layer.MARTS, "orders"), MART_INPUTS_KEY))
+    ).dbt_code
+    target = lake.writable(Layer.CLEANSED, "orders")
+    snapshot = target.snapshot()
+    assert snapshot.dt is not None
+    cleansed = pl.from_arrow(snapshot.dt.to_pyarrow_table())
+    assert isinstance(cleansed, pl.DataFrame)
+    row = cleansed.filter(pl.col("order_id").is_in([_new_id(n) for n in range(5)])).head(1)
+    assert row.height == 1  # a late order of a customer not erased
+    snapshot.merge(
+        row.with_columns(subtotal=pl.col("subtotal") + 1, _row_hash=pl.lit("corrected")),
+        lake.stamp("test", "cleansed/orders"),
+        on=["order_id"],
+        txns={delta.PUBLISHED: snapshot.next_version},
+    )
+    pinned = {t: lake.input_version(Layer.CLEANSED, t) or 0 for t in SOURCES}
+    plan = plan_increment(lake, MartInputs(pinned, dbt_code))
+    assert isinstance(plan, Increment), plan
+    assert plan.customers["customer_id"].to_list() == [row["customer_id"][0]]
+    assert snapshot.dt is not None
+    snapshot.dt.vacuum(retention_hours=0, enforce_retention_duration=False, dry_run=False)
+    plan = plan_increment(lake, MartInputs(pinned, dbt_code))
+    assert isinstance(plan, FullBuild)
+    assert plan.reason.startswith("the changes could not be read from the Delta log"), plan
 
 
 @pytest.mark.slow
