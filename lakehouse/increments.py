@@ -23,7 +23,14 @@ from deltalake import DeltaTable
 from deltalake.exceptions import DeltaError
 
 from lakehouse import delta
-from lakehouse.marts import CLEANSED_SCHEMA, MART_INPUTS_KEY, MARTS_SCHEMA, MartInputs, copy_in
+from lakehouse.marts import (
+    CLEANSED_SCHEMA,
+    MART_INPUTS_KEY,
+    MARTS_SCHEMA,
+    PUBLISHED_SCHEMA,
+    MartInputs,
+    copy_in,
+)
 from lakehouse.sources import ROW_HASH, SOURCES
 from lakehouse.storage import Lake, Layer
 
@@ -196,11 +203,11 @@ MART_SLICES: dict[str, tuple[str, str]] = {
 """Each keyed mart's key and the rows an increment rebuilds (the models' own filters)."""
 
 
-PUBLISHED_SCHEMA = "lakehouse_published"
-"""Each keyed mart as published: a view over its files (on S3, a copy)."""
-SLICED = ("order_items", "customers")
-"""Keyed marts no model reads beyond the changed customers' rows: dbt gets only those rows
-(no copy of the table), and the candidate is the published rest plus the rebuilt rows."""
+SLICED = tuple(MART_SLICES)
+"""dbt gets each keyed mart as the changed customers' rows alone (no copy of the table),
+and the candidate is the published rest plus the rebuilt rows. The one model reading a
+keyed mart whole (daily_location_revenue reads every order) reads that same union
+(``all_orders()`` in dbt/macros/changes.sql)."""
 
 
 def _rest(model: str) -> str:
@@ -214,9 +221,8 @@ def load_increment(
 ) -> dict[str, int]:
     """Make ``con``'s database ready for an incremental dbt build: the changed customers
     and every order of theirs (before and now), each keyed mart's rows for them as
-    published, and the tables dbt's incremental models update: ``orders`` whole (every
-    daily revenue is built from it), the others as those rows alone (``assemble``
-    completes them after dbt). Returns the published version of each mart."""
+    published, and the tables dbt's incremental models update, as those rows alone
+    (``assemble`` completes them after dbt). Returns the published version of each mart."""
     for schema in (MARTS_SCHEMA, CHANGES_SCHEMA, BEFORE_SCHEMA, PUBLISHED_SCHEMA):
         con.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
     versions: dict[str, int] = {}
@@ -229,11 +235,10 @@ def load_increment(
         else:  # a view over the version's files (paths from the Delta log)
             con.execute(f"CREATE OR REPLACE VIEW {PUBLISHED_SCHEMA}.{model} AS {scan}")
         versions[model] = dt.version()
-    con.execute(f"CREATE OR REPLACE TABLE {MARTS_SCHEMA}.orders AS FROM {PUBLISHED_SCHEMA}.orders")
     con.register("changed", increment.customers.to_arrow())
     con.execute(f"CREATE OR REPLACE TABLE {CHANGES_SCHEMA}.customers AS FROM changed")
     con.unregister("changed")
-    before = f"SELECT order_id FROM {MARTS_SCHEMA}.orders WHERE {_CUSTOMERS}"  # nosec B608
+    before = f"SELECT order_id FROM {PUBLISHED_SCHEMA}.orders WHERE {_CUSTOMERS}"  # nosec B608
     now = f"SELECT order_id FROM {CLEANSED_SCHEMA}.orders WHERE {_CUSTOMERS}"  # nosec B608
     con.execute(f"CREATE OR REPLACE TABLE {CHANGES_SCHEMA}.orders AS {before} UNION {now}")
     for model, (_, where) in MART_SLICES.items():

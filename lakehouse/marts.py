@@ -58,6 +58,9 @@ def prepared_dbt_executable() -> str:
 
 
 CLEANSED_SCHEMA = "cleansed"
+PUBLISHED_SCHEMA = "lakehouse_published"
+"""In an incremental build, each keyed mart as published: a view over its files (on S3,
+a copy). Lineage through it is lineage from the mart itself."""
 
 
 def copy_in(con: duckdb.DuckDBPyConnection, table: str, data: Any) -> None:
@@ -426,7 +429,11 @@ def column_lineage(duckdb_path: Path, model: str, compiled_sql: str) -> ColumnSo
         except sqlglot.errors.SqlglotError:
             continue  # lineage is observability: a column sqlglot cannot trace is left out
         sources = {
-            (n.source.db, n.source.name, n.name.rsplit(".", 1)[-1])
+            (
+                MARTS_SCHEMA if n.source.db == PUBLISHED_SCHEMA else n.source.db,
+                n.source.name,
+                n.name.rsplit(".", 1)[-1],
+            )
             for n in node.walk()
             if isinstance(n.source, exp.Table)
         }

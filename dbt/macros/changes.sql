@@ -38,3 +38,37 @@
         {% endif %}
     {% endif %}
 {%- endmacro %}
+
+{#
+  Every row of the orders mart, for a model that reads it whole (daily_location_revenue).
+  In an incremental build the orders mart holds only the rebuilt customers' rows until
+  Dagster assembles it after dbt, so this reads what the mart will then be: the published
+  rows of the other customers plus the rebuilt ones. Otherwise it is the model itself.
+#}
+{% macro all_orders() -%}
+    {%- if increment_loaded() -%}
+    (
+        select * from lakehouse_published.orders
+        where not coalesce(customer_id in (select customer_id from {{ changed_customers() }}), false)
+        union all by name
+        select * from {{ ref('orders') }}
+    )
+    {%- else -%}
+    {{ ref('orders') }}
+    {%- endif -%}
+{%- endmacro %}
+
+{# The run's scratch database holds the changes and the published keyed marts (an
+   incremental build, not a full refresh): what the incremental models rebuild from. #}
+{% macro increment_loaded() -%}
+    {%- if not execute or flags.FULL_REFRESH -%}
+        {{ return(false) }}
+    {%- endif -%}
+    {%- set changes = adapter.get_relation(
+        database=this.database, schema='lakehouse_changes', identifier='customers'
+    ) -%}
+    {%- set published = adapter.get_relation(
+        database=this.database, schema='lakehouse_published', identifier='orders'
+    ) -%}
+    {{ return(changes is not none and published is not none) }}
+{%- endmacro %}

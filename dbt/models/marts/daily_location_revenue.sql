@@ -1,8 +1,9 @@
--- Revenue per location per UTC day.
+-- Revenue per location per UTC day, from every order (all_orders(): also during an
+-- incremental build of the orders mart, which then holds only the rebuilt rows).
 with
 
 orders as (
-    select * from {{ ref('orders') }}
+    select * from {{ all_orders() }}
 )
 
 select
