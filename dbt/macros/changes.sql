@@ -19,10 +19,15 @@
     {%- if not (execute and is_incremental()) -%}
         {{ return(false) }}
     {%- endif -%}
-    {%- set changes = adapter.get_relation(
-        database=this.database, schema='lakehouse_changes', identifier='customers'
+    {{ return(scratch_holds('lakehouse_changes', 'customers')) }}
+{%- endmacro %}
+
+{# Whether the run's scratch database holds this relation (written by Dagster). #}
+{% macro scratch_holds(schema, identifier) -%}
+    {%- set relation = adapter.get_relation(
+        database=this.database, schema=schema, identifier=identifier
     ) -%}
-    {{ return(changes is not none) }}
+    {{ return(relation is not none) }}
 {%- endmacro %}
 
 {#
@@ -64,11 +69,8 @@
     {%- if not execute or flags.FULL_REFRESH -%}
         {{ return(false) }}
     {%- endif -%}
-    {%- set changes = adapter.get_relation(
-        database=this.database, schema='lakehouse_changes', identifier='customers'
-    ) -%}
-    {%- set published = adapter.get_relation(
-        database=this.database, schema='lakehouse_published', identifier='orders'
-    ) -%}
-    {{ return(changes is not none and published is not none) }}
+    {{ return(
+        scratch_holds('lakehouse_changes', 'customers')
+        and scratch_holds('lakehouse_published', 'orders')
+    ) }}
 {%- endmacro %}
