@@ -28,7 +28,7 @@ import json
 import logging
 import random
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 
@@ -36,6 +36,7 @@ import duckdb
 import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.dataset as pads
 from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
 from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundError
 
@@ -223,28 +224,56 @@ def read(
     )
 
 
-def native_scan(dt: DeltaTable) -> str | None:
-    """A DuckDB ``SELECT`` of this Delta version over its own Parquet files, read by
-    DuckDB's native reader (in parallel, only the columns a query names); None where it
-    cannot be: no files, partition columns (their values live in the paths), or files on
-    S3, which DuckDB reads only through its httpfs extension, a download at first use."""
-    files = dt.file_uris()
-    if not files or dt.metadata().partition_columns or any("://" in f for f in files):
+def file_paths(dt: DeltaTable) -> set[str]:
+    """The data files of this version, as its log names them (relative to the table)."""
+    return set(pa.table(dt.get_add_actions(flatten=True)).column("path").to_pylist())
+
+
+def _named(paths: Iterable[str], files: Collection[str] | None) -> list[str]:
+    """``paths`` (absolute, or relative to some root) of the log's ``files``; all if None."""
+    if files is None:
+        return list(paths)
+    suffixes = tuple("/" + f.lstrip("/") for f in files)
+    return [p for p in paths if ("/" + p.lstrip("/")).endswith(suffixes)]
+
+
+def native_scan(dt: DeltaTable, files: Collection[str] | None = None) -> str | None:
+    """A DuckDB ``SELECT`` of this Delta version (or of some of its ``files``) over its own
+    Parquet files, read by DuckDB's native reader (in parallel, only the columns a query
+    names); None where it cannot be: no files, partition columns (their values live in the
+    paths), or files on S3, which DuckDB reads only through its httpfs extension, a
+    download at first use."""
+    uris = _named(dt.file_uris(), files)
+    if not uris or dt.metadata().partition_columns or any("://" in f for f in uris):
         return None
     columns = ", ".join('"' + f.name.replace('"', '""') + '"' for f in dt.schema().fields)
-    paths = ", ".join("'" + f.replace("'", "''") + "'" for f in files)
+    paths = ", ".join("'" + f.replace("'", "''") + "'" for f in uris)
     # column names from the Delta schema, paths from its log; both quoted (bandit B608)
     return f"SELECT {columns} FROM read_parquet([{paths}], union_by_name = true)"  # nosec B608
 
 
-def duckdb_view(con: duckdb.DuckDBPyConnection, name: str, dt: DeltaTable) -> None:
-    """Expose this Delta version as the DuckDB view ``name``: over its Parquet files where
-    DuckDB reads them natively (``native_scan``), else over an Arrow dataset registered on
-    this connection (it lives as long as the connection does)."""
-    scan = native_scan(dt)
+def duckdb_view(
+    con: duckdb.DuckDBPyConnection,
+    name: str,
+    dt: DeltaTable,
+    files: Collection[str] | None = None,
+) -> None:
+    """Expose this Delta version (or only its ``files``, paths as ``file_paths`` gives them)
+    as the DuckDB view ``name``: over its Parquet files where DuckDB reads them natively
+    (``native_scan``), else over an Arrow dataset registered on this connection (it lives
+    as long as the connection does)."""
+    scan = native_scan(dt, files)
     if scan is None:
+        dataset = dt.to_pyarrow_dataset()
+        if files is not None:
+            assert isinstance(dataset, pads.FileSystemDataset)
+            keep = set(_named([f.path for f in dataset.get_fragments()], files))
+            fragments = [f for f in dataset.get_fragments() if f.path in keep]
+            dataset = pads.FileSystemDataset(
+                fragments, dataset.schema, dataset.format, dataset.filesystem
+            )
         arrow_name = "__" + name.replace(".", "__")
-        con.register(arrow_name, dt.to_pyarrow_dataset())
+        con.register(arrow_name, dataset)
         scan = f"SELECT * FROM {arrow_name}"  # nosec B608
     con.execute(f"CREATE OR REPLACE VIEW {name} AS {scan}")
 

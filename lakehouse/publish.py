@@ -30,6 +30,7 @@ from typing import Any
 from lakehouse import delta
 from lakehouse.contracts import Outcome, Verification, load_contract, verify
 from lakehouse.faults import fault_point
+from lakehouse.incremental_checks import VerifiedBase, verify_since
 from lakehouse.storage import Lake, Layer
 
 VERDICTS = "_lakehouse/verdicts"
@@ -78,6 +79,8 @@ class Verdict:
     judged_at: str
     restored_to: int | None = None
     note: str = ""
+    scope: str = ""
+    """Which rows the checks read: empty for the whole version (``Verification.scope``)."""
 
     @property
     def name(self) -> str:
@@ -142,6 +145,7 @@ class Verdict:
             run_id=run_id,
             judged_at=datetime.now(UTC).isoformat(),
             note=note,
+            scope=verification.scope,
         )
 
 
@@ -202,6 +206,32 @@ def _same_data(lake: Lake, layer: Layer, table: str, judged: int, readable: int)
     return state.written is not None and state.written <= judged and not state.pending
 
 
+def _verify_written(
+    lake: Lake,
+    layer: Layer,
+    table: str,
+    version: int,
+    reference_versions: Mapping[str, int] | None,
+) -> Verification:
+    """Verify a written version by what it added to the published one when the stored
+    verdict says that one passed (``incremental_checks``), else whole."""
+    dt = lake.writable(layer, table).open(version)
+    published = None if dt is None else delta.table_state(dt).published
+    base = None if published is None else covering_verdict(lake, layer, table, published)
+    if published is not None and base is not None and not lake.input_table(layer, table).from_prod:
+        verified = VerifiedBase(
+            version=published,
+            passed=frozenset(c.name for c in base.checks if c.outcome == Outcome.PASSED.value),
+            reference_versions=base.reference_versions,
+        )
+        verification = verify_since(
+            lake, layer, table, version, verified, reference_versions=reference_versions
+        )
+        if verification is not None:
+            return verification
+    return verify(lake, layer, table, version, reference_versions=reference_versions)
+
+
 def judge(
     lake: Lake,
     layer: Layer,
@@ -218,7 +248,7 @@ def judge(
     at the published version. Raises ``contracts.VerificationError`` (nothing decided)
     when the data cannot be judged.
     """
-    verification = verify(lake, layer, table, version, reference_versions=reference_versions)
+    verification = _verify_written(lake, layer, table, version, reference_versions)
     verdict = Verdict.of(verification, version, stamp.run_id)
     save_verdict(lake, verdict)
     target = lake.writable(layer, table)

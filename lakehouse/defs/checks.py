@@ -64,6 +64,7 @@ def _verdict_fields(
         where["published"] = False
     if verdict.note:
         where["note"] = verdict.note
+    where["rows_read"] = verdict.scope or "the whole version"
     for check in verdict.checks:
         if selected is not None and check.name not in selected:
             continue

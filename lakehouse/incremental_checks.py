@@ -1,0 +1,226 @@
+"""Verify a new version of a table by what it added to a version whose contract passed:
+checks that cost what is new, not what the table holds.
+
+A version that added files to (and perhaps removed files from) a verified version keeps
+every other row as it was. A rule that judges each row on its own (``missing``,
+``invalid``, ``failed_rows`` with an expression) and passed on the verified version with
+no failing row still passes on every kept row, so only the added files need reading. A
+``duplicate`` check reads the added rows for duplicates among them, and their keys against
+the kept rows' keys (one key column, not a distinct count of the table). A referential
+rule holds for the kept rows only if no key left the referenced table since: that is
+read from the referenced table's log too (keys in its removed files that none of its
+added files carries again); if one did, the rule reads the whole table.
+
+Everything else reads the whole version, as before: table-level checks (schema, row
+count, freshness), rules with a threshold (a share of failing rows is not a per-row
+verdict), rules naming a variable (``${var.NOW}`` moves), and any check that did not pass
+on the verified version. The result is the same ``Verification`` a whole run gives, with
+``scope`` saying which rows were read; ``None`` means it cannot be decided this way (no
+verified base, nothing added, deletion vectors) and the caller verifies the whole version.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+
+import duckdb
+import pyarrow as pa
+from deltalake import DeltaTable
+
+from lakehouse import delta
+from lakehouse.contracts import (
+    SAMPLE_ROWS,
+    CheckOutcome,
+    CheckRef,
+    Contract,
+    Outcome,
+    Verification,
+    load_contract,
+    register_inputs,
+    verify_registered,
+)
+from lakehouse.storage import Lake, Layer
+
+
+@dataclass(frozen=True)
+class VerifiedBase:
+    """A version whose contract ran, with the checks that passed on it."""
+
+    version: int
+    passed: frozenset[str]
+    reference_versions: Mapping[str, int]
+
+
+def _by_row(check: CheckRef) -> bool:
+    """Whether the check's verdict on a table is the conjunction of its verdicts on the rows
+    (or, for duplicates, on pairs of rows): what lets the kept rows keep it."""
+    body = check.body
+    if "threshold" in body or "${var." in repr(dict(body)):
+        return False
+    if check.type == "failed_rows":
+        return bool(body.get("expression"))
+    return check.type in ("missing", "invalid", "duplicate")
+
+
+def _keys(check: CheckRef) -> list[str]:
+    return [check.column] if check.column else [str(c) for c in check.body.get("columns") or []]
+
+
+def _quoted(columns: list[str]) -> str:
+    return ", ".join('"' + c.replace('"', '""') + '"' for c in columns)
+
+
+def _references_only_grew(
+    con: duckdb.DuckDBPyConnection,
+    lake: Lake,
+    check: CheckRef,
+    since: Mapping[str, int],
+    now: Mapping[str, int],
+) -> bool:
+    """Whether every value the check's referenced column held at the base's version is
+    still there: its log removed no file, or every removed key came back in an added one."""
+    assert check.reference is not None
+    ref_layer, ref_table = check.reference
+    key = f"{ref_layer}/{ref_table}"
+    before, after = since.get(key, -1), now.get(key, -1)
+    if before < 0 or after < before:
+        return False
+    if before == after:
+        return True
+    old, new = (lake.published_table(ref_layer, ref_table, v) for v in (before, after))
+    if old is None or new is None or _has_deletion_vectors(new):
+        return False
+    old_files, new_files = delta.file_paths(old), delta.file_paths(new)
+    removed = old_files - new_files
+    if not removed:
+        return True
+    column = _quoted([str(check.body["valid_reference_data"]["column"])])
+    delta.duckdb_view(con, "__ref_removed", old, removed)
+    # identifiers from the repo's contracts (soda_checks/), not data (bandit B608)
+    gone = f"SELECT {column} FROM __ref_removed WHERE {column} IS NOT NULL"  # nosec B608
+    added = new_files - old_files
+    if added:
+        delta.duckdb_view(con, "__ref_added", new, added)
+        gone += f" EXCEPT SELECT {column} FROM __ref_added"  # nosec B608
+    return _count(con, gone) == 0
+
+
+def _count(con: duckdb.DuckDBPyConnection, query: str) -> int:
+    [(count,)] = con.execute(f"SELECT count(*) FROM ({query})").fetchall()  # nosec B608
+    return int(count)
+
+
+def _has_deletion_vectors(dt: DeltaTable) -> bool:
+    """Rows deleted inside a kept file do not show as a file change: read whole then."""
+    return "deletionVectors" in (dt.protocol().reader_features or [])
+
+
+def _duplicates_across(
+    con: duckdb.DuckDBPyConnection, outcome: CheckOutcome, view: str, kept: str
+) -> CheckOutcome:
+    """``outcome`` of a duplicate check on the added rows, failed if any added key is
+    already held by a kept row (counted as the added rows that repeat one)."""
+    cols = _quoted(_keys(outcome.check))
+    # identifiers from the repo's contracts (soda_checks/), not data (bandit B608)
+    repeats = f"SELECT a.* FROM {view} a SEMI JOIN {kept} k USING ({cols})"  # nosec B608
+    count = _count(con, repeats)
+    if count == 0:
+        return outcome
+    sample = con.sql(f"{repeats} LIMIT {SAMPLE_ROWS}").pl().to_dicts()
+    name = f"{outcome.check.type}_count"
+    return replace(
+        outcome,
+        outcome=Outcome.FAILED,
+        diagnostics={**outcome.diagnostics, name: outcome.diagnostics.get(name, 0) + count},
+        sample=[
+            *outcome.sample,
+            *({k: None if v is None else str(v) for k, v in r.items()} for r in sample),
+        ],
+    )
+
+
+def verify_since(
+    lake: Lake,
+    layer: Layer | str,
+    table: str,
+    version: int,
+    base: VerifiedBase,
+    *,
+    reference_versions: Mapping[str, int] | None = None,
+    now: datetime | None = None,
+) -> Verification | None:
+    """Verify ``<layer>/<table>`` at ``version`` by the files it added to ``base`` (see the
+    module docstring); None when the whole version must be verified instead."""
+    contract = load_contract(layer, table)
+    new = lake.published_table(contract.layer, table, version)
+    old = lake.published_table(contract.layer, table, base.version)
+    if new is None or old is None or base.version >= version or _has_deletion_vectors(new):
+        return None
+    new_files, old_files = delta.file_paths(new), delta.file_paths(old)
+    added, kept = new_files - old_files, new_files & old_files
+    if not added:
+        return None
+    now = now or datetime.now(UTC)
+    con = duckdb.connect()
+    try:
+        con.execute("SET TimeZone = 'UTC'")
+        versions = register_inputs(con, lake, contract, version, reference_versions)
+        by_row = [
+            c
+            for c in contract.checks
+            if c.name in base.passed
+            and _by_row(c)
+            and (
+                c.reference is None
+                or _references_only_grew(con, lake, c, base.reference_versions, versions)
+            )
+        ]
+        if not by_row:
+            return None
+        whole_checks = [c for c in contract.checks if c not in by_row]
+        whole = verify_registered(con, contract, versions, now=now, only=whole_checks)
+        view = f"{contract.layer}.{table}"
+        delta.duckdb_view(con, view, new, added)
+        increment = verify_registered(con, contract, versions, now=now, only=by_row)
+        outcomes = _across_kept(con, contract, new, kept, view, increment.outcomes)
+    finally:
+        con.close()
+    merged = {o.check.name: o for o in [*whole.outcomes, *outcomes]}
+    rows = delta.row_count(new)
+    return Verification(
+        contract,
+        versions,
+        [merged[c.name] for c in contract.checks if c.name in merged],
+        "\n".join(filter(None, [whole.log, increment.log])),
+        scope=(
+            f"{len(by_row)} of {len(contract.checks)} checks read the {len(added)} file(s) "
+            f"added since v{base.version} ({_added_rows(new, added)} of {rows} rows)"
+        ),
+    )
+
+
+def _across_kept(
+    con: duckdb.DuckDBPyConnection,
+    contract: Contract,
+    new: DeltaTable,
+    kept: Collection[str],
+    view: str,
+    outcomes: list[CheckOutcome],
+) -> list[CheckOutcome]:
+    if not kept:
+        return outcomes
+    kept_view = f"{contract.layer}.__kept_{contract.table}"
+    delta.duckdb_view(con, kept_view, new, kept)
+    return [
+        _duplicates_across(con, o, view, kept_view) if o.check.type == "duplicate" else o
+        for o in outcomes
+    ]
+
+
+def _added_rows(dt: DeltaTable, added: Collection[str]) -> int:
+    actions = pa.table(dt.get_add_actions(flatten=True))
+    paths = actions.column("path").to_pylist()
+    records = actions.column("num_records").to_pylist()
+    return sum(int(n or 0) for p, n in zip(paths, records, strict=True) if p in added)

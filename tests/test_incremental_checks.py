@@ -1,0 +1,224 @@
+"""Checks that read only what a version added reach the verdict a whole verification
+reaches: every check's outcome and failing-row count equal, on a folder and on S3, for
+clean appends, bad rows, keys repeated across the old and new rows, a referenced key that
+disappeared, and a MERGE."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+import polars as pl
+import pytest
+
+from lakehouse import delta, publish
+from lakehouse.contracts import Verification, load_contract, verify
+from lakehouse.incremental_checks import VerifiedBase, verify_since
+from lakehouse.storage import Lake, Layer
+from tests.conftest import put_table
+
+ITEMS = load_contract(Layer.CLEANSED, "items")
+STAMP = delta.Stamp("test", "cleansed/items")
+ORDERS = delta.Stamp("test", "cleansed/orders")
+
+
+def publish_latest(lake: Lake, table: str) -> None:
+    """Publish a table's newest version, as if it passed its checks."""
+    snapshot = lake.writable(Layer.CLEANSED, table).snapshot()
+    assert snapshot.version is not None
+    snapshot.mark(ORDERS, txns={delta.PUBLISHED: snapshot.version})
+
+
+def items(
+    ids: list[str | None], orders: list[str], products: list[str] | None = None
+) -> pl.DataFrame:
+    """Rows of cleansed/items exactly as its contract declares the columns."""
+    n = len(ids)
+    return pl.DataFrame(
+        {
+            "order_item_id": ids,
+            "order_id": orders,
+            "product_id": products or ["p1"] * n,
+            "_source_file_uri": ["landing/items/day.csv"] * n,
+            "_source_file_fingerprint": ["f"] * n,
+            "_source_row_number": list(range(n)),
+            "_ingested_at": [datetime(2026, 12, 1, tzinfo=UTC)] * n,
+            "_ingest_run_id": ["run"] * n,
+            "_row_hash": [f"h{i}" for i in range(n)],
+        },
+        schema=ITEMS.polars_schema(),
+    )
+
+
+def published_lake(lake: Lake) -> VerifiedBase:
+    """orders o1..o4, products p1..p2, and ten items over them: a version that passed."""
+    put_table(lake, "cleansed", "orders", pl.DataFrame({"order_id": ["o1", "o2", "o3", "o4"]}))
+    put_table(lake, "cleansed", "products", pl.DataFrame({"product_id": ["p1", "p2"]}))
+    version = put_table(
+        lake, "cleansed", "items", items([f"i{i}" for i in range(10)], ["o1", "o2"] * 5)
+    )
+    whole = verify(lake, Layer.CLEANSED, "items", version)
+    assert whole.passed and not whole.failed
+    return base_of(whole, version)
+
+
+def base_of(verification: Verification, version: int) -> VerifiedBase:
+    return VerifiedBase(
+        version,
+        frozenset(o.check.name for o in verification.outcomes if o.outcome.value == "passed"),
+        verification.versions,
+    )
+
+
+def outcomes(verification: Verification) -> dict[str, tuple[str, int | None]]:
+    return {o.check.name: (o.outcome.value, o.failing_rows) for o in verification.outcomes}
+
+
+def both(lake: Lake, version: int, base: VerifiedBase) -> tuple[Verification, Verification]:
+    """The incremental and the whole verification of ``version``, against the same inputs."""
+    whole = verify(lake, Layer.CLEANSED, "items", version)
+    increment = verify_since(
+        lake, Layer.CLEANSED, "items", version, base, reference_versions=whole.versions
+    )
+    assert increment is not None, "expected an incremental verification"
+    assert outcomes(increment) == outcomes(whole)
+    assert increment.versions == whole.versions
+    return increment, whole
+
+
+APPENDS: dict[str, tuple[Callable[[], pl.DataFrame], set[str]]] = {
+    "clean rows": (lambda: items(["n1", "n2"], ["o3", "o4"], ["p2", "p1"]), set()),
+    "a missing key": (lambda: items([None, "n2"], ["o3", "o4"]), {"order_item_id__missing"}),
+    "an order that does not exist": (
+        lambda: items(["n1", "n2"], ["o3", "o9"]),
+        {"order_id__invalid__ref"},
+    ),
+    "a key the table already holds": (
+        lambda: items(["n1", "i3"], ["o3", "o4"]),
+        {"order_item_id__duplicate"},
+    ),
+    "a key twice among the new rows": (
+        lambda: items(["n1", "n1"], ["o3", "o4"]),
+        {"order_item_id__duplicate"},
+    ),
+}
+
+
+@pytest.mark.parametrize("case", APPENDS)
+def test_an_append_is_judged_by_its_rows_as_the_whole_version_is(lake: Lake, case: str) -> None:
+    base = published_lake(lake)
+    make, failing = APPENDS[case]
+    version = lake.writable(Layer.CLEANSED, "items").snapshot().append(make(), STAMP)
+
+    increment, whole = both(lake, version, base)
+
+    assert {o.check.name for o in whole.failed} == failing
+    assert "read the 1 file(s) added since" in increment.scope
+    assert "(2 of 12 rows)" in increment.scope
+    read_added = {o.check.name: o.diagnostics.get("check_rows_tested") for o in increment.outcomes}
+    assert read_added["order_item_id__missing"] == 2  # the new rows, not the table
+    assert read_added["row_count"] == 12  # a table rule reads the whole version
+    if "order_item_id__duplicate" in failing:
+        [dupes] = [o for o in increment.outcomes if o.check.name == "order_item_id__duplicate"]
+        assert {r["order_item_id"] for r in dupes.sample} == (
+            {"i3"} if "already" in case else {"n1"}
+        )
+
+
+def test_a_key_gone_from_the_referenced_table_sends_its_rule_to_the_whole_version(
+    lake: Lake,
+) -> None:
+    base = published_lake(lake)
+    orders = lake.writable(Layer.CLEANSED, "orders").snapshot()
+    orders.delete("order_id = 'o1'", ORDERS)
+    publish_latest(lake, "orders")
+    version = lake.writable(Layer.CLEANSED, "items").snapshot().append(items(["n1"], ["o3"]), STAMP)
+
+    increment, whole = both(lake, version, base)
+
+    # five old items name o1: only a read of the whole version finds them
+    assert outcomes(whole)["order_id__invalid__ref"] == ("failed", 5)
+    assert increment.scope.startswith("8 of 11 checks")
+
+
+def test_a_rewritten_referenced_table_that_kept_its_keys_still_reads_only_the_new_rows(
+    lake: Lake,
+) -> None:
+    base = published_lake(lake)
+    orders = lake.writable(Layer.CLEANSED, "orders").snapshot()
+    # a MERGE rewrites the file holding o1..o4: every key comes back in the added file
+    orders.merge(
+        pl.DataFrame({"order_id": ["o2", "o5"]}),
+        ORDERS,
+        on=["order_id"],
+        update={"order_id": "s.order_id"},
+        insert={"order_id": "s.order_id"},
+    )
+    publish_latest(lake, "orders")
+    version = lake.writable(Layer.CLEANSED, "items").snapshot().append(items(["n1"], ["o5"]), STAMP)
+
+    increment, whole = both(lake, version, base)
+
+    assert whole.passed
+    assert increment.scope.startswith("9 of 11 checks")
+
+
+def test_a_merge_into_the_table_is_judged_by_the_files_it_wrote(lake: Lake) -> None:
+    base = published_lake(lake)
+    snapshot = lake.writable(Layer.CLEANSED, "items").snapshot()
+    snapshot.merge(
+        items(["i1", "n1"], ["o9", "o3"]),
+        STAMP,
+        on=["order_item_id"],
+        update={"order_id": "s.order_id"},
+        insert={c: f"s.{c}" for c in ITEMS.columns},
+    )
+    version = delta.current_version(lake.table_uri(Layer.CLEANSED, "items"), lake.storage_options)
+    assert version is not None
+
+    _, whole = both(lake, version, base)
+
+    assert outcomes(whole)["order_id__invalid__ref"] == ("failed", 1)
+    assert outcomes(whole)["order_item_id__duplicate"] == ("passed", 0)
+
+
+def test_a_check_that_did_not_pass_on_the_base_reads_the_whole_version(lake: Lake) -> None:
+    put_table(lake, "cleansed", "orders", pl.DataFrame({"order_id": ["o1"]}))
+    put_table(lake, "cleansed", "products", pl.DataFrame({"product_id": ["p1"]}))
+    first = put_table(lake, "cleansed", "items", items(["i1", None], ["o1", "o1"]))
+    base = base_of(verify(lake, Layer.CLEANSED, "items", first), first)
+    assert "order_item_id__missing" not in base.passed
+    version = lake.writable(Layer.CLEANSED, "items").snapshot().append(items(["n1"], ["o1"]), STAMP)
+
+    increment, _ = both(lake, version, base)
+
+    assert outcomes(increment)["order_item_id__missing"] == ("failed", 1)
+
+
+def test_a_version_that_added_no_file_is_verified_whole(lake: Lake) -> None:
+    base = published_lake(lake)
+    snapshot = lake.writable(Layer.CLEANSED, "items").snapshot()
+    snapshot.delete("order_item_id IS NOT NULL", STAMP)  # every file removed, none written
+    version = base.version + 1
+    assert verify_since(lake, Layer.CLEANSED, "items", version, base) is None
+
+
+def test_judging_a_written_version_reads_only_what_it_added_after_a_stored_verdict(
+    lake: Lake,
+) -> None:
+    """The path cleansing takes: ``publish.judge`` on a version written over a published one."""
+    published_lake(lake)
+    first = publish.judge(lake, Layer.CLEANSED, "items", *_written(lake, items(["n1"], ["o3"])))
+    assert first.published and first.scope == ""  # no stored verdict yet: whole
+    second = publish.judge(lake, Layer.CLEANSED, "items", *_written(lake, items(["n2"], ["o4"])))
+    assert second.published
+    assert second.scope.startswith("9 of 11 checks read the 1 file(s) added since")
+    rejected = publish.judge(lake, Layer.CLEANSED, "items", *_written(lake, items(["n2"], ["o4"])))
+    assert not rejected.published
+    assert [c.name for c in rejected.blocking_failures] == ["order_item_id__duplicate"]
+    stored = publish.load_verdict(lake, Layer.CLEANSED, "items")
+    assert stored is not None and stored.version == rejected.version and not stored.published
+
+
+def _written(lake: Lake, rows: pl.DataFrame) -> tuple[int, delta.Stamp]:
+    return lake.writable(Layer.CLEANSED, "items").snapshot().append(rows, STAMP), STAMP
