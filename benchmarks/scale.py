@@ -33,6 +33,7 @@ import importlib.util
 import os
 import platform
 import random
+import re
 import shlex
 import shutil
 import subprocess
@@ -233,6 +234,27 @@ def run_scale(scale: float, workdir: Path, base: float = 1.0) -> list[Measured]:
     return out
 
 
+STEP_LINE = re.compile(r"^\[\s*\d+\] (?:done|FAILED)\s+(\S+) \(([\d.]+) s\)", re.MULTILINE)
+"""A finished step as the CLI prints it (``lakehouse/progress.py``)."""
+LAYERS = ("raw", "cleansed", "marts", "check steps")
+
+
+def by_layer(output: str) -> dict[str, float]:
+    """Seconds of a build's steps per layer, from its CLI lines (the steps run one after
+    another in one process). A layer's writer steps include verifying what they wrote; the
+    check steps report those verdicts as Dagster asset checks."""
+    out = dict.fromkeys(LAYERS, 0.0)
+    for step, seconds in STEP_LINE.findall(output):
+        if step.endswith("_contract"):
+            layer = "check steps"
+        elif step.startswith(("raw", "cleansed")):
+            layer = step.split("_")[0]
+        else:
+            layer = "marts"  # the dbt step (jaffle_marts) and what reads the marts
+        out[layer] += float(seconds)
+    return out
+
+
 def render(results: dict[float, list[Measured]], command: str, seconds: float) -> str:
     cpu = platform.processor() or platform.machine()
     lines = [
@@ -267,8 +289,9 @@ def render(results: dict[float, list[Measured]], command: str, seconds: float) -
             f"script's {wall(scale, 'bare script'):.1f} s on the same files: "
             f"{wall(scale, 'full build') / wall(scale, 'bare script'):.1f}x (marts asserted equal)."
         )
+    small = min(results)
     if len(results) > 1:
-        small, big = min(results), max(results)
+        big = max(results)
         increments = "; ".join(
             f"on the {scale:g}x lake over the {small:g}x lake: "
             f"{wall(scale, 'increment build') / wall(small, 'increment build'):.2f}x"
@@ -280,6 +303,26 @@ def render(results: dict[float, list[Measured]], command: str, seconds: float) -
             f"{wall(big, 'no-op build'):.1f} s at {big:g}x (process start and imports included).",
             f"- Increment {increments}.",
         ]
+    lines += [
+        "",
+        "The increment build by layer (seconds of its steps; a writer step includes "
+        "verifying what it wrote; the rest of the wall time is process start, imports "
+        f"and run bookkeeping), each against the {small:g}x lake:",
+        "",
+        "| scale | " + " | ".join(LAYERS) + " | rest of the wall |",
+        "|---|" + "---:|" * (len(LAYERS) + 1),
+    ]
+    base = by_layer(next(m.output for m in results[small] if m.step == "increment build"))
+    for scale, steps in results.items():
+        build = next(m for m in steps if m.step == "increment build")
+        layers = by_layer(build.output)
+        cells = [
+            f"{layers[layer]:.1f}"
+            + (f" ({layers[layer] / base[layer]:.2f}x)" if scale != small and base[layer] else "")
+            for layer in LAYERS
+        ]
+        rest = build.wall_s - sum(layers.values())
+        lines.append(f"| {scale:g}x layers | " + " | ".join(cells) + f" | {rest:.1f} |")
     lines += [
         "",
         f"![Time and memory against lake size]({PLOT.name})",

@@ -17,11 +17,15 @@ verdict), rules naming a variable (``${var.NOW}`` moves), and any check that did
 on the verified version. The result is the same ``Verification`` a whole run gives, with
 ``scope`` saying which rows were read; ``None`` means it cannot be decided this way (no
 verified base, nothing added, deletion vectors) and the caller verifies the whole version.
+
+Cleansed versions are judged this way from their Delta logs (``verify_since``, which
+``publish.judge`` tries first); a keyed mart an increment rebuilt, from the rows dbt
+rebuilt and the published rows it kept (``increments.verify_rebuilt``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
@@ -73,11 +77,7 @@ def _quoted(columns: list[str]) -> str:
 
 
 def _references_only_grew(
-    con: duckdb.DuckDBPyConnection,
-    lake: Lake,
-    check: CheckRef,
-    since: Mapping[str, int],
-    now: Mapping[str, int],
+    lake: Lake, check: CheckRef, since: Mapping[str, int], now: Mapping[str, int]
 ) -> bool:
     """Whether every value the check's referenced column held at the base's version is
     still there: its log removed no file, or every removed key came back in an added one."""
@@ -97,19 +97,79 @@ def _references_only_grew(
     if not removed:
         return True
     column = _quoted([str(check.body["valid_reference_data"]["column"])])
-    delta.duckdb_view(con, "__ref_removed", old, removed)
-    # identifiers from the repo's contracts (soda_checks/), not data (bandit B608)
-    gone = f"SELECT {column} FROM __ref_removed WHERE {column} IS NOT NULL"  # nosec B608
-    added = new_files - old_files
-    if added:
-        delta.duckdb_view(con, "__ref_added", new, added)
-        gone += f" EXCEPT SELECT {column} FROM __ref_added"  # nosec B608
-    return _count(con, gone) == 0
+    con = duckdb.connect()
+    try:
+        delta.duckdb_view(con, "removed", old, removed)
+        # identifiers from the repo's contracts (soda_checks/), not data (bandit B608)
+        gone = f"SELECT {column} FROM removed WHERE {column} IS NOT NULL"  # nosec B608
+        added = new_files - old_files
+        if added:
+            delta.duckdb_view(con, "added", new, added)
+            gone += f" EXCEPT SELECT {column} FROM added"  # nosec B608
+        return _count(con, gone) == 0
+    finally:
+        con.close()
 
 
 def _count(con: duckdb.DuckDBPyConnection, query: str) -> int:
     [(count,)] = con.execute(f"SELECT count(*) FROM ({query})").fetchall()  # nosec B608
     return int(count)
+
+
+def checks_by_row(
+    lake: Lake, contract: Contract, base: VerifiedBase, versions: Mapping[str, int]
+) -> list[CheckRef]:
+    """The contract's checks that may read only the rows added to ``base`` (the rest read
+    the whole version): per-row rules and duplicates that passed on it, references only
+    while the referenced table kept every key."""
+    return [
+        c
+        for c in contract.checks
+        if c.name in base.passed
+        and _by_row(c)
+        and (
+            c.reference is None or _references_only_grew(lake, c, base.reference_versions, versions)
+        )
+    ]
+
+
+def verify_in_two_parts(
+    con: duckdb.DuckDBPyConnection,
+    contract: Contract,
+    versions: Mapping[str, int],
+    by_row: list[CheckRef],
+    *,
+    show_added: Callable[[], duckdb.DuckDBPyConnection],
+    kept: str | None,
+    scope: str,
+    now: datetime | None = None,
+) -> Verification:
+    """Run the checks not in ``by_row`` on ``con``'s ``<layer>.<table>`` (the whole version),
+    then ``by_row`` on the connection ``show_added`` gives, where that name is the added rows
+    alone (and the references are registered), duplicates also against its relation
+    ``kept`` (the rows kept from the base; None: none). One ``Verification``, in the
+    contract's order of checks."""
+    now = now or datetime.now(UTC)
+    whole = verify_registered(
+        con, contract, versions, now=now, only=[c for c in contract.checks if c not in by_row]
+    )
+    on_added = show_added()
+    added = verify_registered(on_added, contract, versions, now=now, only=by_row)
+    view = f"{contract.layer}.{contract.table}"
+    outcomes = [
+        _duplicates_across(on_added, o, view, kept)
+        if kept is not None and o.check.type == "duplicate"
+        else o
+        for o in added.outcomes
+    ]
+    merged = {o.check.name: o for o in [*whole.outcomes, *outcomes]}
+    return Verification(
+        contract,
+        dict(versions),
+        [merged[c.name] for c in contract.checks if c.name in merged],
+        "\n".join(filter(None, [whole.log, added.log])),
+        scope=f"{len(by_row)} of {len(contract.checks)} checks read {scope}",
+    )
 
 
 def _has_deletion_vectors(dt: DeltaTable) -> bool:
@@ -151,8 +211,8 @@ def verify_since(
     reference_versions: Mapping[str, int] | None = None,
     now: datetime | None = None,
 ) -> Verification | None:
-    """Verify ``<layer>/<table>`` at ``version`` by the files it added to ``base`` (see the
-    module docstring); None when the whole version must be verified instead."""
+    """Verify the Delta version ``<layer>/<table>`` at ``version`` by the files it added to
+    ``base`` (see the module docstring); None when the whole version must be verified."""
     contract = load_contract(layer, table)
     new = lake.published_table(contract.layer, table, version)
     old = lake.published_table(contract.layer, table, base.version)
@@ -162,61 +222,36 @@ def verify_since(
     added, kept = new_files - old_files, new_files & old_files
     if not added:
         return None
-    now = now or datetime.now(UTC)
     con = duckdb.connect()
     try:
         con.execute("SET TimeZone = 'UTC'")
         versions = register_inputs(con, lake, contract, version, reference_versions)
-        by_row = [
-            c
-            for c in contract.checks
-            if c.name in base.passed
-            and _by_row(c)
-            and (
-                c.reference is None
-                or _references_only_grew(con, lake, c, base.reference_versions, versions)
-            )
-        ]
+        by_row = checks_by_row(lake, contract, base, versions)
         if not by_row:
             return None
-        whole_checks = [c for c in contract.checks if c not in by_row]
-        whole = verify_registered(con, contract, versions, now=now, only=whole_checks)
-        view = f"{contract.layer}.{table}"
-        delta.duckdb_view(con, view, new, added)
-        increment = verify_registered(con, contract, versions, now=now, only=by_row)
-        outcomes = _across_kept(con, contract, new, kept, view, increment.outcomes)
+
+        def show_added() -> duckdb.DuckDBPyConnection:
+            delta.duckdb_view(con, f"{contract.layer}.{table}", new, added)
+            return con
+
+        kept_view = f"{contract.layer}.__kept_{table}" if kept else None
+        if kept_view is not None:
+            delta.duckdb_view(con, kept_view, new, kept)
+        return verify_in_two_parts(
+            con,
+            contract,
+            versions,
+            by_row,
+            show_added=show_added,
+            kept=kept_view,
+            scope=(
+                f"the {len(added)} file(s) added since v{base.version} "
+                f"({_added_rows(new, added)} of {delta.row_count(new)} rows)"
+            ),
+            now=now,
+        )
     finally:
         con.close()
-    merged = {o.check.name: o for o in [*whole.outcomes, *outcomes]}
-    rows = delta.row_count(new)
-    return Verification(
-        contract,
-        versions,
-        [merged[c.name] for c in contract.checks if c.name in merged],
-        "\n".join(filter(None, [whole.log, increment.log])),
-        scope=(
-            f"{len(by_row)} of {len(contract.checks)} checks read the {len(added)} file(s) "
-            f"added since v{base.version} ({_added_rows(new, added)} of {rows} rows)"
-        ),
-    )
-
-
-def _across_kept(
-    con: duckdb.DuckDBPyConnection,
-    contract: Contract,
-    new: DeltaTable,
-    kept: Collection[str],
-    view: str,
-    outcomes: list[CheckOutcome],
-) -> list[CheckOutcome]:
-    if not kept:
-        return outcomes
-    kept_view = f"{contract.layer}.__kept_{contract.table}"
-    delta.duckdb_view(con, kept_view, new, kept)
-    return [
-        _duplicates_across(con, o, view, kept_view) if o.check.type == "duplicate" else o
-        for o in outcomes
-    ]
 
 
 def _added_rows(dt: DeltaTable, added: Collection[str]) -> int:

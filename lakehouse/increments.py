@@ -12,7 +12,9 @@ everything is cheaper, asks for a full build, with the reason.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import duckdb
@@ -23,6 +25,8 @@ from deltalake import DeltaTable
 from deltalake.exceptions import DeltaError
 
 from lakehouse import delta
+from lakehouse.contracts import Verification, load_contract
+from lakehouse.incremental_checks import VerifiedBase, checks_by_row, verify_in_two_parts
 from lakehouse.marts import (
     CLEANSED_SCHEMA,
     MART_INPUTS_KEY,
@@ -253,12 +257,53 @@ def load_increment(
 
 def assemble(con: duckdb.DuckDBPyConnection) -> None:
     """After dbt: each sliced mart becomes the candidate it is judged and written as, the
-    published rows it kept plus the rows dbt rebuilt, under the name dbt built it as."""
+    published rows it kept (``<model>__kept``) plus the rows dbt rebuilt
+    (``<model>__rebuilt``), under the name dbt built it as."""
     for model in SLICED:
-        rebuilt = f"{model}__rebuilt"
-        con.execute(f"ALTER TABLE {MARTS_SCHEMA}.{model} RENAME TO {rebuilt}")
-        rows = f"{_rest(model)} UNION ALL BY NAME SELECT * FROM {MARTS_SCHEMA}.{rebuilt}"  # nosec B608
+        rebuilt, kept = f"{MARTS_SCHEMA}.{model}__rebuilt", f"{MARTS_SCHEMA}.{model}__kept"
+        con.execute(f"ALTER TABLE {MARTS_SCHEMA}.{model} RENAME TO {model}__rebuilt")
+        con.execute(f"CREATE VIEW {kept} AS {_rest(model)}")
+        rows = f"SELECT * FROM {kept} UNION ALL BY NAME SELECT * FROM {rebuilt}"  # nosec B608
         con.execute(f"CREATE VIEW {MARTS_SCHEMA}.{model} AS {rows}")
+
+
+def verify_rebuilt(
+    con: duckdb.DuckDBPyConnection,
+    scratch: Path,
+    lake: Lake,
+    model: str,
+    versions: Mapping[str, int],
+    base: VerifiedBase,
+) -> Verification | None:
+    """Verify an assembled keyed mart (on ``con``, the scratch database ``scratch``) by the
+    rows dbt rebuilt, on top of its published version ``base`` (``incremental_checks``);
+    None when it must be verified whole."""
+    contract = load_contract(Layer.MARTS, model)
+    by_row = checks_by_row(lake, contract, base, versions)
+    if not by_row:
+        return None
+    [(rebuilt,)] = con.execute(f"SELECT count(*) FROM {MARTS_SCHEMA}.{model}__rebuilt").fetchall()  # nosec B608
+    added = duckdb.connect()
+    try:
+        added.execute("SET TimeZone = 'UTC'")
+        path = str(scratch).replace("'", "''")
+        added.execute(f"ATTACH '{path}' AS scratch (READ_ONLY)")
+        # the rebuilt rows under the mart's own name, and what its contract references
+        for layer, table in {(Layer.MARTS, model), *contract.references}:
+            source = f"{table}__rebuilt" if (layer, table) == (Layer.MARTS, model) else table
+            added.execute(f"CREATE SCHEMA IF NOT EXISTS {layer}")
+            added.execute(f"CREATE VIEW {layer}.{table} AS FROM scratch.{layer}.{source}")
+        return verify_in_two_parts(
+            con,
+            contract,
+            versions,
+            by_row,
+            show_added=lambda: added,
+            kept=f"scratch.{MARTS_SCHEMA}.{model}__kept",
+            scope=f"the {rebuilt} rows rebuilt for the changed customers over v{base.version}",
+        )
+    finally:
+        added.close()
 
 
 @dataclass(frozen=True)

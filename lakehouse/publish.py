@@ -217,19 +217,27 @@ def _verify_written(
     verdict says that one passed (``incremental_checks``), else whole."""
     dt = lake.writable(layer, table).open(version)
     published = None if dt is None else delta.table_state(dt).published
-    base = None if published is None else covering_verdict(lake, layer, table, published)
-    if published is not None and base is not None and not lake.input_table(layer, table).from_prod:
-        verified = VerifiedBase(
-            version=published,
-            passed=frozenset(c.name for c in base.checks if c.outcome == Outcome.PASSED.value),
-            reference_versions=base.reference_versions,
-        )
+    base = None if published is None else verified_base(lake, layer, table, published)
+    if base is not None:
         verification = verify_since(
-            lake, layer, table, version, verified, reference_versions=reference_versions
+            lake, layer, table, version, base, reference_versions=reference_versions
         )
         if verification is not None:
             return verification
     return verify(lake, layer, table, version, reference_versions=reference_versions)
+
+
+def verified_base(lake: Lake, layer: Layer, table: str, version: int) -> VerifiedBase | None:
+    """``version`` of this lake's own table as a base to verify a newer version by what it
+    added: only if a stored verdict judged its data against today's contract and passed."""
+    stored = covering_verdict(lake, layer, table, version)
+    if stored is None or lake.input_table(layer, table).from_prod:
+        return None
+    return VerifiedBase(
+        version=version,
+        passed=frozenset(c.name for c in stored.checks if c.outcome == Outcome.PASSED.value),
+        reference_versions=stored.reference_versions,
+    )
 
 
 def judge(

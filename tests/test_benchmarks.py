@@ -36,7 +36,7 @@ def test_the_scale_benchmark_runs_and_the_bare_script_agrees(tmp_path: Path) -> 
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     text = out.read_text()
     assert "0.05x: full build" in text and "(marts asserted equal)" in text
-    steps = [row.split("|")[3].strip() for row in text.splitlines() if row.startswith("| 0.05x")]
+    steps = [row.split("|")[3].strip() for row in text.splitlines() if row.startswith("| 0.05x |")]
     assert steps == [
         "bare script",
         "land",
@@ -45,4 +45,8 @@ def test_the_scale_benchmark_runs_and_the_bare_script_agrees(tmp_path: Path) -> 
         "land increment",
         "increment build",
     ]
+    # the increment by layer, from the CLI's step lines: every layer did some work
+    [layers] = [row for row in text.splitlines() if row.startswith("| 0.05x layers")]
+    raw, cleansed, marts, checks = (float(c) for c in layers.split("|")[2:6])
+    assert raw > 0 and cleansed > 0 and marts > 0 and checks > 0, layers
     assert "![Time and memory against lake size](scale.png)" in text

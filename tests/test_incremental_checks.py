@@ -7,13 +7,24 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
 
+import duckdb
 import polars as pl
 import pytest
 
 from lakehouse import delta, publish
-from lakehouse.contracts import Verification, load_contract, verify
+from lakehouse.contracts import (
+    Verification,
+    load_contract,
+    register_empty,
+    verify,
+    verify_registered,
+)
 from lakehouse.incremental_checks import VerifiedBase, verify_since
+from lakehouse.increments import verify_rebuilt
+from lakehouse.settings import LakehouseSettings
 from lakehouse.storage import Lake, Layer
 from tests.conftest import put_table
 
@@ -222,3 +233,78 @@ def test_judging_a_written_version_reads_only_what_it_added_after_a_stored_verdi
 
 def _written(lake: Lake, rows: pl.DataFrame) -> tuple[int, delta.Stamp]:
     return lake.writable(Layer.CLEANSED, "items").snapshot().append(rows, STAMP), STAMP
+
+
+# -- a keyed mart an increment rebuilt: judged by its rebuilt rows in dbt's scratch database --
+ORDER = "'{id}', '{customer}', 's1', now(), {subtotal}, 1, {subtotal} + 1, 5, 1, 0, true, false, 1"
+MART_VERSIONS = {"cleansed/customers": 4, "cleansed/stores": 2}
+
+
+def scratch_database(path: Path, kept: list[dict[str, Any]], rebuilt: list[dict[str, Any]]) -> Path:
+    """A scratch database as an increment leaves it after ``assemble``: marts/orders' kept
+    and rebuilt rows, the candidate over both, and the cleansed tables it references."""
+    database = path / "scratch.duckdb"
+    con = duckdb.connect(str(database))
+    contract = load_contract(Layer.MARTS, "orders")
+    for part, rows in (("kept", kept), ("rebuilt", rebuilt)):
+        register_empty(con, contract)
+        for row in rows:
+            con.execute(f"INSERT INTO marts.orders VALUES ({ORDER.format(**row)})")
+        con.execute(f"ALTER TABLE marts.orders RENAME TO orders__{part}")
+    con.execute(
+        "CREATE VIEW marts.orders AS SELECT * FROM marts.orders__kept "
+        "UNION ALL BY NAME SELECT * FROM marts.orders__rebuilt"
+    )
+    con.execute("CREATE SCHEMA cleansed")
+    con.execute(
+        "CREATE TABLE cleansed.customers AS SELECT * FROM (VALUES ('c1'), ('c2')) t(customer_id)"
+    )
+    con.execute("CREATE TABLE cleansed.stores AS SELECT 's1' AS location_id")
+    con.close()
+    return database
+
+
+KEPT = [{"id": f"o{i}", "customer": "c1", "subtotal": 10} for i in range(5)]
+REBUILDS: dict[str, tuple[list[dict[str, Any]], set[str]]] = {
+    "clean rows": ([{"id": "n1", "customer": "c2", "subtotal": 3}], set()),
+    "a negative amount": (
+        [{"id": "n1", "customer": "c2", "subtotal": -3}],
+        {"subtotal__invalid", "order_total__invalid", "failed_rows__tax"},
+    ),
+    "a customer cleansed does not hold": (
+        [{"id": "n1", "customer": "c9", "subtotal": 3}],
+        {"customer_id__invalid__ref"},
+    ),
+    "an order id a kept row holds": (
+        [{"id": "o2", "customer": "c2", "subtotal": 3}],
+        {"order_id__duplicate"},
+    ),
+}
+
+
+@pytest.mark.parametrize("case", REBUILDS)
+def test_a_rebuilt_mart_slice_is_judged_by_its_rows_as_the_whole_candidate_is(
+    tmp_path: Path, local_settings: LakehouseSettings, case: str
+) -> None:
+    rebuilt, failing = REBUILDS[case]
+    database = scratch_database(tmp_path, KEPT, rebuilt)
+    contract = load_contract(Layer.MARTS, "orders")
+    base = VerifiedBase(7, frozenset(c.name for c in contract.checks), MART_VERSIONS)
+    con = duckdb.connect(str(database), read_only=True)
+    try:
+        whole = verify_registered(con, contract, MART_VERSIONS)
+        increment = verify_rebuilt(
+            con, database, Lake(local_settings), "orders", MART_VERSIONS, base
+        )
+    finally:
+        con.close()
+
+    assert increment is not None
+    assert outcomes(increment) == outcomes(whole)
+    assert {o.check.name for o in whole.failed} == failing
+    assert increment.scope == (
+        "12 of 15 checks read the 1 rows rebuilt for the changed customers over v7"
+    )
+    read = {o.check.name: o.diagnostics.get("check_rows_tested") for o in increment.outcomes}
+    assert read["order_id__missing"] == 1
+    assert read["row_count"] == 6

@@ -22,6 +22,7 @@ from lakehouse.erasure import erase_customer
 from lakehouse.increments import KEYED_MARTS, FullBuild, Increment, plan_increment
 from lakehouse.landing import land_files
 from lakehouse.marts import MART_INPUTS_KEY, MartInputs, read_mart
+from lakehouse.publish import load_verdict
 from lakehouse.settings import LakehouseSettings
 from lakehouse.sources import SOURCES
 from lakehouse.storage import Lake, Layer
@@ -155,6 +156,15 @@ def test_incremental_marts_equal_a_full_refresh(
         revenue = materialization_metadata(result, "marts/daily_location_revenue")
         lineage = revenue["dagster/column_lineage"].deps_by_column
         assert {d.asset_key for d in lineage["revenue_total"]} == {dg.AssetKey(["marts", "orders"])}
+        # Their checks read what changed: the rebuilt rows of each keyed mart (the whole
+        # candidate only for its table rules), the files cleansing added to orders.
+        for model in KEYED_MARTS:
+            verdict = load_verdict(lake, Layer.MARTS, model)
+            assert verdict is not None and verdict.published
+            assert "rows rebuilt for the changed customers" in verdict.scope, verdict
+        if day < 3:
+            verdict = load_verdict(lake, Layer.CLEANSED, "orders")
+            assert verdict is not None and "file(s) added since" in verdict.scope, verdict
 
     # New keys only are appended to cleansed; a corrected order is MERGEd.
     assert operations[0] == {"WRITE"} and operations[1] == {"MERGE"}

@@ -35,6 +35,7 @@ from lakehouse.increments import (
     assemble,
     load_increment,
     plan_increment,
+    verify_rebuilt,
 )
 from lakehouse.marts import (
     DBT_PROJECT_DIR,
@@ -162,13 +163,22 @@ def _judge_candidate(
     pinned: dict[str, int],
     run_id: str,
     rejected: set[str],
+    workspace: MartWorkspace,
+    built_on: int | None,
 ) -> publish.Verdict:
     """Verify a model dbt just built, in the scratch database, before it is written: its
-    contract, against the cleansed snapshot it was built from. A model built from a mart
-    rejected in this run is rejected with it (dbt built it from the rejected data)."""
+    contract, against the cleansed snapshot it was built from; a keyed mart an increment
+    rebuilt (on its published version ``built_on``) by the rows rebuilt where it can be.
+    A model built from a mart rejected in this run is rejected with it (dbt built it from
+    the rejected data)."""
     contract = load_contract(Layer.MARTS, model)
     versions = {f"{Layer.CLEANSED.value}/{t}": v for t, v in pinned.items()}
-    verification = verify_registered(con, contract, versions)
+    base = None if built_on is None else publish.verified_base(lake, Layer.MARTS, model, built_on)
+    verification = None
+    if base is not None:
+        verification = verify_rebuilt(con, workspace.duckdb_path, lake, model, versions, base)
+    if verification is None:
+        verification = verify_registered(con, contract, versions)
     from_rejected = sorted(
         table
         for layer, table in model_parents(dbt_project.manifest_path, model)
@@ -278,7 +288,9 @@ def _build_marts(
             key = context.asset_key_for_output(event.output_name)
             model = key.path[-1]
             stamp = lake.stamp(context.run_id, key.to_user_string())
-            verdict = _judge_candidate(con, lake, model, pinned, context.run_id, rejected)
+            verdict = _judge_candidate(
+                con, lake, model, pinned, context.run_id, rejected, workspace, built_on.get(model)
+            )
             verdicts[key] = verdict
             if not verdict.published:
                 rejected.add(model)
