@@ -237,19 +237,32 @@ def _named(paths: Iterable[str], files: Collection[str] | None) -> list[str]:
     return [p for p in paths if ("/" + p.lstrip("/")).endswith(suffixes)]
 
 
+SCAN_FILE = "__lakehouse_file"
+"""The column naming each row's file in a scan of some of a version's files."""
+
+
 def native_scan(dt: DeltaTable, files: Collection[str] | None = None) -> str | None:
     """A DuckDB ``SELECT`` of this Delta version (or of some of its ``files``) over its own
     Parquet files, read by DuckDB's native reader (in parallel, only the columns a query
     names); None where it cannot be: no files, partition columns (their values live in the
     paths), or files on S3, which DuckDB reads only through its httpfs extension, a
     download at first use."""
-    uris = _named(dt.file_uris(), files)
-    if not uris or dt.metadata().partition_columns or any("://" in f for f in uris):
+    every = dt.file_uris()
+    uris = _named(every, files)
+    if not uris or dt.metadata().partition_columns or any("://" in f for f in every):
         return None
     columns = ", ".join('"' + f.name.replace('"', '""') + '"' for f in dt.schema().fields)
-    paths = ", ".join("'" + f.replace("'", "''") + "'" for f in uris)
+
+    def quoted(paths: list[str]) -> str:
+        return ", ".join("'" + f.replace("'", "''") + "'" for f in paths)
+
     # column names from the Delta schema, paths from its log; both quoted (bandit B608)
-    return f"SELECT {columns} FROM read_parquet([{paths}], union_by_name = true)"  # nosec B608
+    scan = f"SELECT {columns} FROM read_parquet([{quoted(every)}], union_by_name = true"  # nosec B608
+    if files is None:
+        return scan + ")"
+    # Some files are read over the schema of all of them: a column a later version added
+    # is NULL in files written before it, as it is in the whole version.
+    return f"{scan}, filename = '{SCAN_FILE}') WHERE {SCAN_FILE} IN ({quoted(uris)})"  # nosec B608
 
 
 def duckdb_view(

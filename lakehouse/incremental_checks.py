@@ -32,6 +32,7 @@ from datetime import UTC, datetime
 import duckdb
 import pyarrow as pa
 from deltalake import DeltaTable
+from deltalake.exceptions import DeltaError
 
 from lakehouse import delta
 from lakehouse.contracts import (
@@ -89,7 +90,10 @@ def _references_only_grew(
         return False
     if before == after:
         return True
-    old, new = (lake.published_table(ref_layer, ref_table, v) for v in (before, after))
+    try:
+        old, new = (lake.published_table(ref_layer, ref_table, v) for v in (before, after))
+    except DeltaError:
+        return False
     if old is None or new is None or _has_deletion_vectors(new):
         return False
     old_files, new_files = delta.file_paths(old), delta.file_paths(new)
@@ -107,6 +111,8 @@ def _references_only_grew(
             delta.duckdb_view(con, "added", new, added)
             gone += f" EXCEPT SELECT {column} FROM added"  # nosec B608
         return _count(con, gone) == 0
+    except (duckdb.Error, OSError, pa.ArrowException):  # a removed file already vacuumed
+        return False
     finally:
         con.close()
 
@@ -214,9 +220,14 @@ def verify_since(
     """Verify the Delta version ``<layer>/<table>`` at ``version`` by the files it added to
     ``base`` (see the module docstring); None when the whole version must be verified."""
     contract = load_contract(layer, table)
-    new = lake.published_table(contract.layer, table, version)
-    old = lake.published_table(contract.layer, table, base.version)
-    if new is None or old is None or base.version >= version or _has_deletion_vectors(new):
+    if base.version >= version:
+        return None
+    try:
+        new = lake.published_table(contract.layer, table, version)
+        old = lake.published_table(contract.layer, table, base.version)
+    except DeltaError:  # the base's log entry expired (checkpointed and cleaned up)
+        return None
+    if new is None or old is None or _has_deletion_vectors(new):
         return None
     new_files, old_files = delta.file_paths(new), delta.file_paths(old)
     added, kept = new_files - old_files, new_files & old_files

@@ -171,7 +171,7 @@ def current_verdict(lake: Lake, layer: Layer, table: str, run_id: str) -> Verdic
     stored = covering_verdict(lake, layer, table, version)
     if stored is not None:
         return stored
-    verification = verify(lake, layer, table, version)
+    verification = _verify(lake, layer, table, version, None)
     verdict = Verdict.of(verification, version, run_id, published=True)
     if not lake.input_table(layer, table).from_prod:
         save_verdict(lake, verdict)
@@ -206,38 +206,48 @@ def _same_data(lake: Lake, layer: Layer, table: str, judged: int, readable: int)
     return state.written is not None and state.written <= judged and not state.pending
 
 
-def _verify_written(
+def _verify(
     lake: Lake,
     layer: Layer,
     table: str,
     version: int,
     reference_versions: Mapping[str, int] | None,
 ) -> Verification:
-    """Verify a written version by what it added to the published one when the stored
-    verdict says that one passed (``incremental_checks``), else whole."""
-    dt = lake.writable(layer, table).open(version)
-    published = None if dt is None else delta.table_state(dt).published
-    base = None if published is None else verified_base(lake, layer, table, published)
-    if base is not None:
+    """Verify a version by what it added to the version the stored verdict judged, when
+    that verdict holds against today's contract (``incremental_checks``), else whole."""
+    stored = load_verdict(lake, layer, table)
+    if (
+        stored is not None
+        and stored.version is not None
+        and stored.version < version
+        and stored.contract == contract_fingerprint(layer, table)
+        and not lake.input_table(layer, table).from_prod
+    ):
         verification = verify_since(
-            lake, layer, table, version, base, reference_versions=reference_versions
+            lake, layer, table, version, _base(stored), reference_versions=reference_versions
         )
         if verification is not None:
             return verification
     return verify(lake, layer, table, version, reference_versions=reference_versions)
 
 
+def _base(verdict: Verdict) -> VerifiedBase:
+    """What a judged version's verdict says still holds for the rows a later one keeps."""
+    assert verdict.version is not None
+    return VerifiedBase(
+        version=verdict.version,
+        passed=frozenset(c.name for c in verdict.checks if c.outcome == Outcome.PASSED.value),
+        reference_versions=verdict.reference_versions,
+    )
+
+
 def verified_base(lake: Lake, layer: Layer, table: str, version: int) -> VerifiedBase | None:
     """``version`` of this lake's own table as a base to verify a newer version by what it
-    added: only if a stored verdict judged its data against today's contract and passed."""
+    added: only if a stored verdict judged its data against today's contract."""
     stored = covering_verdict(lake, layer, table, version)
     if stored is None or lake.input_table(layer, table).from_prod:
         return None
-    return VerifiedBase(
-        version=version,
-        passed=frozenset(c.name for c in stored.checks if c.outcome == Outcome.PASSED.value),
-        reference_versions=stored.reference_versions,
-    )
+    return replace(_base(stored), version=version)
 
 
 def judge(
@@ -256,7 +266,7 @@ def judge(
     at the published version. Raises ``contracts.VerificationError`` (nothing decided)
     when the data cannot be judged.
     """
-    verification = _verify_written(lake, layer, table, version, reference_versions)
+    verification = _verify(lake, layer, table, version, reference_versions)
     verdict = Verdict.of(verification, version, stamp.run_id)
     save_verdict(lake, verdict)
     target = lake.writable(layer, table)

@@ -308,3 +308,42 @@ def test_a_rebuilt_mart_slice_is_judged_by_its_rows_as_the_whole_candidate_is(
     read = {o.check.name: o.diagnostics.get("check_rows_tested") for o in increment.outcomes}
     assert read["order_id__missing"] == 1
     assert read["row_count"] == 6
+
+
+# -- any table a check step verifies (raw too): from the version its stored verdict judged --
+def test_a_check_step_verifies_a_new_raw_version_by_the_rows_it_added(built: Lake) -> None:
+    stored = publish.load_verdict(built, Layer.RAW, "orders")
+    assert stored is not None and stored.version is not None and stored.scope == ""
+    raw = built.writable(Layer.RAW, "orders")
+    rows = read_version(built, Layer.RAW, "orders").head(3)
+    rows = rows.with_columns(
+        pl.lit(None, pl.String).alias("_ingest_run_id"),  # breaks a rule
+        pl.lit("10OFF").alias("coupon"),  # a column the source gained: older files lack it
+    )
+    version = raw.snapshot().append(rows, delta.Stamp("test", "raw/orders"), schema_merge=True)
+
+    verdict = publish.current_verdict(built, Layer.RAW, "orders", "test")
+
+    assert verdict is not None and verdict.version == version
+    assert verdict.scope.endswith(
+        f"added since v{stored.version} (3 of {verdict_rows(built)} rows)"
+    )
+    whole = verify(built, Layer.RAW, "orders", version)
+    assert {c.name: (c.outcome, c.failing_rows) for c in verdict.checks} == {
+        o.check.name: (o.outcome.value, o.failing_rows) for o in whole.outcomes
+    }
+    assert {c.name for c in verdict.checks if c.failed} == {"schema", "_ingest_run_id__missing"}
+
+
+def read_version(lake: Lake, layer: Layer, table: str) -> pl.DataFrame:
+    dt = lake.published_table(layer, table)
+    assert dt is not None
+    frame = pl.from_arrow(dt.to_pyarrow_table())
+    assert isinstance(frame, pl.DataFrame)
+    return frame
+
+
+def verdict_rows(lake: Lake) -> int:
+    dt = lake.writable(Layer.RAW, "orders").open()
+    assert dt is not None
+    return delta.row_count(dt)
