@@ -11,16 +11,18 @@ process:
 * ``build`` again with nothing new (the no-op);
 * ``benchmarks/bare_lakehouse.py`` on the same files first (plain polars + deltalake, the
   work itself), whose seven marts the project's must equal (asserted);
-* the same small delivery at every scale, landed and built: what an increment costs on a
-  small lake and on a big one. It is a day of trade after the simulated year: 1% of the
-  1x year's orders (with their items and tweets), placed by customers every lake has
-  (the generator draws the same first customer ids at every scale: those of the smallest
-  lake measured, or of 1x) and by ten new ones, at the same shops, from the same menu.
+* the same small deliveries at every scale, each landed and built in turn: what an
+  increment costs on a small lake and on a big one. Each is a day of trade after the
+  simulated year: 1% of the 1x year's orders (with their items and tweets), placed by
+  customers every lake has (the generator draws the same first customer ids at every
+  scale: those of the smallest lake measured, or of 1x) and by ten new ones, at the same
+  shops, from the same menu. ``--increments`` days (3) are built and their median is
+  compared: one build on a shared machine varies by a fifth from run to run.
 
 Each step's wall time, CPU time (user + system of the process tree) and peak RSS of the
 process tree (sampled from /proc every 50 ms, so a peak shorter than that may be missed)
 are written to ``--out`` as Markdown, with the command that produced it. It asserts
-that the no-op started no run, and that the increment's rows all arrived. It is a
+that the no-op started no run, and that every increment's rows arrived. It is a
 benchmark, not a test: no timing is judged here.
 
     .venv/bin/python benchmarks/scale.py --scales 1 10 --out docs/scale.md
@@ -36,6 +38,7 @@ import random
 import re
 import shlex
 import shutil
+import statistics
 import subprocess
 import sys
 import threading
@@ -185,8 +188,9 @@ def _rows(summary: str, table: str) -> int:
     raise AssertionError(f"{table} not in the summary:\n{summary}")
 
 
-def run_scale(scale: float, workdir: Path, base: float = 1.0) -> list[Measured]:
-    """``base``: the scale whose customers place the increment's orders."""
+def run_scale(scale: float, workdir: Path, base: float = 1.0, days: int = 3) -> list[Measured]:
+    """``base``: the scale whose customers place the increments' orders; ``days``: how many
+    increments are landed and built one after another (their median is compared)."""
     from bare_lakehouse import differences
 
     from lakehouse.sample_data import generate_sample
@@ -195,9 +199,10 @@ def run_scale(scale: float, workdir: Path, base: float = 1.0) -> list[Measured]:
         data = workdir / f"data-{size:g}x"
         if not (data / "raw_orders.csv").exists():
             generate_sample(data, days=365, scale=size, seed=0)
-    increment = workdir / f"increment-day-of-{base:g}x"
-    if not (increment / "raw_orders.csv").exists():
-        write_increment(workdir / f"data-{base:g}x", increment)
+    increments = [workdir / f"increment-{day}-of-{base:g}x" for day in range(1, days + 1)]
+    for day, increment in enumerate(increments, start=1):
+        if not (increment / "raw_orders.csv").exists():
+            write_increment(workdir / f"data-{base:g}x", increment, seed=day)
     known = set(pl.read_csv(data / "raw_customers.csv", columns=["id"])["id"])
     regulars = pl.read_csv(workdir / f"data-{base:g}x" / "raw_customers.csv", columns=["id"])
     assert set(regulars["id"]) <= known, "the increment's customers are not all in this lake"
@@ -226,17 +231,42 @@ def run_scale(scale: float, workdir: Path, base: float = 1.0) -> list[Measured]:
     assert "Nothing new" in noop.output, noop.output[-3000:]
     before = _rows(noop.output, "raw/orders")
     out.append(noop)
-    out.append(measure("land increment", [LAKEHOUSE, "land", str(increment)], env))
-    grown = measure("increment build", [LAKEHOUSE, "build"], env)
-    added = sum(1 for _ in (increment / "raw_orders.csv").open()) - 1
-    assert _rows(grown.output, "raw/orders") == before + added, grown.output[-3000:]
-    out.append(grown)
+    builds = []
+    for day, increment in enumerate(increments, start=1):
+        out.append(measure(f"land increment {day}", [LAKEHOUSE, "land", str(increment)], env))
+        grown = measure(f"increment build {day}", [LAKEHOUSE, "build"], env)
+        before += sum(1 for _ in (increment / "raw_orders.csv").open()) - 1
+        assert _rows(grown.output, "raw/orders") == before, grown.output[-3000:]
+        out.append(grown)
+        builds.append(grown)
+    out.append(median_build(builds))
     return out
+
+
+MEDIAN = "increment build (median)"
+
+
+def median_build(builds: list[Measured]) -> Measured:
+    """The middle of the increments: each figure and each layer's seconds are the median
+    of the days' (a single run on a shared machine varies by a fifth)."""
+    layers = {
+        layer: statistics.median(by_layer(b.output)[layer] for b in builds) for layer in LAYERS
+    }
+    lines = "\n".join(
+        f"[  0] done   {layer} ({seconds:.3f} s)" for layer, seconds in layers.items()
+    )
+    return Measured(
+        MEDIAN,
+        statistics.median(b.wall_s for b in builds),
+        statistics.median(b.cpu_s for b in builds),
+        statistics.median(b.peak_rss_mb for b in builds),
+        lines,
+    )
 
 
 STEP_LINE = re.compile(r"^\[\s*\d+\] (?:done|FAILED)\s+(\S+) \(([\d.]+) s\)", re.MULTILINE)
 """A finished step as the CLI prints it (``lakehouse/progress.py``)."""
-LAYERS = ("raw", "cleansed", "marts", "check steps")
+LAYERS = ("raw", "cleansed", "marts", "checks")
 
 
 def by_layer(output: str) -> dict[str, float]:
@@ -245,8 +275,10 @@ def by_layer(output: str) -> dict[str, float]:
     check steps report those verdicts as Dagster asset checks."""
     out = dict.fromkeys(LAYERS, 0.0)
     for step, seconds in STEP_LINE.findall(output):
-        if step.endswith("_contract"):
-            layer = "check steps"
+        if step in out:  # a median's own lines (``median_build``)
+            layer = step
+        elif step.endswith("_contract"):
+            layer = "checks"
         elif step.startswith(("raw", "cleansed")):
             layer = step.split("_")[0]
         else:
@@ -263,10 +295,11 @@ def render(results: dict[float, list[Measured]], command: str, seconds: float) -
         f"Measured {datetime.now(UTC):%Y-%m-%d %H:%M} UTC on {os.cpu_count()} cores ({cpu}, "
         f"Python {platform.python_version()}) with `{command}` ({seconds / 60:.1f} min). "
         "Every step is the real CLI in its own process; peak RSS is the whole process "
-        "tree (dbt included), sampled every 50 ms. The increment is the same delivery at "
-        f"every scale: a day after the year, {INCREMENT_SHARE:.0%} of the smallest lake's "
-        f"(at most 1x) year of orders, from customers every lake has and {NEW_CUSTOMERS} "
-        "new ones.",
+        "tree (dbt included), sampled every 50 ms. The increments are the same deliveries "
+        f"at every scale: days after the year, each {INCREMENT_SHARE:.0%} of the smallest "
+        f"lake's (at most 1x) year of orders, from customers every lake has and "
+        f"{NEW_CUSTOMERS} new ones, landed and built one after another; the comparisons "
+        f"use their median ({MEDIAN!r}).",
         "",
         "| scale | orders | step | wall s | CPU s | peak RSS MB |",
         "|---|---:|---|---:|---:|---:|",
@@ -294,7 +327,7 @@ def render(results: dict[float, list[Measured]], command: str, seconds: float) -
         big = max(results)
         increments = "; ".join(
             f"on the {scale:g}x lake over the {small:g}x lake: "
-            f"{wall(scale, 'increment build') / wall(small, 'increment build'):.2f}x"
+            f"{wall(scale, MEDIAN) / wall(small, MEDIAN):.2f}x"
             for scale in results
             if scale != small
         )
@@ -312,9 +345,9 @@ def render(results: dict[float, list[Measured]], command: str, seconds: float) -
         "| scale | " + " | ".join(LAYERS) + " | rest of the wall |",
         "|---|" + "---:|" * (len(LAYERS) + 1),
     ]
-    base = by_layer(next(m.output for m in results[small] if m.step == "increment build"))
+    base = by_layer(next(m.output for m in results[small] if m.step == MEDIAN))
     for scale, steps in results.items():
-        build = next(m for m in steps if m.step == "increment build")
+        build = next(m for m in steps if m.step == MEDIAN)
         layers = by_layer(build.output)
         cells = [
             f"{layers[layer]:.1f}"
@@ -337,13 +370,23 @@ def main() -> None:
     parser.add_argument("--scales", type=float, nargs="+", default=[1.0, 10.0])
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/lakehouse-scale"))
     parser.add_argument("--out", type=Path, default=REPO / "docs" / "scale.md")
+    parser.add_argument(
+        "--increments", type=int, default=3, help="days of 1%% built on each lake (median)"
+    )
     args = parser.parse_args()
     command = "python benchmarks/scale.py " + shlex.join(
-        ["--scales", *(f"{s:g}" for s in args.scales), "--out", str(args.out)]
+        [
+            "--scales",
+            *(f"{s:g}" for s in args.scales),
+            "--increments",
+            str(args.increments),
+            "--out",
+            str(args.out),
+        ]
     )
     started = time.perf_counter()
     base = min(1.0, *args.scales)  # the increment's customers are in every lake measured
-    results = {s: run_scale(s, args.workdir, base) for s in args.scales}
+    results = {s: run_scale(s, args.workdir, base, args.increments) for s in args.scales}
     text = render(results, command, time.perf_counter() - started)
     args.out.write_text(text)
     print(text)

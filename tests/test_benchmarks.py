@@ -23,6 +23,8 @@ def test_the_scale_benchmark_runs_and_the_bare_script_agrees(tmp_path: Path) -> 
             str(PROJECT_DIR / "benchmarks" / "scale.py"),
             "--scales",
             "0.05",
+            "--increments",
+            "2",
             "--workdir",
             str(tmp_path / "work"),
             "--out",
@@ -42,8 +44,11 @@ def test_the_scale_benchmark_runs_and_the_bare_script_agrees(tmp_path: Path) -> 
         "land",
         "full build",
         "no-op build",
-        "land increment",
-        "increment build",
+        "land increment 1",
+        "increment build 1",
+        "land increment 2",
+        "increment build 2",
+        "increment build (median)",
     ]
     # the increment by layer, from the CLI's step lines: every layer did some work
     [layers] = [row for row in text.splitlines() if row.startswith("| 0.05x layers")]
