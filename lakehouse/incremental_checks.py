@@ -187,11 +187,12 @@ def _duplicates_across(
     con: duckdb.DuckDBPyConnection, outcome: CheckOutcome, view: str, kept: str
 ) -> CheckOutcome:
     """``outcome`` of a duplicate check on the added rows, failed if any added key is
-    already held by a kept row (counted as the added rows that repeat one)."""
+    already held by a kept row. Counted as Soda counts the whole table (rows less distinct
+    keys): the kept rows hold each key once, so each added key they hold adds one."""
     cols = _quoted(_keys(outcome.check))
     # identifiers from the repo's contracts (soda_checks/), not data (bandit B608)
     repeats = f"SELECT a.* FROM {view} a SEMI JOIN {kept} k USING ({cols})"  # nosec B608
-    count = _count(con, repeats)
+    count = _count(con, f"SELECT DISTINCT {cols} FROM ({repeats})")  # nosec B608
     if count == 0:
         return outcome
     sample = con.sql(f"{repeats} LIMIT {SAMPLE_ROWS}").pl().to_dicts()
