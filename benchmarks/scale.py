@@ -124,6 +124,12 @@ class Measured:
     cpu_s: float
     peak_rss_mb: float
     output: str
+    layer_seconds: dict[str, float] | None = None
+    """Seconds per layer where they are not the output's own (a median of builds)."""
+
+    @property
+    def layers(self) -> dict[str, float]:
+        return self.layer_seconds or by_layer(self.output)
 
 
 def _tree_rss_kb(root: int) -> int:
@@ -249,18 +255,15 @@ MEDIAN = "increment build (median)"
 def median_build(builds: list[Measured]) -> Measured:
     """The middle of the increments: each figure and each layer's seconds are the median
     of the days' (a single run on a shared machine varies by a fifth)."""
-    layers = {
-        layer: statistics.median(by_layer(b.output)[layer] for b in builds) for layer in LAYERS
-    }
-    lines = "\n".join(
-        f"[  0] done   {layer} ({seconds:.3f} s)" for layer, seconds in layers.items()
-    )
     return Measured(
         MEDIAN,
         statistics.median(b.wall_s for b in builds),
         statistics.median(b.cpu_s for b in builds),
         statistics.median(b.peak_rss_mb for b in builds),
-        lines,
+        output="",
+        layer_seconds={
+            layer: statistics.median(b.layers[layer] for b in builds) for layer in LAYERS
+        },
     )
 
 
@@ -275,9 +278,7 @@ def by_layer(output: str) -> dict[str, float]:
     check steps report those verdicts as Dagster asset checks."""
     out = dict.fromkeys(LAYERS, 0.0)
     for step, seconds in STEP_LINE.findall(output):
-        if step in out:  # a median's own lines (``median_build``)
-            layer = step
-        elif step.endswith("_contract"):
+        if step.endswith("_contract"):
             layer = "checks"
         elif step.startswith(("raw", "cleansed")):
             layer = step.split("_")[0]
@@ -345,10 +346,10 @@ def render(results: dict[float, list[Measured]], command: str, seconds: float) -
         "| scale | " + " | ".join(LAYERS) + " | rest of the wall |",
         "|---|" + "---:|" * (len(LAYERS) + 1),
     ]
-    base = by_layer(next(m.output for m in results[small] if m.step == MEDIAN))
+    base = next(m.layers for m in results[small] if m.step == MEDIAN)
     for scale, steps in results.items():
         build = next(m for m in steps if m.step == MEDIAN)
-        layers = by_layer(build.output)
+        layers = build.layers
         cells = [
             f"{layers[layer]:.1f}"
             + (f" ({layers[layer] / base[layer]:.2f}x)" if scale != small and base[layer] else "")

@@ -98,6 +98,11 @@ class CheckRef:
         )
 
     @property
+    def key_columns(self) -> list[str]:
+        """The columns a ``duplicate`` check keys on: its own column, or its ``columns``."""
+        return [self.column] if self.column else [str(c) for c in self.body.get("columns") or []]
+
+    @property
     def reference(self) -> tuple[Layer, str] | None:
         """The table a referential check looks values up in."""
         ref = self.body.get("valid_reference_data")
@@ -215,7 +220,7 @@ def failing_rows_query(check: CheckRef, view: str, now: datetime | None = None) 
     Soda v4 run locally reports counts, not the rows; this gives the UI a few examples.
     """
     if check.type == "duplicate":
-        keys = [check.column] if check.column else list(check.body.get("columns") or [])
+        keys = check.key_columns
         if not keys:
             return None
         cols = ", ".join(f'"{k}"' for k in keys)
@@ -396,9 +401,14 @@ def _sample(
     if query is None:
         return []
     try:
-        rows = con.sql(f"{query} LIMIT {SAMPLE_ROWS}").pl()
+        return sample_rows(con, query)
     except duckdb.Error:
         return []  # e.g. a schema failure made the column disappear: counts still tell
+
+
+def sample_rows(con: duckdb.DuckDBPyConnection, query: str) -> list[dict[str, Any]]:
+    """The first ``SAMPLE_ROWS`` rows ``query`` selects, as text (how verdicts store them)."""
+    rows = con.sql(f"{query} LIMIT {SAMPLE_ROWS}").pl()
     return [{k: None if v is None else str(v) for k, v in row.items()} for row in rows.to_dicts()]
 
 

@@ -301,9 +301,14 @@ def polars_options(storage_options: Mapping[str, str]) -> dict[str, Any] | None:
     return out
 
 
-def row_count(dt: DeltaTable) -> int:
-    """Rows in the snapshot, from the log's file statistics (no data is read)."""
+def row_count(dt: DeltaTable, files: Collection[str] | None = None) -> int:
+    """Rows in the snapshot (or in those of its ``files``, as ``file_paths`` names them),
+    from the log's file statistics (no data is read)."""
     actions = pa.table(dt.get_add_actions(flatten=True))
+    if files is not None:
+        actions = actions.filter(
+            pc.is_in(actions.column("path"), pa.array(list(files), pa.string()))
+        )
     if actions.num_rows == 0:
         return 0
     return int(pc.sum(actions.column("num_records")).as_py() or 0)

@@ -25,7 +25,7 @@ rebuilt and the published rows it kept (``increments.verify_rebuilt``).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
@@ -36,7 +36,6 @@ from deltalake.exceptions import DeltaError
 
 from lakehouse import delta
 from lakehouse.contracts import (
-    SAMPLE_ROWS,
     CheckOutcome,
     CheckRef,
     Contract,
@@ -44,6 +43,7 @@ from lakehouse.contracts import (
     Verification,
     load_contract,
     register_inputs,
+    sample_rows,
     verify_registered,
 )
 from lakehouse.storage import Lake, Layer
@@ -67,10 +67,6 @@ def _by_row(check: CheckRef) -> bool:
     if check.type == "failed_rows":
         return bool(body.get("expression"))
     return check.type in ("missing", "invalid", "duplicate")
-
-
-def _keys(check: CheckRef) -> list[str]:
-    return [check.column] if check.column else [str(c) for c in check.body.get("columns") or []]
 
 
 def _quoted(columns: list[str]) -> str:
@@ -189,22 +185,18 @@ def _duplicates_across(
     """``outcome`` of a duplicate check on the added rows, failed if any added key is
     already held by a kept row. Counted as Soda counts the whole table (rows less distinct
     keys): the kept rows hold each key once, so each added key they hold adds one."""
-    cols = _quoted(_keys(outcome.check))
+    cols = _quoted(outcome.check.key_columns)
     # identifiers from the repo's contracts (soda_checks/), not data (bandit B608)
     repeats = f"SELECT a.* FROM {view} a SEMI JOIN {kept} k USING ({cols})"  # nosec B608
     count = _count(con, f"SELECT DISTINCT {cols} FROM ({repeats})")  # nosec B608
     if count == 0:
         return outcome
-    sample = con.sql(f"{repeats} LIMIT {SAMPLE_ROWS}").pl().to_dicts()
     name = f"{outcome.check.type}_count"
     return replace(
         outcome,
         outcome=Outcome.FAILED,
         diagnostics={**outcome.diagnostics, name: outcome.diagnostics.get(name, 0) + count},
-        sample=[
-            *outcome.sample,
-            *({k: None if v is None else str(v) for k, v in r.items()} for r in sample),
-        ],
+        sample=[*outcome.sample, *sample_rows(con, repeats)],
     )
 
 
@@ -258,16 +250,9 @@ def verify_since(
             kept=kept_view,
             scope=(
                 f"the {len(added)} file(s) added since v{base.version} "
-                f"({_added_rows(new, added)} of {delta.row_count(new)} rows)"
+                f"({delta.row_count(new, added)} of {delta.row_count(new)} rows)"
             ),
             now=now,
         )
     finally:
         con.close()
-
-
-def _added_rows(dt: DeltaTable, added: Collection[str]) -> int:
-    actions = pa.table(dt.get_add_actions(flatten=True))
-    paths = actions.column("path").to_pylist()
-    records = actions.column("num_records").to_pylist()
-    return sum(int(n or 0) for p, n in zip(paths, records, strict=True) if p in added)

@@ -25,7 +25,7 @@ def key_columns(layer: Layer, table: str) -> list[str]:
     keys: list[str] = []
     for check in load_contract(layer, table).checks:
         if check.type == "duplicate":
-            keys += [check.column] if check.column else list(check.body.get("columns") or [])
+            keys += check.key_columns
     return keys
 
 
