@@ -106,17 +106,12 @@ def loaded_deliveries(
 ) -> list[tuple[int, ProfileStats | None]]:
     """(rows, column profile) of the source's loaded files, oldest first, leaving out
     ``exclude``: the ingest log read once for every check of a delivery."""
-    dt = delta.open_table(lake.ingest_log_uri, lake.storage_options)
-    if dt is None:
+    # One row per landed file: read whole, in one open (the profile column is newer than
+    # some logs).
+    log = delta.read_if_exists(lake.ingest_log_uri, lake.storage_options)
+    if log is None:
         return []
-    columns = ["source", "file_uri", "status", "rows", "ingested_at"]
-    profiled = PROFILE_COLUMN in dt.schema().to_arrow().names
-    log = delta.read(
-        lake.ingest_log_uri,
-        lake.storage_options,
-        columns=[*columns, PROFILE_COLUMN] if profiled else columns,
-    )
-    if not profiled:  # a log written before columns were profiled
+    if PROFILE_COLUMN not in log.columns:  # a log written before columns were profiled
         log = log.with_columns(pl.lit(None, pl.String).alias(PROFILE_COLUMN))
     loaded = log.filter(
         (pl.col("source") == source)

@@ -224,6 +224,22 @@ def read(
     )
 
 
+def read_if_exists(
+    uri: str, storage_options: dict[str, str], columns: list[str] | None = None
+) -> pl.DataFrame | None:
+    """The newest version of a table (or some columns), or None if there is no table: one
+    open, where asking first and reading after opens it twice (on S3 each open lists the
+    log and reads every commit since the last checkpoint)."""
+    try:
+        return read(uri, storage_options, columns=columns)
+    except (TableNotFoundError, FileNotFoundError):
+        # polars says FileNotFoundError for a missing folder, but also for a missing data
+        # file of a table that exists: only the first is "no table".
+        if open_table(uri, storage_options) is None:
+            return None
+        raise
+
+
 def file_paths(dt: DeltaTable) -> set[str]:
     """The data files of this version, as its log names them (relative to the table)."""
     return set(pa.table(dt.get_add_actions(flatten=True)).column("path").to_pylist())

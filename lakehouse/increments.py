@@ -107,8 +107,7 @@ def changed_rows(old: DeltaTable, new: DeltaTable, columns: list[str]) -> pl.Dat
 
 
 def _open(lake: Lake, table: str, version: int) -> DeltaTable | None:
-    ref = lake.input_table(Layer.CLEANSED, table)
-    return delta.open_table(ref.uri, lake.storage_options, version)
+    return lake.open_input(lake.input_table(Layer.CLEANSED, table), version)
 
 
 def published_base(lake: Lake, dbt_code: str) -> dict[str, int] | FullBuild:

@@ -570,13 +570,14 @@ class LogStatus(StrEnum):
 def handled_files(lake: Lake, source: str) -> set[tuple[str, str]]:
     """(uri, fingerprint) of files whose newest log event is an outcome (loaded, empty,
     rejected): a run need not look at them again. A re-ingest request reopens a file."""
-    if delta.open_table(lake.ingest_log_uri, lake.storage_options) is None:
-        return set()
-    entries = delta.read(
+    log = delta.read_if_exists(
         lake.ingest_log_uri,
         lake.storage_options,
         columns=["source", "file_uri", "fingerprint", "status", "ingested_at"],
-    ).filter(pl.col("source") == source)
+    )
+    if log is None:
+        return set()
+    entries = log.filter(pl.col("source") == source)
     newest = entries.sort("ingested_at").unique(["file_uri", "fingerprint"], keep="last")
     done = newest.filter(pl.col("status") != LogStatus.RETRY.value)
     return set(zip(done["file_uri"].to_list(), done["fingerprint"].to_list(), strict=True))
@@ -714,11 +715,10 @@ def request_reingest(lake: Lake, file_uri: str, stamp: delta.Stamp, reason: str)
     if not reason.strip():
         raise ValueError("say why: the reason is recorded in the ingest log")
     source = landed_source(lake, file_uri)
-    if delta.open_table(lake.ingest_log_uri, lake.storage_options) is None:
+    log = delta.read_if_exists(lake.ingest_log_uri, lake.storage_options)
+    if log is None:
         return 0
-    entries = delta.read(lake.ingest_log_uri, lake.storage_options).filter(
-        (pl.col("source") == source) & (pl.col("file_uri") == file_uri)
-    )
+    entries = log.filter((pl.col("source") == source) & (pl.col("file_uri") == file_uri))
     newest = entries.sort("ingested_at").unique(["file_uri", "fingerprint"], keep="last")
     rejected = newest.filter(pl.col("status") == FileStatus.REJECTED.value)
     if rejected.height == 0:

@@ -147,7 +147,7 @@ class MartWorkspace:
                 version = (versions or {}).get(name, ref.version)
                 table = f"{CLEANSED_SCHEMA}.{name}"
                 _drop_relation(con, CLEANSED_SCHEMA, name)
-                dt = delta.open_table(ref.uri, self.lake.storage_options, version)
+                dt = self.lake.open_input(ref, version)
                 scan = None if dt is None else delta.native_scan(dt)
                 if scan is not None:
                     # A view over the version's own files, which dbt (another process,
@@ -167,7 +167,7 @@ class MartWorkspace:
         with self.database(MARTS_SCHEMA) as con:
             for model in mart_models() if models is None else sorted(models):
                 ref = self.lake.input_table(Layer.MARTS, model)
-                dt = self.lake.published_table(Layer.MARTS, model)
+                dt = self.lake.open_input(ref)
                 if dt is None:
                     continue
                 copy_in(con, f"{MARTS_SCHEMA}.{model}", dt.to_pyarrow_dataset())

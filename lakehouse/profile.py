@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
+from deltalake import DeltaTable
 
 from lakehouse import delta
 from lakehouse.contracts import load_contract, register
@@ -38,16 +39,13 @@ def _from_statistics(stats: pa.Table, column: str, metric: str) -> pa.ChunkedArr
     return stats.column(name)
 
 
-def column_profile(lake: Lake, layer: Layer, table: str, version: int) -> dict[str, float]:
+def column_profile(layer: Layer, table: str, dt: DeltaTable) -> dict[str, float]:
     """``<column>/null_rate`` for every column, ``/min /max /mean`` for numbers and
-    ``/distinct`` for key columns, of one Delta version.
+    ``/distinct`` for key columns, of the Delta version ``dt`` holds.
 
     Row and null counts, minima and maxima come from the Delta log's per-file statistics
     (exact, and free: no data is read); only what the log does not hold (means, distinct
     keys, and any statistic a file lacks) is computed, from just those columns."""
-    dt = lake.published_table(layer, table, version)
-    if dt is None:
-        raise FileNotFoundError(f"{layer}/{table} has no version {version}")
     stats = pa.table(dt.get_add_actions(flatten=True))
     rows = delta.row_count(dt)
     keys = set(key_columns(layer, table))

@@ -173,7 +173,7 @@ def current_verdict(lake: Lake, layer: Layer, table: str, run_id: str) -> Verdic
         return stored
     verification = _verify(lake, layer, table, version, None)
     verdict = Verdict.of(verification, version, run_id, published=True)
-    if not lake.input_table(layer, table).from_prod:
+    if not lake.reads_prod(layer, table):
         save_verdict(lake, verdict)
     return verdict
 
@@ -221,7 +221,7 @@ def _verify(
         and stored.version is not None
         and stored.version < version
         and stored.contract == contract_fingerprint(layer, table)
-        and not lake.input_table(layer, table).from_prod
+        and not lake.reads_prod(layer, table)
     ):
         verification = verify_since(
             lake, layer, table, version, _base(stored), reference_versions=reference_versions
@@ -245,7 +245,7 @@ def verified_base(lake: Lake, layer: Layer, table: str, version: int) -> Verifie
     """``version`` of this lake's own table as a base to verify a newer version by what it
     added: only if a stored verdict judged its data against today's contract."""
     stored = covering_verdict(lake, layer, table, version)
-    if stored is None or lake.input_table(layer, table).from_prod:
+    if stored is None or lake.reads_prod(layer, table):
         return None
     return replace(_base(stored), version=version)
 

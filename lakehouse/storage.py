@@ -23,7 +23,7 @@ import shutil
 import socket
 from collections.abc import Iterator
 from contextlib import closing
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import cached_property, lru_cache
 from pathlib import Path
@@ -65,6 +65,10 @@ class TableRef:
     uri: str
     version: int | None
     from_prod: bool = False
+    opened: DeltaTable | None = field(default=None, compare=False, repr=False)
+    """This lake's own table as ``input_table`` opened it (newest version): reading the
+    version it already holds needs no second open (on S3, a LIST and every commit since
+    the last checkpoint, again)."""
 
 
 @dataclass(frozen=True)
@@ -201,7 +205,7 @@ class Lake:
         own = self.table_uri(layer, table)
         dt = delta.open_table(own, self.storage_options)
         if dt is not None or not self.is_branch:
-            return TableRef(own, None if dt is None else delta.table_state(dt).readable)
+            return TableRef(own, None if dt is None else delta.table_state(dt).readable, opened=dt)
         pinned = self.pins.tables.get(f"{layer}/{table}")
         if pinned is None:
             return TableRef(own, None)  # prod had no such table when the branch was pinned
@@ -211,16 +215,27 @@ class Lake:
         """The version of ``layer/table`` an input read sees (published, or pinned in prod)."""
         return self.input_table(layer, table).version
 
+    def reads_prod(self, layer: Layer | str, table: str) -> bool:
+        """Whether ``layer/table`` is read from prod, pinned (a branch that has not written
+        it); outside a branch never, and nothing is opened to say so."""
+        return self.is_branch and self.input_table(layer, table).from_prod
+
+    def open_input(self, ref: TableRef, version: int | None = None) -> DeltaTable | None:
+        """``ref``'s table at ``version`` (default: the version readers see); None: nothing
+        to read."""
+        version = ref.version if version is None else version
+        if version is None:
+            return None
+        if ref.opened is not None and ref.opened.version() == version:
+            return ref.opened
+        return delta.open_table(ref.uri, self.storage_options, version)
+
     def published_table(
         self, layer: Layer | str, table: str, version: int | None = None
     ) -> DeltaTable | None:
         """The table as readers see it (published, or pinned in prod); ``version`` asks
         for another version of the same table (time travel). None: nothing to read."""
-        ref = self.input_table(layer, table)
-        version = ref.version if version is None else version
-        if version is None:
-            return None
-        return delta.open_table(ref.uri, self.storage_options, version)
+        return self.open_input(self.input_table(layer, table), version)
 
     def landing_uri(self, source: str) -> str:
         return self.uri(LANDING, source)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import polars as pl
+import pytest
 
+from lakehouse import delta
 from lakehouse.storage import Lake, Layer
 
 
@@ -33,3 +35,48 @@ def test_holds_any_tells_a_batch_of_new_keys_from_one_that_matches(lake: Lake) -
     )
     assert not snapshot.holds_any(crossed)
     assert target.snapshot().holds_any(crossed)
+
+
+def test_read_if_exists_tells_no_table_from_a_table_missing_a_file(lake: Lake) -> None:
+    """ "No table yet" lets ingestion treat every landed file as new: a table that lost a
+    data file must fail the read, never pass for an empty lake."""
+    uri = lake.table_uri(Layer.QUARANTINE, "stores")
+    assert delta.read_if_exists(uri, lake.storage_options) is None
+    target = lake.writable(Layer.QUARANTINE, "stores")
+    target.snapshot().append(pl.DataFrame({"id": ["a", "b"]}), lake.stamp("test", "stores"))
+    read = delta.read_if_exists(uri, lake.storage_options, columns=["id"])
+    assert read is not None and sorted(read["id"].to_list()) == ["a", "b"]
+    dt = delta.open_table(uri, lake.storage_options)
+    assert dt is not None
+    (data_file,) = delta.file_paths(dt)
+    assert lake.delete_object_everywhere(f"{uri}/{data_file}") == 1
+    with pytest.raises(Exception) as raised:
+        delta.read_if_exists(uri, lake.storage_options)
+    assert data_file.split("/")[-1] in str(raised.value) or "not found" in str(raised.value).lower()
+
+
+def test_a_published_read_opens_the_table_once(lake: Lake, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Finding the published version opens the table; reading that version reuses it (on
+    S3 every open lists the log and reads each commit since the last checkpoint)."""
+    target = lake.writable(Layer.CLEANSED, "stores")
+    stamp = lake.stamp("test", "cleansed/stores")
+    target.snapshot().append(pl.DataFrame({"id": ["a"]}), stamp, txns={delta.PUBLISHED: 0})
+    target.snapshot().append(pl.DataFrame({"id": ["b"]}), stamp)  # written, not published
+    opened: list[int | None] = []
+    real_open = delta.open_table
+
+    def counting(uri: str, options: dict[str, str], version: int | None = None) -> object:
+        opened.append(version)
+        return real_open(uri, options, version)
+
+    monkeypatch.setattr(delta, "open_table", counting)
+    ref = lake.input_table(Layer.CLEANSED, "stores")
+    assert (ref.version, opened) == (0, [None])
+    dt = lake.open_input(ref)  # the newest version (1) is not the published one: opened
+    assert dt is not None and dt.version() == 0 and opened == [None, 0]
+    target.snapshot().append(pl.DataFrame({"id": ["c"]}), stamp, txns={delta.PUBLISHED: 2})
+    opened.clear()
+    dt = lake.published_table(Layer.CLEANSED, "stores")
+    assert dt is not None and dt.version() == 2 and opened == [None]
+    assert lake.published_table(Layer.CLEANSED, "stores", version=1) is not None
+    assert opened == [None, None, 1]

@@ -19,9 +19,9 @@ from lakehouse.storage import Lake, Layer
 def test_profile_of_cleansed_orders_matches_the_data(built_lake: Lake) -> None:
     uri = built_lake.table_uri(Layer.CLEANSED, "orders")
     df = delta.read(uri, {})
-    profile = column_profile(
-        built_lake, Layer.CLEANSED, "orders", delta.current_version(uri, {}) or 0
-    )
+    dt = delta.open_table(uri, {})
+    assert dt is not None
+    profile = column_profile(Layer.CLEANSED, "orders", dt)
     assert profile["order_id/null_rate"] == 0.0
     assert profile["order_id/distinct"] == pytest.approx(df["order_id"].n_unique(), rel=0.05)
     assert profile["subtotal/min"] == float(df["subtotal"].min())  # type: ignore[arg-type]
@@ -90,7 +90,7 @@ def test_the_profile_equals_a_full_scan_with_or_without_file_statistics(
     stats = pa.table(dt.get_add_actions(flatten=True)).column_names
     assert ("null_count.cost" in stats) == (indexed_columns is None)
 
-    profile = column_profile(lake, Layer.CLEANSED, "supplies", dt.version())
+    profile = column_profile(Layer.CLEANSED, "supplies", dt)
     expected = _scanned(pl.concat(parts), numeric=["cost"])
     distinct = {k: profile.pop(k) for k in list(profile) if k.endswith("/distinct")}
     assert profile == pytest.approx(expected)

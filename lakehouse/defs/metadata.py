@@ -61,6 +61,6 @@ def table_metadata(lake: Lake, layer: Layer, table: str, dt: DeltaTable) -> dict
     ):
         if key in metrics:
             meta[f"delta_{key}"] = int(metrics[key])
-    for name, value in column_profile(lake, layer, table, dt.version()).items():
+    for name, value in column_profile(layer, table, dt).items():
         meta[f"profile/{name}"] = dg.MetadataValue.float(value)
     return meta
