@@ -58,9 +58,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    # The browser test is the longest file (~4 min): started first, it runs beside the
-    # rest instead of alone at the end of `pytest -n 2 --dist loadfile`.
-    items.sort(key=lambda item: "browser" not in item.keywords)
+    # `make test` hands out tests one at a time (`--dist loadgroup`): the longest ones
+    # (the browser test, then every `slow` run) start first, so no worker is left with
+    # a three-minute run at the end while the other idles.
+    items.sort(key=lambda item: ("browser" not in item.keywords, "slow" not in item.keywords))
     if config.getoption("--reliability"):
         return
     skip = pytest.mark.skip(reason="full reliability matrix: make reliability")
