@@ -58,7 +58,7 @@ def build_definitions(lakehouse: LakehouseResource | None = None) -> dg.Definiti
             erase_customer_job,
         ],
         sensors=[
-            *lakehouse_sensors(settings.schedules_running),
+            *lakehouse_sensors(settings.schedules_running, settings.sensor_interval_seconds),
             audit_sensor(settings.schedules_running),
             alerts_sensor(settings.schedules_running),
         ],

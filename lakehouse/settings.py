@@ -286,6 +286,12 @@ class LakehouseSettings(BaseSettings):
         description="Alert when a cleansing run quarantines more than this share of the rows "
         "it read (below quarantine_max_rate, which stops the batch and fails the run).",
     )
+    sensor_interval_seconds: int = Field(
+        default=30,
+        ge=1,
+        description="How often the landing sensors list landing/ and the automation sensor "
+        "evaluates what is due: lower is fresher, and each landing look is an S3 LIST.",
+    )
     ui_url: str = Field(
         default="http://127.0.0.1:3000",
         description="The Dagster UI's address, for the links in alerts.",

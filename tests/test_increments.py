@@ -247,6 +247,7 @@ def test_incremental_marts_equal_a_full_refresh(
 
 @pytest.mark.slow
 @pytest.mark.s3
+@pytest.mark.long_on_s3
 def test_an_increment_on_s3_is_merged_and_equals_a_full_refresh(
     s3_settings: LakehouseSettings,
     sample_delivery: Delivery,

@@ -102,6 +102,9 @@ def dagster_ui(tmp_path: Path) -> Iterator[tuple[str, Lake]]:
         "LAKEHOUSE_LAKE_ROOT": str(tmp_path / "lake"),
         "LAKEHOUSE_PII_SECRET": "browser-test-secret",
         "LAKEHOUSE_WORK_DIR": str(tmp_path / "work"),
+        # Sensors look every 5 s, not 30: landing -> raw -> cleansed -> marts is three
+        # looks in a row, the longest wait of this test.
+        "LAKEHOUSE_SENSOR_INTERVAL_SECONDS": "5",
     }
     port = free_port()
     bin_dir = Path(sys.executable).parent

@@ -60,11 +60,13 @@ def ingest_run_requests(source: str, files: list[LandedFile]) -> list[dg.RunRequ
     return requests
 
 
-def build_landing_sensor(source: str, running: bool = True) -> dg.SensorDefinition:
+def build_landing_sensor(
+    source: str, running: bool = True, interval_seconds: int = 30
+) -> dg.SensorDefinition:
     @dg.sensor(
         name=f"landing_{source}_sensor",
         target=dg.AssetSelection.assets(asset_key(Layer.RAW, source)),
-        minimum_interval_seconds=30,
+        minimum_interval_seconds=interval_seconds,
         default_status=sensor_status(running),
         description=f"Ingests new files under landing/{source}/ (listing starts after the "
         "newest key seen, minus a lookback; see the README's landing key convention).",
@@ -83,18 +85,19 @@ def build_landing_sensor(source: str, running: bool = True) -> dg.SensorDefiniti
     return _sensor
 
 
-def lakehouse_sensors(running: bool) -> list[dg.SensorDefinition]:
-    """Every sensor, started by default or not (a branch deployment starts none unless asked)."""
+def lakehouse_sensors(running: bool, interval_seconds: int = 30) -> list[dg.SensorDefinition]:
+    """Every sensor, started by default or not (a branch deployment starts none unless
+    asked); the landing and automation sensors look every ``interval_seconds``."""
     automation = dg.AutomationConditionSensorDefinition(
         "lakehouse_automation",
         target=dg.AssetSelection.all(),
         default_status=sensor_status(running),
-        minimum_interval_seconds=30,
+        minimum_interval_seconds=interval_seconds,
         description="Evaluates the automation conditions: cleansed tables follow raw, marts "
         "follow cleansed; one evaluation launches one run for everything that is due.",
     )
     return [
         build_after_sample_delivery_sensor(running),
         automation,
-        *(build_landing_sensor(name, running) for name in SOURCES),
+        *(build_landing_sensor(name, running, interval_seconds) for name in SOURCES),
     ]
