@@ -57,21 +57,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
 
 
-def _longest_first(item: pytest.Item) -> tuple[bool, bool]:
-    """The browser test, then the ``slow`` runs, then the rest; a group keeps pytest's own
-    order (it sets up each parameter of a module fixture once)."""
-    if item.get_closest_marker("xdist_group") is not None:
-        return (True, True)
-    return ("browser" not in item.keywords, "slow" not in item.keywords)
-
-
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    # `make test` hands out tests one at a time (`--dist loadgroup`): the longest ones
-    # (the browser test, then every `slow` run) start first, so no worker is left with
-    # a three-minute run at the end while the other idles.
-    items.sort(key=_longest_first)
     if config.getoption("--reliability"):
-        return
+        return  # pytest's own order: each parameter of a module fixture is set up once
+    # `make test` hands out tests one at a time (`--dist load`): the longest ones (the
+    # browser test, then every `slow` run) start first, so no worker is left with a
+    # three-minute run at the end while the other idles.
+    items.sort(key=lambda item: ("browser" not in item.keywords, "slow" not in item.keywords))
     skip = pytest.mark.skip(reason="full reliability matrix: make reliability")
     for item in items:
         # The S3 twins of the longest end-to-end runs (each ~3 min through moto) run with

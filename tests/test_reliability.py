@@ -103,9 +103,8 @@ STAGES = [
 all. Every test takes them in this order, so each is built once per worker."""
 
 
-# Every test here belongs to the matrix `make reliability` reports, the fast cases too;
-# they share one worker (`--dist loadgroup`), which builds their staged lake once.
-pytestmark = [pytest.mark.fault_matrix, pytest.mark.xdist_group("reliability")]
+# Every test here belongs to the matrix `make reliability` reports, the fast cases too.
+pytestmark = pytest.mark.fault_matrix
 
 
 def fast_if(fast: bool, value: object) -> object:

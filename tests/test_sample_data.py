@@ -16,9 +16,6 @@ import pytest
 
 from lakehouse.sample_data import JAFGEN_HEADERS, SOURCE_NAMES, generate_sample, run_jafgen
 
-# One worker generates the module's sample once (`--dist loadgroup`).
-pytestmark = pytest.mark.xdist_group("sample_data")
-
 Rows = list[dict[str, str]]
 
 UUID = r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}"
