@@ -320,8 +320,14 @@ class SliceChanges:
     @classmethod
     def of(cls, con: duckdb.DuckDBPyConnection, model: str, base_version: int) -> SliceChanges:
         key, where = MART_SLICES[model]
-        now = f"SELECT * FROM {MARTS_SCHEMA}.{model} WHERE {where}"  # nosec B608
         before = f"{BEFORE_SCHEMA}.{model}"
+        # The candidate's rows in the slice are the rebuilt ones (the kept rows are those
+        # outside it), read without scanning the published table; in the published
+        # column order (before's), as EXCEPT compares by position.
+        now = (
+            f"SELECT * FROM {before} WHERE false UNION ALL BY NAME "  # nosec B608
+            f"SELECT * FROM {MARTS_SCHEMA}.{model}__rebuilt WHERE {where}"
+        )
         changed = f"{now} EXCEPT SELECT * FROM {before}"  # nosec B608
         gone = f"SELECT {key} FROM {before} EXCEPT SELECT {key} FROM ({now})"  # nosec B608
         old = f"SELECT count(*) FROM ({changed}) WHERE {key} IN (SELECT {key} FROM {before})"  # nosec B608
