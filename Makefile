@@ -56,12 +56,12 @@ test: setup browser postgres
 	$(UV) run --frozen pytest -n 2 --dist load
 
 # Every fault point on a local folder and on S3, and 2 and 4 concurrent builds; writes
-# docs/reliability.md (about 45 minutes on 2 cores), and the S3 twins of the longest
-# end-to-end runs. `make test` runs a subset.
+# docs/reliability.md (about 45 minutes on 2 cores), the S3 twins of the longest
+# end-to-end runs and the benchmark smoke. `make test` runs a subset.
 reliability: setup
 	@mkdir -p .work && rm -f .work/reliability.jsonl
 	LAKEHOUSE_RELIABILITY_REPORT=$(CURDIR)/.work/reliability.jsonl \
-	  $(UV) run --frozen pytest -n 2 -q --reliability -m "fault_matrix or reliability or (long_on_s3 and s3)"
+	  $(UV) run --frozen pytest -n 2 -q --reliability -m "fault_matrix or reliability or long or (long_on_s3 and s3)"
 	$(UV) run --frozen python -m tests.lake_invariants .work/reliability.jsonl docs/reliability.md
 
 # checkov pins an old boto3 that conflicts with the project's, so it lives in its own venv.

@@ -64,12 +64,12 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     # browser test, then every `slow` run) start first, so no worker is left with a
     # three-minute run at the end while the other idles.
     items.sort(key=lambda item: ("browser" not in item.keywords, "slow" not in item.keywords))
-    skip = pytest.mark.skip(reason="full reliability matrix: make reliability")
+    skip = pytest.mark.skip(reason="full reliability matrix and long runs: make reliability")
     for item in items:
         # The S3 twins of the longest end-to-end runs (each ~3 min through moto) run with
         # the matrix; their local twins and every other S3 test stay in `make test`.
         s3_twin = "long_on_s3" in item.keywords and "s3" in item.keywords
-        if "reliability" in item.keywords or s3_twin:
+        if "reliability" in item.keywords or "long" in item.keywords or s3_twin:
             item.add_marker(skip)
 
 

@@ -15,6 +15,7 @@ from lakehouse.settings import PROJECT_DIR
 
 
 @pytest.mark.slow
+@pytest.mark.long  # ~95 s of one worker: make reliability runs it, make test does not
 def test_the_scale_benchmark_runs_and_the_bare_script_agrees(tmp_path: Path) -> None:
     out = tmp_path / "scale.md"
     result = subprocess.run(
