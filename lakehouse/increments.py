@@ -106,10 +106,6 @@ def changed_rows(old: DeltaTable, new: DeltaTable, columns: list[str]) -> pl.Dat
     ).select(columns)
 
 
-def _open(lake: Lake, table: str, version: int) -> DeltaTable | None:
-    return lake.open_input(lake.input_table(Layer.CLEANSED, table), version)
-
-
 def published_base(lake: Lake, dbt_code: str) -> dict[str, int] | FullBuild:
     """The cleansed versions every published keyed mart was built from, with this dbt
     code: what an increment builds on."""
@@ -144,7 +140,8 @@ def plan_increment(lake: Lake, inputs: MartInputs) -> Increment | FullBuild:
         for table in SOURCES:
             if pinned[table] == base[table]:
                 continue
-            old, new = _open(lake, table, base[table]), _open(lake, table, pinned[table])
+            ref = lake.input_table(Layer.CLEANSED, table)
+            old, new = lake.open_input(ref, base[table]), lake.open_input(ref, pinned[table])
             if old is None or new is None:
                 return FullBuild(f"cleansed/{table} v{base[table]} is no longer readable")
             tables[table] = (old, new)
@@ -183,7 +180,7 @@ def plan_increment(lake: Lake, inputs: MartInputs) -> Increment | FullBuild:
 
 
 def _customer_count(lake: Lake, version: int) -> int:
-    dt = _open(lake, "customers", version)
+    dt = lake.published_table(Layer.CLEANSED, "customers", version)
     return 0 if dt is None else delta.row_count(dt)
 
 

@@ -85,7 +85,7 @@ def build_landing_sensor(
     return _sensor
 
 
-def lakehouse_sensors(running: bool, interval_seconds: int = 30) -> list[dg.SensorDefinition]:
+def lakehouse_sensors(running: bool, interval_seconds: int) -> list[dg.SensorDefinition]:
     """Every sensor, started by default or not (a branch deployment starts none unless
     asked); the landing and automation sensors look every ``interval_seconds``."""
     automation = dg.AutomationConditionSensorDefinition(
