@@ -1,21 +1,26 @@
-"""``lakehouse-dbt``: dbt's own CLI, started with the project's parsed manifest.
+"""dbt in this process, started with the project's saved parse.
 
-Every marts build runs dbt in a new process with a new profile (its own scratch DuckDB
-file), and dbt re-parses the whole project whenever the profile differs from the one it
-last parsed with: seconds of every build, for a project that has not changed. This
-entry point hands dbt the manifest ``dbt parse`` already saved (``make setup``, or the
-definitions on first load) through dbt's programmatic API (``dbtRunner(manifest=...)``),
-so dbt goes straight to the work; arguments, JSON logs, artifacts and exit codes are
-dbt's own (Dagster streams them exactly as from ``dbt``). When any project file is newer
-than that parse, the parse came from another dbt version, or the run passes ``--vars``,
-dbt parses as usual. (The saved parse renders ``target`` as the default target; the
-project's targets differ only in threads, which dbt reads at run time, not parse time.)
+A marts build used to start dbt as a subprocess: seconds of imports on every build,
+then a full parse of the project, because every run's profile points at its own scratch
+DuckDB file and dbt re-parses whenever the profile differs from the one it last parsed
+with. Here dbt runs through its programmatic API (``dbtRunner``) in the build's own
+process: the imports are paid once per process, and dbt is handed the manifest
+``dbt parse`` already saved (``make setup``, or the definitions on first load), so it
+goes straight to the work. Its structured events are the JSON log lines the dbt CLI
+would have printed, so dagster-dbt turns them into Dagster events exactly as from a
+subprocess. When any project file is newer than that parse, the parse came from another
+dbt version, or the run passes ``--vars``, dbt parses as usual. (The saved parse renders
+``target`` as the default target; the project's targets differ only in threads, which
+dbt reads at run time, not parse time.)
 """
 
 from __future__ import annotations
 
 import importlib.metadata
-import sys
+import io
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -56,20 +61,66 @@ def saved_manifest(path: Path = PARSED, project_dir: Path = DBT_PROJECT_DIR) -> 
     return manifest
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Run dbt with ``argv``; exit 0 on success, 1 when a node failed, 2 on an error (as
-    dbt's own CLI)."""
+@dataclass
+class FinishedDbt:
+    """A dbt invocation that ran in this process, shaped as the finished ``subprocess.Popen``
+    dagster-dbt reads: the command line, its JSON log lines on ``stdout``, its exit code
+    (0 success, 1 a node failed, 2 dbt itself failed, as dbt's own CLI)."""
+
+    args: list[str]
+    stdout: io.BytesIO
+    returncode: int
+
+    def wait(self, timeout: float | None = None) -> int:
+        return self.returncode
+
+    def poll(self) -> int:
+        return self.returncode
+
+    def send_signal(self, signal: int) -> None:
+        """Nothing to interrupt: the invocation has already finished."""
+
+
+def run(args: Sequence[str]) -> FinishedDbt:
+    """Run dbt with ``args`` (a command and its options) in this process and keep what the
+    CLI would have printed at its default log level (info and above) as JSON lines.
+
+    dbt's own loggers are silenced: its events reach the caller through the lines, once.
+    """
     from dbt.cli.main import dbtRunner
+    from dbt_common.events.base_types import EventMsg
+    from dbt_common.events.functions import msg_to_dict
 
-    args = list(sys.argv[1:] if argv is None else argv)
+    lines: list[bytes] = []
+
+    def keep(msg: EventMsg) -> None:
+        if msg.info.level != "debug":
+            lines.append(json.dumps(msg_to_dict(msg), default=str).encode() + b"\n")
+
+    command = list(args)
     # --vars change what parsing renders: such a run parses for itself.
-    takes_saved = bool(args) and args[0] in WITH_MANIFEST and "--vars" not in args
+    takes_saved = bool(command) and command[0] in WITH_MANIFEST and "--vars" not in command
     manifest = saved_manifest() if takes_saved else None
-    result = dbtRunner(manifest=manifest).invoke(args)
-    if result.success:
-        return 0
-    return 2 if result.exception is not None else 1
+    quiet = ["--log-level", "none", "--log-level-file", "none"]
+    try:
+        result = dbtRunner(manifest=manifest, callbacks=[keep]).invoke(quiet + command)
+    finally:
+        _close_duckdb()
+    if result.exception is not None and not isinstance(result.exception, Exception):
+        # dbtRunner turns everything into a result; an interrupt (Ctrl-C, Dagster
+        # terminating the run) must still stop the build.
+        raise result.exception
+    code = 0 if result.success else 2 if result.exception is not None else 1
+    return FinishedDbt(["dbt", *command], io.BytesIO(b"".join(lines)), code)
 
 
-if __name__ == "__main__":
-    raise SystemExit(main())
+def _close_duckdb() -> None:
+    """Close the database dbt-duckdb keeps open in the process (a class attribute) after
+    dbt returns, as the end of a dbt process would: the build reads the file next, and
+    DuckDB refuses a second connection to a file open with another configuration."""
+    from dbt.adapters.duckdb.connections import DuckDBConnectionManager
+
+    environment = DuckDBConnectionManager._ENV
+    if environment is not None:
+        environment.close()
+    DuckDBConnectionManager.close_all_connections()

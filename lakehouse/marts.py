@@ -51,12 +51,6 @@ def dbt_executable() -> str:
     return str(beside) if beside.exists() else (shutil.which("dbt") or "dbt")
 
 
-def prepared_dbt_executable() -> str:
-    """``lakehouse-dbt`` (dbt started with the saved parse) when installed, else dbt."""
-    beside = Path(sys.executable).with_name("lakehouse-dbt")
-    return str(beside) if beside.exists() else dbt_executable()
-
-
 CLEANSED_SCHEMA = "cleansed"
 PUBLISHED_SCHEMA = "lakehouse_published"
 """In an incremental build, each keyed mart as published: a view over its files (on S3,

@@ -1,8 +1,10 @@
-"""``lakehouse-dbt`` hands dbt the saved parse, and only while it still describes the
-project: a model edited after it, or a damaged file, and dbt parses as usual."""
+"""dbt runs in the build's process with the saved parse, and only while that parse still
+describes the project: a model edited after it, or a damaged file, and dbt parses as
+usual."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -11,6 +13,7 @@ from pathlib import Path
 
 import yaml
 
+from lakehouse import dbt_prepared
 from lakehouse.dbt_prepared import DBT_PROJECT_DIR, PARSED, saved_manifest
 from lakehouse.marts import mart_models
 
@@ -46,37 +49,43 @@ def test_the_saved_parse_stands_in_only_while_the_project_is_unchanged(tmp_path:
     assert saved_manifest(parsed, project) is None
 
 
-def test_lakehouse_dbt_skips_the_parse_a_new_profile_would_force(tmp_path: Path) -> None:
-    """A profile dbt has not parsed with (every run's own DuckDB file) makes plain dbt
-    parse the project again; ``lakehouse-dbt`` lists the same models without parsing."""
+def test_dbt_in_process_skips_the_parse_a_new_profile_would_force(tmp_path: Path) -> None:
+    """A profile dbt has not parsed with (every run's own DuckDB file) makes the dbt CLI
+    parse the project again; dbt run in this process lists the same models without
+    parsing, and its events are the JSON lines the CLI prints."""
     profiles = yaml.safe_load((DBT_PROJECT_DIR / "profiles.yml").read_text())
     for output in profiles["jaffle_lakehouse"]["outputs"].values():
         output["path"] = str(tmp_path / "lakehouse.duckdb")
     (tmp_path / "profiles.yml").write_text(yaml.safe_dump(profiles))
-    env = {
-        **os.environ,
-        "DBT_SEND_ANONYMOUS_USAGE_STATS": "false",
-        "DBT_PROFILES_DIR": str(tmp_path),
-    }
-
-    def listed(executable: str, target: str) -> tuple[list[str], str]:
-        command = [str(Path(sys.executable).with_name(executable)), "ls"]
-        command += ["--resource-type", "model", "--output", "name", "--log-format", "text"]
-        command += ["--target-path", str(tmp_path / target), "--project-dir", str(DBT_PROJECT_DIR)]
-        result = subprocess.run(
-            command,
-            env=env,
-            capture_output=True,
-            text=True,
-            check=True,
-        )
-        names = [line.split()[-1] for line in result.stdout.splitlines() if line.strip()]
-        return sorted(n for n in names if n in mart_models()), result.stdout
-
     shutil.copytree(PARSED.parent, tmp_path / "plain", ignore=shutil.ignore_patterns("*.json"))
     shutil.copytree(PARSED.parent, tmp_path / "prepared", ignore=shutil.ignore_patterns("*.json"))
-    plain, plain_log = listed("dbt", "plain")
-    prepared, prepared_log = listed("lakehouse-dbt", "prepared")
-    assert plain == prepared == mart_models()
-    assert "profile has changed" in plain_log
-    assert "profile has changed" not in prepared_log
+
+    def command(target: str) -> list[str]:
+        return [
+            "ls",
+            *("--resource-type", "model", "--output", "name"),
+            *("--profiles-dir", str(tmp_path), "--project-dir", str(DBT_PROJECT_DIR)),
+            *("--target-path", str(tmp_path / target)),
+        ]
+
+    plain = subprocess.run(
+        [str(Path(sys.executable).with_name("dbt")), "--log-format", "json", *command("plain")],
+        env={**os.environ, "DBT_SEND_ANONYMOUS_USAGE_STATS": "false"},
+        capture_output=True,
+        check=True,
+    )
+    finished = dbt_prepared.run(command("prepared"))
+    assert finished.returncode == 0
+
+    def listed(stdout: bytes) -> tuple[list[str], list[str]]:
+        events = [json.loads(line) for line in stdout.splitlines() if line.strip()]
+        listing = {"ListCmdOut", "PrintEvent"}
+        names = [e["info"]["msg"] for e in events if e["info"]["name"] in listing]
+        return sorted(names), [e["info"]["msg"] for e in events]
+
+    plain_names, plain_messages = listed(plain.stdout)
+    names, messages = listed(finished.stdout.getvalue())
+    assert plain_names == names == mart_models()
+    assert any("profile has changed" in m for m in plain_messages)
+    assert not any("profile has changed" in m for m in messages)
+    assert all(e for e in messages), "every kept event carries its message, as the CLI's lines"

@@ -12,15 +12,26 @@ from dataclasses import replace
 from datetime import timedelta
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import dagster as dg
-from dagster_dbt import DagsterDbtTranslator, DbtCliResource, DbtProject, dbt_assets
+from dagster_dbt import (
+    DagsterDbtTranslator,
+    DbtCliInvocation,
+    DbtCliResource,
+    DbtProject,
+    dbt_assets,
+)
+from dagster_dbt.asset_utils import (
+    extract_runtime_selection_from_args,
+    get_updated_cli_invocation_params_for_context,
+)
+from dagster_dbt.dbt_manifest import DbtManifestParam, validate_manifest
 from dagster_dbt.dbt_project import DagsterDbtProjectPreparer
 from packaging import version
 from pydantic import Field
 
-from lakehouse import publish
+from lakehouse import dbt_prepared, publish
 from lakehouse.catalog import asset_key
 from lakehouse.contracts import load_contract, verify_registered
 from lakehouse.defs.checks import verdict_evaluations
@@ -47,7 +58,6 @@ from lakehouse.marts import (
     dbt_executable,
     mart_models,
     model_parents,
-    prepared_dbt_executable,
     save_dbt_state,
     slim_selection,
 )
@@ -83,18 +93,66 @@ if not dbt_project.manifest_path.exists():
 
 
 class LakehouseDbtCli(DbtCliResource):
-    """dagster-dbt's dbt CLI without its two per-invocation start-up costs, which are half
-    of a small build's marts step: it asks the executable its version (``dbt --version``,
-    a whole dbt start-up) and opens a dbt adapter in this process, which only serves
-    column metadata this project does not fetch. dbt-core is installed beside us (the
-    project pins it), so its version is read from the package metadata."""
+    """dagster-dbt's dbt resource, with dbt run in this process (``lakehouse.dbt_prepared``)
+    instead of a subprocess: no dbt start-up and no parse on every build. Selection, the
+    translator and the event stream are dagster-dbt's own. dbt-core is installed beside
+    us (the project pins it), so its version is read from the package metadata, and no
+    adapter is opened here: it would only serve column metadata this project does not
+    fetch."""
 
     @cached_property
     def _cli_version(self) -> version.Version:
         return version.parse(importlib.metadata.version("dbt-core"))
 
-    def _initialize_dbt_core_adapter(self, args: Sequence[str]) -> Any:
-        return None
+    def cli(
+        self,
+        args: Sequence[str],
+        *,
+        raise_on_error: bool = True,
+        manifest: DbtManifestParam | None = None,
+        dagster_dbt_translator: DagsterDbtTranslator | None = None,
+        context: dg.OpExecutionContext | dg.AssetExecutionContext | None = None,
+        target_path: Path | None = None,
+    ) -> DbtCliInvocation:
+        command, selects, excludes = extract_runtime_selection_from_args(args)
+        params = get_updated_cli_invocation_params_for_context(
+            context=context,
+            manifest=validate_manifest(manifest) if manifest else {},
+            dagster_dbt_translator=dagster_dbt_translator or DagsterDbtTranslator(),
+            runtime_selects=selects,
+            runtime_excludes=excludes,
+        )
+        target_path = target_path or self._get_unique_target_path(context=context)
+        project_dir = Path(
+            params.dbt_project.project_dir if params.dbt_project else self.project_dir
+        )
+        if not target_path.is_absolute():
+            target_path = project_dir / target_path
+        # What dagster-dbt passes the dbt CLI through its environment, as options.
+        options = ["--project-dir", str(project_dir), "--target-path", str(target_path)]
+        options += ["--log-path", str(target_path)]
+        if self.profiles_dir:
+            options += ["--profiles-dir", self.profiles_dir]
+        if self.profile:
+            options += ["--profile", self.profile]
+        if self.target:
+            options += ["--target", self.target]
+        if params.indirect_selection:
+            options += ["--indirect-selection", params.indirect_selection]
+        finished = dbt_prepared.run(
+            [*self.global_config_flags, *command, *options, *params.selection_args]
+        )
+        return DbtCliInvocation(
+            process=cast("subprocess.Popen", finished),
+            manifest=params.manifest,
+            dagster_dbt_translator=params.dagster_dbt_translator,
+            project_dir=project_dir,
+            target_path=target_path,
+            raise_on_error=raise_on_error,
+            cli_version=self._cli_version,
+            project=params.dbt_project,
+            context=context,
+        )
 
 
 MART_STALE_AFTER = timedelta(hours=48)
@@ -226,7 +284,7 @@ def _build_marts(
     dbt = LakehouseDbtCli(
         project_dir=str(DBT_PROJECT_DIR),
         profiles_dir=str(workspace.write_profile()),
-        dbt_executable=prepared_dbt_executable(),
+        dbt_executable=dbt_executable(),
         target=lake.environment.dbt_target,
     )
     args = ["build"]
