@@ -73,6 +73,8 @@ INGEST_LOG: dict[str, str] = {
     "source": "The source whose landing folder holds the file.",
     "file_uri": "The landed file's URI.",
     "relative_key": "The file's path under landing/<source>/.",
+    "file_key": "The file's path below the lake root (its URI if outside it): with the "
+    "fingerprint, the file's identity, which stays true when the lake is copied or moved.",
     "fingerprint": "The file's fingerprint when it was handled (S3 ETag, or SHA-256 of a "
     "local file).",
     "size_bytes": "The file's size in bytes.",

@@ -1,8 +1,9 @@
 """Landing -> raw: every landed row, as landed, with where it came from, exactly once.
 
-A landed file is identified by its URI and fingerprint (S3 ETag, or SHA-256 locally): a
-re-sent identical file adds nothing, while a same-named file with new content loads as a
-new delivery. Landed files are only read.
+A landed file is identified by its path below the lake root (``Lake.file_key``) and its
+fingerprint (S3 ETag, or SHA-256 locally): a re-sent identical file adds nothing, a
+same-named file with new content loads as a new delivery, and a lake copied or moved
+elsewhere loads nothing again. Landed files are only read.
 
 Exactly once, whatever the crash point and however many runs at once: the commit that
 appends a file's rows also records the file itself, as a Delta app transaction of raw's
@@ -41,6 +42,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 import pyarrow.json as pa_json
 import pyarrow.parquet as pq
+from deltalake import DeltaTable
 
 from lakehouse import delta
 from lakehouse.anomaly import PROFILE_COLUMN, DeliveryProfile
@@ -523,7 +525,12 @@ def parquet_batches(landed: IO[bytes], batch_rows: int | None = None) -> Iterato
 
 
 # -- the ingest log ---------------------------------------------------------------------
+FILE_KEY = "file_key"
+"""The ingest log's column of ``Lake.file_key``: a file's identity, wherever the lake is."""
+
+
 def _log_frame(
+    lake: Lake,
     outcomes: Sequence[FileOutcome],
     source: str,
     raw_version: int | None,
@@ -535,6 +542,7 @@ def _log_frame(
             "source": [source] * len(outcomes),
             "file_uri": [o.file.uri for o in outcomes],
             "relative_key": [o.file.relative_key for o in outcomes],
+            FILE_KEY: [lake.file_key(o.file.uri) for o in outcomes],
             "fingerprint": [o.file.fingerprint for o in outcomes],
             "size_bytes": [o.file.size for o in outcomes],
             "last_modified": [o.file.last_modified for o in outcomes],
@@ -567,20 +575,40 @@ class LogStatus(StrEnum):
     """An operator asked for a rejected file to be read again."""
 
 
-def handled_files(lake: Lake, source: str) -> set[tuple[str, str]]:
-    """(uri, fingerprint) of files whose newest log event is an outcome (loaded, empty,
-    rejected): a run need not look at them again. A re-ingest request reopens a file."""
-    log = delta.read_if_exists(
-        lake.ingest_log_uri,
-        lake.storage_options,
-        columns=["source", "file_uri", "fingerprint", "status", "ingested_at"],
+def read_log(lake: Lake, columns: list[str] | None = None) -> pl.DataFrame | None:
+    """The ingest log (``columns`` of it) with every entry's ``file_key``, or None before
+    the first run. An entry logged before keys were recorded is keyed by its URI under
+    this root."""
+    uri, options = lake.ingest_log_uri, lake.storage_options
+    try:
+        log = delta.read_if_exists(uri, options, None if columns is None else [*columns, FILE_KEY])
+    except pl.exceptions.ColumnNotFoundError:
+        log = delta.read_if_exists(uri, options, columns)
+    if log is None:
+        return None
+    if FILE_KEY not in log.columns:
+        log = log.with_columns(pl.lit(None, pl.String).alias(FILE_KEY))
+    prefix = lake.root + "/"
+    logged = pl.col("file_uri")
+    derived = (
+        pl.when(logged.str.starts_with(prefix))
+        .then(logged.str.slice(len(prefix)))
+        .otherwise(logged)
     )
+    return log.with_columns(pl.coalesce(pl.col(FILE_KEY), derived).alias(FILE_KEY))
+
+
+def handled_files(lake: Lake, source: str) -> set[tuple[str, str]]:
+    """(file key, fingerprint) of files whose newest log event is an outcome (loaded,
+    empty, rejected): a run need not look at them again. A re-ingest request reopens a
+    file."""
+    log = read_log(lake, ["source", "file_uri", "fingerprint", "status", "ingested_at"])
     if log is None:
         return set()
     entries = log.filter(pl.col("source") == source)
-    newest = entries.sort("ingested_at").unique(["file_uri", "fingerprint"], keep="last")
+    newest = entries.sort("ingested_at").unique([FILE_KEY, "fingerprint"], keep="last")
     done = newest.filter(pl.col("status") != LogStatus.RETRY.value)
-    return set(zip(done["file_uri"].to_list(), done["fingerprint"].to_list(), strict=True))
+    return set(zip(done[FILE_KEY].to_list(), done["fingerprint"].to_list(), strict=True))
 
 
 def new_files(
@@ -593,7 +621,7 @@ def new_files(
         wanted = set(only)
         landed = [f for f in landed if f.uri in wanted]
     handled = handled_files(lake, source)
-    return landed, [f for f in landed if (f.uri, f.fingerprint) not in handled]
+    return landed, [f for f in landed if (lake.file_key(f.uri), f.fingerprint) not in handled]
 
 
 # -- ingest one source ------------------------------------------------------------------
@@ -619,12 +647,7 @@ def ingest_source(
 
     def attempt() -> IngestResult:
         snapshot = raw_target.snapshot()
-        in_raw = {
-            f.uri
-            for f in candidates
-            if snapshot.dt is not None
-            and snapshot.dt.transaction_version(delta.file_app(f.uri, f.fingerprint)) is not None
-        }
+        in_raw = {f.uri for f in candidates if _in_raw(lake, snapshot.dt, f)}
         while True:
             outcomes: list[FileOutcome] = []
             loading: list[LandedRows] = []
@@ -655,7 +678,10 @@ def ingest_source(
                 raw_version = snapshot.append_files(
                     stream,
                     stamp,
-                    [delta.file_app(r.file.uri, r.file.fingerprint) for r in loading],
+                    [
+                        delta.file_app(lake.file_key(r.file.uri), r.file.fingerprint)
+                        for r in loading
+                    ],
                     extra={FILES_KEY: [[r.file.uri, r.file.fingerprint] for r in loading]},
                     configuration={"delta.enableChangeDataFeed": "true"},
                 )
@@ -683,6 +709,18 @@ def ingest_source(
     return delta.retry_on_conflict(attempt, f"raw/{source.name}")
 
 
+def _in_raw(lake: Lake, raw: DeltaTable | None, f: LandedFile) -> bool:
+    """Whether raw's log records ``f`` as committed: by its key, or by its URI (how
+    commits recorded files before keys)."""
+    if raw is None:
+        return False
+    ids = {
+        delta.file_app(lake.file_key(f.uri), f.fingerprint),
+        delta.file_app(f.uri, f.fingerprint),
+    }
+    return any(raw.transaction_version(app) is not None for app in ids)
+
+
 def _append_log(
     lake: Lake,
     outcomes: Sequence[FileOutcome],
@@ -692,7 +730,7 @@ def _append_log(
     now: datetime,
 ) -> None:
     log_target = lake.writable(Layer.RAW, INGEST_LOG_TABLE)
-    frame = _log_frame(outcomes, source, raw_version, stamp.run_id, now)
+    frame = _log_frame(lake, outcomes, source, raw_version, stamp.run_id, now)
     delta.retry_on_conflict(
         # merge: a log written before a column was added to it takes the new column
         lambda: log_target.snapshot().append(frame, stamp, schema_merge=True),
@@ -715,11 +753,12 @@ def request_reingest(lake: Lake, file_uri: str, stamp: delta.Stamp, reason: str)
     if not reason.strip():
         raise ValueError("say why: the reason is recorded in the ingest log")
     source = landed_source(lake, file_uri)
-    log = delta.read_if_exists(lake.ingest_log_uri, lake.storage_options)
+    log = read_log(lake)
     if log is None:
         return 0
-    entries = log.filter((pl.col("source") == source) & (pl.col("file_uri") == file_uri))
-    newest = entries.sort("ingested_at").unique(["file_uri", "fingerprint"], keep="last")
+    key = lake.file_key(file_uri)
+    entries = log.filter((pl.col("source") == source) & (pl.col(FILE_KEY) == key))
+    newest = entries.sort("ingested_at").unique([FILE_KEY, "fingerprint"], keep="last")
     rejected = newest.filter(pl.col("status") == FileStatus.REJECTED.value)
     if rejected.height == 0:
         return 0
@@ -735,7 +774,8 @@ def request_reingest(lake: Lake, file_uri: str, stamp: delta.Stamp, reason: str)
     log_target = lake.writable(Layer.RAW, INGEST_LOG_TABLE)
     stamp = replace(stamp, action="reingest_request", reason=reason.strip())
     delta.retry_on_conflict(
-        lambda: log_target.snapshot().append(events, stamp), f"raw/{INGEST_LOG_TABLE}"
+        lambda: log_target.snapshot().append(events, stamp, schema_merge=True),
+        f"raw/{INGEST_LOG_TABLE}",
     )
     return rejected.height
 

@@ -240,6 +240,14 @@ class Lake:
     def landing_uri(self, source: str) -> str:
         return self.uri(LANDING, source)
 
+    def file_key(self, uri: str) -> str:
+        """A landed file's identity in this lake's ingest log and raw's commits: its path
+        below the lake root (``landing/orders/2026-11-01.csv``), so a lake copied or moved
+        to another folder, bucket or prefix still knows what it has loaded. A file outside
+        the root (prod's landing, read by a branch) is known by its URI."""
+        prefix = self.root + "/"
+        return uri.removeprefix(prefix)
+
     @property
     def ingest_log_uri(self) -> str:
         return self.table_uri(Layer.RAW, INGEST_LOG_TABLE)

@@ -5,14 +5,16 @@ from __future__ import annotations
 import gzip
 import io
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
 import polars as pl
 import pytest
+from deltalake import write_deltalake
 
 from lakehouse import delta
-from lakehouse.ingest import FileStatus, ingest_source
+from lakehouse.ingest import FILE_KEY, FileStatus, ingest_source
 from lakehouse.sources import SOURCE_FILE_URI, SOURCE_ROW_NUMBER, SOURCES
 from lakehouse.storage import Lake, Layer
 from tests.conftest import S3Server, _s3_settings
@@ -204,6 +206,73 @@ def test_a_run_that_died_before_logging_never_loads_twice(lake: Lake) -> None:
     assert run(lake, 4).outcomes == []
     raw = raw_orders(lake)
     assert sorted(raw["id"].to_list()) == ["o1", "o2", "o3", "o4"]
+
+
+def _moved(lake: Lake, tmp_path: Path) -> Lake:
+    """``lake`` copied to another folder or S3 prefix, as an operator moves a lake."""
+    root = lake.root + "-moved" if lake.is_s3 else str(tmp_path / "moved")
+    if not lake.is_s3:
+        shutil.copytree(lake.root, root)
+    else:
+        bucket, _, prefix = lake.root.removeprefix("s3://").partition("/")
+        for obj in lake.iter_objects(lake.root):
+            key = obj.uri.removeprefix(f"s3://{bucket}/")
+            target = prefix + "-moved" + key.removeprefix(prefix)
+            lake.s3.copy_object(
+                Bucket=bucket, Key=target, CopySource={"Bucket": bucket, "Key": key}
+            )
+    return Lake(lake.settings.model_copy(update={"lake_root": root}))
+
+
+def test_a_lake_copied_elsewhere_loads_nothing_again(lake: Lake, tmp_path: Path) -> None:
+    """Landed files are known by their path below the lake root: a copy of the lake under
+    another folder, bucket or prefix loads none of them a second time, and a raw commit
+    the moved log lost is still found."""
+    lake.put_landing_file("orders", "2026-01-01/orders.csv", (HEADER + ROWS).encode())
+    run(lake)
+    moved = _moved(lake, tmp_path)
+    assert moved.root != lake.root
+    assert run(moved, 2).outcomes == []
+    assert raw_orders(moved).height == 2
+
+    later = ROWS.replace("o1", "o3").replace("o2", "o4")
+    moved.put_landing_file("orders", "2026-01-02/orders.csv", (HEADER + later).encode())
+    moved.delete_prefix(Layer.RAW.value, "_ingest_log")  # and its log lost on the way
+    third = run(moved, 3)
+    assert third.rows_added == 2
+    assert [o.file.relative_key for o in third.outcomes if o.note] == ["2026-01-01/orders.csv"]
+    assert sorted(raw_orders(moved)["id"].to_list()) == ["o1", "o2", "o3", "o4"]
+    assert sorted(raw_orders(lake)["id"].to_list()) == ["o1", "o2"]
+
+
+def test_a_log_written_before_file_keys_still_knows_its_files(lake: Lake) -> None:
+    """An ingest log from before the ``file_key`` column: its entries are keyed by their
+    URI under the root, so nothing loads again, and the next entries add the column."""
+    lake.put_landing_file("orders", "2026-01-01/orders.csv", (HEADER + ROWS).encode())
+    run(lake)
+    log = delta.read(lake.ingest_log_uri, lake.storage_options).drop(FILE_KEY)
+    write_deltalake(
+        lake.ingest_log_uri,
+        log.to_arrow(),
+        mode="overwrite",
+        schema_mode="overwrite",
+        storage_options=lake.storage_options,
+    )
+    assert FILE_KEY not in delta.read(lake.ingest_log_uri, lake.storage_options).columns
+    assert run(lake, 2).outcomes == []
+    lake.put_landing_file("orders", "2026-01-02/orders.csv", (HEADER + ROWS).encode())
+    lake.put_landing_file(
+        "orders",
+        "2026-01-03/orders.csv",
+        (HEADER + "o9,c1,2018-09-03T00:00:00,s1,1,0,1\n").encode(),
+    )
+    assert run(lake, 3).rows_added == 3
+    keys = delta.read(lake.ingest_log_uri, lake.storage_options)[FILE_KEY].to_list()
+    assert sorted(keys, key=lambda k: k or "") == [
+        None,
+        "landing/orders/2026-01-02/orders.csv",
+        "landing/orders/2026-01-03/orders.csv",
+    ]
 
 
 @pytest.mark.parametrize("bad_key", ["../escape.csv"])
