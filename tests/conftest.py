@@ -250,14 +250,13 @@ def sample_delivery(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]
 
 
 @pytest.fixture(scope="session")
-def built_lake(tmp_path_factory: pytest.TempPathFactory, sample_delivery: dict[str, Path]) -> Lake:
-    """A local lake built once from ``sample_delivery``. Read it; never change it."""
+def built_lake(tmp_path_factory: pytest.TempPathFactory, saved: SavedLake) -> Lake:
+    """The built sample lake (``saved``), copied to a folder of its own: read it; never
+    change it. (A copied lake is a whole lake: landed files are known by their path
+    below its root, so building the copy would load nothing again.)"""
     base = tmp_path_factory.mktemp("built")
-    settings = LakehouseSettings(lake_root=str(base / "lake"), work_dir=base / "work")
-    lake = Lake(settings)
-    land_files(lake, sample_delivery, datetime(2026, 11, 1, tzinfo=UTC))
-    run_build(settings)
-    return lake
+    shutil.copytree(saved.saved_root, base / "lake")
+    return Lake(LakehouseSettings(lake_root=str(base / "lake"), work_dir=base / "work"))
 
 
 @pytest.fixture(scope="session")

@@ -124,14 +124,16 @@ class SavedLake:
     def lake(self) -> Lake:
         return Lake(self.settings)
 
-    def _saved_prefix(self) -> str:
+    @property
+    def saved_root(self) -> str:
+        """Where the saved copy lives: beside the lake."""
         return self.settings.lake_root + ".saved"
 
     def save(self) -> None:
-        self._copy(self.settings.lake_root, self._saved_prefix())
+        self._copy(self.settings.lake_root, self.saved_root)
 
     def restore(self) -> None:
-        self._copy(self._saved_prefix(), self.settings.lake_root)
+        self._copy(self.saved_root, self.settings.lake_root)
         shutil.rmtree(self.settings.work_dir, ignore_errors=True)
 
     def _copy(self, src: str, dst: str) -> None:
