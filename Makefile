@@ -53,7 +53,7 @@ demo: setup
 	$(UV) run --frozen lakehouse demo
 
 test: setup browser postgres
-	$(UV) run --frozen pytest -n 2 --dist load
+	$(UV) run --frozen pytest -n 2 --dist worksteal
 
 # Every fault point on a local folder and on S3, and 2 and 4 concurrent builds; writes
 # docs/reliability.md (about 45 minutes on 2 cores), the S3 twins of the longest

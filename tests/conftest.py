@@ -60,9 +60,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     if config.getoption("--reliability"):
         return  # pytest's own order: each parameter of a module fixture is set up once
-    # `make test` hands out tests one at a time (`--dist load`): the longest ones (the
-    # browser test, then every `slow` run) start first, so no worker is left with a
-    # three-minute run at the end while the other idles.
+    # `make test` splits the tests between the workers and an idle worker takes over
+    # half of the other's queue (`--dist worksteal`): the longest ones (the browser
+    # test, then every `slow` run) come first, so none is left to start at the end.
     items.sort(key=lambda item: ("browser" not in item.keywords, "slow" not in item.keywords))
     skip = pytest.mark.skip(reason="full reliability matrix and long runs: make reliability")
     for item in items:
