@@ -32,8 +32,7 @@ setup:
 	@# Bytecode at install: with PYTHONDONTWRITEBYTECODE (common in containers and CI) every
 	@# process would otherwise compile Dagster and dbt from source again (seconds each).
 	$(UV) sync --frozen --quiet --compile-bytecode
-	@mkdir -p "$(DAGSTER_HOME)"
-	@test -f "$(DAGSTER_HOME)/dagster.yaml" || printf 'telemetry:\n  enabled: false\n' > "$(DAGSTER_HOME)/dagster.yaml"
+	@$(UV) run --frozen python -m lakehouse.instance "$(DAGSTER_HOME)"
 	@test -f dbt/target/manifest.json || $(UV) run --frozen dbt parse --quiet --project-dir dbt --profiles-dir dbt
 
 # The UI test drives Debian's chromium (Playwright's own browser download is not used).

@@ -72,6 +72,7 @@ if TYPE_CHECKING:
 
 def _instance() -> dg.DagsterInstance:
     """The DAGSTER_HOME instance when there is one (runs then show in the UI), else a throwaway.
+    A home without a dagster.yaml gets the local one (``lakehouse.instance``).
 
     Opening a new SQLite DAGSTER_HOME creates its schema: two processes doing that at once
     corrupt it, so opening is serialized with a file lock (SQLite serializes the rest)."""
@@ -81,6 +82,8 @@ def _instance() -> dg.DagsterInstance:
     import dagster as dg
     from dagster._core.errors import DagsterHomeNotSetError
 
+    from lakehouse.instance import ensure_local_config
+
     home = os.environ.get("DAGSTER_HOME")  # Dagster's own variable, as DagsterInstance.get reads it
     try:
         if not home:
@@ -88,6 +91,7 @@ def _instance() -> dg.DagsterInstance:
         Path(home).mkdir(parents=True, exist_ok=True)
         with (Path(home) / ".lakehouse-open.lock").open("w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
+            ensure_local_config(Path(home))
             return dg.DagsterInstance.get()
     except (DagsterHomeNotSetError, dg.DagsterInvariantViolationError):
         return dg.DagsterInstance.ephemeral()

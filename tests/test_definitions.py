@@ -16,6 +16,7 @@ from lakehouse.catalog import mart_names
 from lakehouse.contracts import all_contracts
 from lakehouse.definitions import defs
 from lakehouse.defs.resources import LakehouseResource
+from lakehouse.instance import ensure_local_config
 from lakehouse.landing import land_files
 from lakehouse.settings import PROJECT_DIR, LakehouseSettings
 from lakehouse.sources import SOURCES
@@ -124,7 +125,7 @@ def test_the_workspace_loads_as_dagster_dev_loads_it(tmp_path: Path) -> None:
         "DAGSTER_IS_DEV_CLI": "1",
         "DAGSTER_HOME": str(tmp_path),
     }
-    (tmp_path / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    ensure_local_config(tmp_path)
     result = subprocess.run(
         [sys.executable, "-m", "dagster", "definitions", "validate", "-w", "workspace.yaml"],
         cwd=PROJECT_DIR,

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from lakehouse.definitions import defs
+from lakehouse.instance import ensure_local_config
 from lakehouse.settings import PROJECT_DIR
 
 DG = Path(sys.executable).parent / "dg"
@@ -27,7 +28,7 @@ def dg_env(tmp_path: Path) -> dict[str, str]:
     home = tmp_path / "dagster_home"
     home.mkdir()
     # Dagster's instance, and through it dg's own telemetry (dg reads DAGSTER_HOME/dagster.yaml).
-    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    ensure_local_config(home)
     # dg's user config: its telemetry switch (DAGSTER_DISABLE_TELEMETRY does not reach it).
     dg_config = tmp_path / "dg.toml"
     dg_config.write_text("[cli.telemetry]\nenabled = false\n")

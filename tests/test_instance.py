@@ -8,6 +8,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import dagster as dg
+
+from lakehouse.instance import (
+    CONFIG_FILE,
+    KEPT_RUN_DATABASES,
+    PooledSqliteEventLogStorage,
+    ensure_local_config,
+)
 from tests.lake_invariants import REPO
 
 OPEN_AND_USE = (
@@ -36,3 +44,45 @@ def test_two_processes_initialise_a_new_dagster_home_once(tmp_path: Path) -> Non
             out, err = proc.communicate(timeout=120)
             assert proc.returncode == 0, err[-2000:]
             assert out.strip() == "0"
+
+
+def _open_run_databases(base_dir: Path) -> set[str]:
+    """The run databases (``<run id>.db``) this process holds open, from /proc."""
+    names = set()
+    for fd in Path("/proc/self/fd").iterdir():
+        try:
+            target = fd.readlink()
+        except OSError:
+            continue
+        if target.parent == base_dir and target.suffix == ".db" and target.stem != "index":
+            names.add(target.stem)
+    return names
+
+
+def test_the_local_event_log_keeps_few_databases_open_and_loses_no_event(tmp_path: Path) -> None:
+    """A local home gets the pooled event log; it reuses its connections but keeps only
+    the most recent runs' databases open, and every run stays readable."""
+    home = tmp_path / "home"
+    assert ensure_local_config(home)
+    (home / CONFIG_FILE).write_text((home / CONFIG_FILE).read_text() + "# the user's own\n")
+    assert not ensure_local_config(home), "a home's own dagster.yaml is never replaced"
+
+    @dg.asset
+    def one() -> int:
+        return 1
+
+    runs = KEPT_RUN_DATABASES + 3
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        storage = instance.event_log_storage
+        assert isinstance(storage, PooledSqliteEventLogStorage)
+        results = [dg.materialize([one], instance=instance) for _ in range(runs)]
+        assert all(r.success for r in results)
+        held = _open_run_databases(home / "history" / "runs")
+        assert held and len(held) <= KEPT_RUN_DATABASES
+        assert held <= {r.run_id for r in results[-KEPT_RUN_DATABASES:]}
+        for result in results:  # those let go of, read again
+            assert instance.get_run_by_id(result.run_id).is_success  # type: ignore[union-attr]
+            events = instance.all_logs(result.run_id)
+            assert [e for e in events if e.is_dagster_event and e.dagster_event.is_step_success]
+        materialized = instance.fetch_materializations(one.key, limit=runs + 1).records
+        assert len(materialized) == runs

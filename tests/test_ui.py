@@ -19,6 +19,7 @@ import dagster as dg
 import pytest
 
 from lakehouse import delta
+from lakehouse.instance import ensure_local_config
 from lakehouse.landing import land_files
 from lakehouse.sample_data import generate_sample
 from lakehouse.settings import PROJECT_DIR, LakehouseSettings
@@ -90,7 +91,7 @@ def dagster_ui(tmp_path: Path) -> Iterator[tuple[str, Lake]]:
     """``dagster-webserver`` and ``dagster-daemon`` on loopback, on a temporary instance and lake."""
     home = tmp_path / "dagster_home"
     home.mkdir()
-    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    ensure_local_config(home)
     # Create the instance's storage here, once: the webserver's code server and the daemon
     # each create a new SQLite instance's schema, and starting both at once can leave it
     # with two migration heads (the code location then never loads).

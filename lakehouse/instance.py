@@ -1,0 +1,122 @@
+"""The local Dagster instance (a SQLite ``DAGSTER_HOME``): its configuration, and an event
+log that keeps its database connections open.
+
+Dagster's SQLite event log creates a SQLAlchemy engine, opens the database file and
+disposes of it all again for every event it stores. A build stores a few events per
+asset check (planned, evaluated, its output) and the sample's 21 tables have 233 checks:
+opening and closing the files cost a build of the 73k-order sample about 4 s of its 28.
+``PooledSqliteEventLogStorage`` is that event log with one engine per database file,
+kept for the index and the most recently used runs (older ones are disposed of, so a
+webserver or daemon reading many runs holds few files open). Everything else, the files,
+their schema and WAL journal, the locking, is Dagster's own.
+
+Deployments configure PostgreSQL instead (``infra/dagster/dagster.yaml``).
+"""
+
+from __future__ import annotations
+
+import sys
+from collections import OrderedDict
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import yaml
+from dagster._core.storage.event_log.sqlite.sqlite_event_log import (
+    SQLITE_BUSY_TIMEOUT_SECONDS,
+    SqliteEventLogStorage,
+)
+from dagster._serdes import ConfigurableClassData
+from sqlalchemy import create_engine
+from sqlalchemy.engine import Connection, Engine
+
+CONFIG_FILE = "dagster.yaml"
+KEPT_RUN_DATABASES = 8
+"""Run databases whose engines are kept beside the index's (most recently used first)."""
+
+
+class PooledSqliteEventLogStorage(SqliteEventLogStorage):
+    """Dagster's SQLite event log, reusing one engine (and its open connection) per
+    database file instead of creating and disposing of one per stored event."""
+
+    def __init__(self, base_dir: str, inst_data: ConfigurableClassData | None = None) -> None:
+        self._engines: OrderedDict[str, Engine] = OrderedDict()
+        super().__init__(base_dir, inst_data)
+
+    @classmethod
+    def from_config_value(
+        cls, inst_data: ConfigurableClassData | None, config_value: Mapping[str, Any]
+    ) -> PooledSqliteEventLogStorage:
+        # Dagster's own constructs SqliteEventLogStorage by name, not cls.
+        return cls(inst_data=inst_data, **config_value)
+
+    def _engine(self, shard: str) -> Engine:
+        engine = self._engines.get(shard)
+        if engine is None:
+            engine = create_engine(
+                self.conn_string_for_shard(shard),
+                connect_args={"timeout": SQLITE_BUSY_TIMEOUT_SECONDS},
+            )
+            self._engines[shard] = engine
+        self._engines.move_to_end(shard, last=False)
+        while len(self._engines) > KEPT_RUN_DATABASES + 1:
+            _, oldest = self._engines.popitem()
+            oldest.dispose()
+        return engine
+
+    @contextmanager
+    def _connect(self, shard: str) -> Iterator[Connection]:
+        with self._db_lock:
+            engine = self._engine(shard)
+            if shard not in self._initialized_dbs:
+                self._initdb(engine)
+                self._initialized_dbs.add(shard)
+            with engine.connect() as conn, conn.begin():
+                yield conn
+
+    def wipe(self) -> None:
+        with self._db_lock:
+            self._dispose_engines()
+        super().wipe()
+
+    def dispose(self) -> None:
+        with self._db_lock:
+            self._dispose_engines()
+        super().dispose()
+
+    def _dispose_engines(self) -> None:
+        for engine in self._engines.values():
+            engine.dispose()
+        self._engines.clear()
+
+
+def local_config(home: Path) -> dict[str, object]:
+    """The instance configuration of a local ``DAGSTER_HOME``: telemetry off, and the
+    pooled event log where Dagster's own SQLite event log would keep its files."""
+    return {
+        "telemetry": {"enabled": False},
+        "event_log_storage": {
+            "module": __name__,
+            "class": PooledSqliteEventLogStorage.__name__,
+            "config": {"base_dir": str(home.resolve() / "history" / "runs")},
+        },
+    }
+
+
+def ensure_local_config(home: Path) -> bool:
+    """Write ``home``'s dagster.yaml unless it has one (a user's own is never replaced);
+    True if it was written."""
+    config = home / CONFIG_FILE
+    if config.exists():
+        return False
+    home.mkdir(parents=True, exist_ok=True)
+    partial = config.with_suffix(".partial")
+    partial.write_text(yaml.safe_dump(local_config(home), sort_keys=False))
+    partial.replace(config)
+    return True
+
+
+if __name__ == "__main__":
+    # `make setup`: python -m lakehouse.instance <DAGSTER_HOME>
+    ensure_local_config(Path(sys.argv[1]))
