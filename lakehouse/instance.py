@@ -38,10 +38,12 @@ KEPT_RUN_DATABASES = 8
 
 class PooledSqliteEventLogStorage(SqliteEventLogStorage):
     """Dagster's SQLite event log, reusing one engine (and its open connection) per
-    database file instead of creating and disposing of one per stored event."""
+    database file instead of creating and disposing of one per stored event, and
+    remembering which tables exist."""
 
     def __init__(self, base_dir: str, inst_data: ConfigurableClassData | None = None) -> None:
         self._engines: OrderedDict[str, Engine] = OrderedDict()
+        self._tables_present: set[str] = set()
         super().__init__(base_dir, inst_data)
 
     @classmethod
@@ -74,6 +76,13 @@ class PooledSqliteEventLogStorage(SqliteEventLogStorage):
                 self._initialized_dbs.add(shard)
             with engine.connect() as conn, conn.begin():
                 yield conn
+
+    def has_table(self, table_name: str) -> bool:
+        """Dagster asks before storing every asset check evaluation, each time with an
+        engine of its own; a table, once there, stays (no migration drops one)."""
+        if table_name not in self._tables_present and super().has_table(table_name):
+            self._tables_present.add(table_name)
+        return table_name in self._tables_present
 
     def wipe(self) -> None:
         with self._db_lock:
