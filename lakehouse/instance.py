@@ -113,11 +113,15 @@ def local_config(home: Path) -> dict[str, object]:
     }
 
 
+LEGACY_CONFIG = "telemetry:\n  enabled: false\n"
+"""What ``make setup`` wrote before this module: ours to replace, not a user's."""
+
+
 def ensure_local_config(home: Path) -> bool:
-    """Write ``home``'s dagster.yaml unless it has one (a user's own is never replaced);
-    True if it was written."""
+    """Write ``home``'s dagster.yaml unless it has one of its own (a user's is never
+    replaced; the telemetry-only file earlier versions wrote is); True if it was written."""
     config = home / CONFIG_FILE
-    if config.exists():
+    if config.exists() and config.read_text() != LEGACY_CONFIG:
         return False
     home.mkdir(parents=True, exist_ok=True)
     partial = config.with_suffix(".partial")

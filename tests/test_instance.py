@@ -13,6 +13,7 @@ import dagster as dg
 from lakehouse.instance import (
     CONFIG_FILE,
     KEPT_RUN_DATABASES,
+    LEGACY_CONFIG,
     PooledSqliteEventLogStorage,
     ensure_local_config,
 )
@@ -63,6 +64,8 @@ def test_the_local_event_log_keeps_few_databases_open_and_loses_no_event(tmp_pat
     """A local home gets the pooled event log; it reuses its connections but keeps only
     the most recent runs' databases open, and every run stays readable."""
     home = tmp_path / "home"
+    home.mkdir()
+    (home / CONFIG_FILE).write_text(LEGACY_CONFIG)  # what `make setup` used to write
     assert ensure_local_config(home)
     (home / CONFIG_FILE).write_text((home / CONFIG_FILE).read_text() + "# the user's own\n")
     assert not ensure_local_config(home), "a home's own dagster.yaml is never replaced"
