@@ -19,6 +19,7 @@ from __future__ import annotations
 import importlib.metadata
 import io
 import json
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -104,23 +105,33 @@ def run(args: Sequence[str]) -> FinishedDbt:
     quiet = ["--log-level", "none", "--log-level-file", "none"]
     try:
         result = dbtRunner(manifest=manifest, callbacks=[keep]).invoke(quiet + command)
-    finally:
-        _close_duckdb()
-    if result.exception is not None and not isinstance(result.exception, Exception):
-        # dbtRunner turns everything into a result; an interrupt (Ctrl-C, Dagster
-        # terminating the run) must still stop the build.
-        raise result.exception
+    except BaseException:
+        _release_duckdb(interrupt=True)
+        raise
+    # dbtRunner turns some interrupts into a result; an interrupt (Ctrl-C, Dagster
+    # terminating the run) must still stop the build, and the query it cut short.
+    interrupted = result.exception is not None and not isinstance(result.exception, Exception)
+    _release_duckdb(interrupt=interrupted)
+    if interrupted:
+        raise result.exception  # type: ignore[misc]
     code = 0 if result.success else 2 if result.exception is not None else 1
     return FinishedDbt(["dbt", *command], io.BytesIO(b"".join(lines)), code)
 
 
-def _close_duckdb() -> None:
+def _release_duckdb(*, interrupt: bool) -> None:
     """Close the database dbt-duckdb keeps open in the process (a class attribute) after
     dbt returns, as the end of a dbt process would: the build reads the file next, and
-    DuckDB refuses a second connection to a file open with another configuration."""
-    from dbt.adapters.duckdb.connections import DuckDBConnectionManager
-
-    environment = DuckDBConnectionManager._ENV
+    DuckDB refuses a second connection to a file open with another configuration. After
+    an interrupt, a query dbt's threads still run is interrupted first (closing would
+    wait for it)."""
+    connections = sys.modules.get("dbt.adapters.duckdb.connections")
+    if connections is None:
+        return  # dbt stopped before it loaded the adapter: nothing is open
+    manager = connections.DuckDBConnectionManager
+    environment = manager._ENV
     if environment is not None:
+        database = getattr(environment, "conn", None)
+        if interrupt and database is not None:
+            database.interrupt()
         environment.close()
-    DuckDBConnectionManager.close_all_connections()
+    manager.close_all_connections()

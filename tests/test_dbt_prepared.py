@@ -89,3 +89,45 @@ def test_dbt_in_process_skips_the_parse_a_new_profile_would_force(tmp_path: Path
     assert any("profile has changed" in m for m in plain_messages)
     assert not any("profile has changed" in m for m in messages)
     assert all(e for e in messages), "every kept event carries its message, as the CLI's lines"
+
+
+INTERRUPTED = """
+import faulthandler, os, signal, sys, threading, time
+from dbt.cli.main import dbtRunner  # imported first: the signal comes while dbt runs
+from lakehouse import dbt_prepared
+faulthandler.dump_traceback_later(90)  # a hang says where
+threading.Timer(3.0, lambda: os.kill(os.getpid(), signal.SIGINT)).start()
+started = time.monotonic()
+try:
+    dbt_prepared.run(sys.argv[1:])
+except KeyboardInterrupt:
+    print(f"interrupted after {time.monotonic() - started:.1f} s")
+else:
+    print("dbt ran to the end")
+"""
+
+
+def test_an_interrupt_stops_dbt_running_in_the_process(tmp_path: Path) -> None:
+    """Ctrl-C (or Dagster terminating a run) during a long dbt query stops the build: dbt
+    in-process must not swallow it. A process of its own receives the signal."""
+    profiles = yaml.safe_load((DBT_PROJECT_DIR / "profiles.yml").read_text())
+    for output in profiles["jaffle_lakehouse"]["outputs"].values():
+        output["path"] = str(tmp_path / "lakehouse.duckdb")
+    (tmp_path / "profiles.yml").write_text(yaml.safe_dump(profiles))
+    endless = "select count(*) from range(1000000000000)"  # hours of DuckDB work
+    command = ["show", "--inline", endless, "--profiles-dir", str(tmp_path)]
+    command += ["--project-dir", str(DBT_PROJECT_DIR), "--target-path", str(tmp_path / "t")]
+    started = subprocess.Popen(
+        [sys.executable, "-c", INTERRUPTED, *command],
+        env={**os.environ, "DBT_SEND_ANONYMOUS_USAGE_STATS": "false"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        out, err = started.communicate(timeout=120)
+    except subprocess.TimeoutExpired:
+        started.kill()
+        out, err = started.communicate()
+    assert "interrupted after" in out, out + err[-4000:]
+    assert started.returncode == 0, "the process exits once interrupted: " + err[-4000:]
