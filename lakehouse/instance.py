@@ -106,7 +106,8 @@ def local_config(home: Path) -> dict[str, object]:
     return {
         "telemetry": {"enabled": False},
         "event_log_storage": {
-            "module": __name__,
+            # by name: run as `python -m lakehouse.instance`, __name__ is "__main__"
+            "module": "lakehouse.instance",
             "class": PooledSqliteEventLogStorage.__name__,
             "config": {"base_dir": str(home.resolve() / "history" / "runs")},
         },

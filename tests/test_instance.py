@@ -66,8 +66,12 @@ def test_the_local_event_log_keeps_few_databases_open_and_loses_no_event(tmp_pat
     home = tmp_path / "home"
     home.mkdir()
     (home / CONFIG_FILE).write_text(LEGACY_CONFIG)  # what `make setup` used to write
-    assert ensure_local_config(home)
-    (home / CONFIG_FILE).write_text((home / CONFIG_FILE).read_text() + "# the user's own\n")
+    # as `make setup` writes it
+    subprocess.run([sys.executable, "-m", "lakehouse.instance", str(home)], check=True)
+    assert "PooledSqliteEventLogStorage" in (home / CONFIG_FILE).read_text()
+    assert not ensure_local_config(home)
+    written = (home / CONFIG_FILE).read_text()
+    (home / CONFIG_FILE).write_text(written + "# the user's own\n")
     assert not ensure_local_config(home), "a home's own dagster.yaml is never replaced"
 
     @dg.asset
