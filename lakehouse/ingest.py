@@ -530,7 +530,6 @@ FILE_KEY = "file_key"
 
 
 def _log_frame(
-    lake: Lake,
     outcomes: Sequence[FileOutcome],
     source: str,
     raw_version: int | None,
@@ -542,7 +541,7 @@ def _log_frame(
             "source": [source] * len(outcomes),
             "file_uri": [o.file.uri for o in outcomes],
             "relative_key": [o.file.relative_key for o in outcomes],
-            FILE_KEY: [lake.file_key(o.file.uri) for o in outcomes],
+            FILE_KEY: [o.file.key for o in outcomes],
             "fingerprint": [o.file.fingerprint for o in outcomes],
             "size_bytes": [o.file.size for o in outcomes],
             "last_modified": [o.file.last_modified for o in outcomes],
@@ -621,7 +620,7 @@ def new_files(
         wanted = set(only)
         landed = [f for f in landed if f.uri in wanted]
     handled = handled_files(lake, source)
-    return landed, [f for f in landed if (lake.file_key(f.uri), f.fingerprint) not in handled]
+    return landed, [f for f in landed if (f.key, f.fingerprint) not in handled]
 
 
 # -- ingest one source ------------------------------------------------------------------
@@ -647,7 +646,7 @@ def ingest_source(
 
     def attempt() -> IngestResult:
         snapshot = raw_target.snapshot()
-        in_raw = {f.uri for f in candidates if _in_raw(lake, snapshot.dt, f)}
+        in_raw = {f.uri for f in candidates if _in_raw(snapshot.dt, f)}
         while True:
             outcomes: list[FileOutcome] = []
             loading: list[LandedRows] = []
@@ -678,10 +677,7 @@ def ingest_source(
                 raw_version = snapshot.append_files(
                     stream,
                     stamp,
-                    [
-                        delta.file_app(lake.file_key(r.file.uri), r.file.fingerprint)
-                        for r in loading
-                    ],
+                    [delta.file_app(r.file.key, r.file.fingerprint) for r in loading],
                     extra={FILES_KEY: [[r.file.uri, r.file.fingerprint] for r in loading]},
                     configuration={"delta.enableChangeDataFeed": "true"},
                 )
@@ -709,15 +705,12 @@ def ingest_source(
     return delta.retry_on_conflict(attempt, f"raw/{source.name}")
 
 
-def _in_raw(lake: Lake, raw: DeltaTable | None, f: LandedFile) -> bool:
+def _in_raw(raw: DeltaTable | None, f: LandedFile) -> bool:
     """Whether raw's log records ``f`` as committed: by its key, or by its URI (how
     commits recorded files before keys)."""
     if raw is None:
         return False
-    ids = {
-        delta.file_app(lake.file_key(f.uri), f.fingerprint),
-        delta.file_app(f.uri, f.fingerprint),
-    }
+    ids = {delta.file_app(f.key, f.fingerprint), delta.file_app(f.uri, f.fingerprint)}
     return any(raw.transaction_version(app) is not None for app in ids)
 
 
@@ -730,7 +723,7 @@ def _append_log(
     now: datetime,
 ) -> None:
     log_target = lake.writable(Layer.RAW, INGEST_LOG_TABLE)
-    frame = _log_frame(lake, outcomes, source, raw_version, stamp.run_id, now)
+    frame = _log_frame(outcomes, source, raw_version, stamp.run_id, now)
     delta.retry_on_conflict(
         # merge: a log written before a column was added to it takes the new column
         lambda: log_target.snapshot().append(frame, stamp, schema_merge=True),

@@ -73,9 +73,11 @@ class TableRef:
 
 @dataclass(frozen=True)
 class LandedFile:
-    """A file as delivered under landing/<source>/. Identified by URI and fingerprint."""
+    """A file as delivered under landing/<source>/. Identified by ``key`` and fingerprint."""
 
     uri: str
+    key: str
+    """``Lake.file_key``: its path below the root of the lake that listed it."""
     relative_key: str
     size: int
     last_modified: datetime
@@ -360,7 +362,13 @@ class Lake:
                     fingerprint = f"unreadable:{obj.size}:{obj.last_modified.isoformat()}"
                     unreadable = f"cannot read the file: {exc.strerror or exc}"
             yield LandedFile(
-                obj.uri, relative_key, obj.size, obj.last_modified, fingerprint, unreadable
+                obj.uri,
+                self.file_key(obj.uri),
+                relative_key,
+                obj.size,
+                obj.last_modified,
+                fingerprint,
+                unreadable,
             )
         if not self.is_s3:
             self._digests.save(under=base, listed=None if start_after else seen)
