@@ -4,7 +4,7 @@ log that keeps its database connections open.
 Dagster's SQLite event log creates a SQLAlchemy engine, opens the database file and
 disposes of it all again for every event it stores. A build stores a few events per
 asset check (planned, evaluated, its output) and the sample's 21 tables have 233 checks:
-opening and closing the files cost a build of the 73k-order sample about 4 s of its 28.
+storing them took 10.8 s of a 28 s build of the 73k-order sample, 2.3 s with this.
 ``PooledSqliteEventLogStorage`` is that event log with one engine per database file,
 kept for the index and the most recently used runs (older ones are disposed of, so a
 webserver or daemon reading many runs holds few files open). Everything else, the files,
