@@ -52,7 +52,7 @@ import argparse
 import contextlib
 import io
 import sys
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -121,7 +121,8 @@ def _run(
 
     from lakehouse import progress
     from lakehouse.definitions import defs
-    from lakehouse.plan import assets_to_run
+    from lakehouse.defs.landing import landing_days_tags
+    from lakehouse.plan import assets_to_run, landing_days
     from lakehouse.progress import progress_logger
     from lakehouse.runs import fail_dead_runs, run_tags
 
@@ -140,7 +141,9 @@ def _run(
                 run_config=config,
                 instance=instance,
                 raise_on_error=False,
-                tags=run_tags(),
+                # A planned run covers the landing days of the files it ingests (raw's
+                # partitions); an unplanned one ingests every new file, whatever its day.
+                tags={**run_tags(), **landing_days_tags(landing_days(plan or []))},
                 asset_selection=selection,
             )
     _record_audit(lake, result.run_id)
@@ -461,6 +464,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     land = sub.add_parser("land", help="deliver raw_<source>.* files from a folder")
     land.add_argument("directory", type=Path)
+    land.add_argument(
+        "--day",
+        type=date.fromisoformat,
+        default=None,
+        help="land under this UTC day (YYYY-MM-DD), e.g. a history to backfill; default: today",
+    )
     sub.add_parser("summary", help="print the lake's tables")
     check = sub.add_parser("verify", help="verify a table against its Soda contract")
     check.add_argument("table", help="LAYER/TABLE, e.g. cleansed/orders")
@@ -556,7 +565,10 @@ def main(argv: list[str] | None = None) -> int:
         }
         if not files:
             parser.error(f"no raw_<source>.* files in {args.directory}")
-        landed = land_files(lake, files)
+        when = datetime.now(UTC)
+        if args.day is not None:  # the day's folder; the time of day keeps keys apart
+            when = datetime.combine(args.day, when.timetz())
+        landed = land_files(lake, files, when)
         for source, uri in landed.items():
             print(f"landed {source}: {uri} ({files[source].stat().st_size:,} bytes)")
         total = sum(files[source].stat().st_size for source in landed)

@@ -18,6 +18,7 @@ from lakehouse.defs.jobs import (
     deliver_sample_data_job,
     diff_branch_marts_job,
     erase_customer_job,
+    ingest_landing_days_job,
     maintain_delta_tables_job,
     quarantine_action_job,
     refresh_branch_pins_job,
@@ -46,6 +47,7 @@ def build_definitions(lakehouse: LakehouseResource | None = None) -> dg.Definiti
         jobs=[
             build_lakehouse_job,
             deliver_sample_data_job,
+            ingest_landing_days_job,
             maintain_delta_tables_job,
             quarantine_action_job,
             reingest_file_job,

@@ -32,7 +32,7 @@ import zlib
 from collections.abc import Callable, Generator, Iterator, Sequence
 from contextlib import closing
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from enum import StrEnum
 from typing import IO, Any, cast
 
@@ -47,6 +47,7 @@ from deltalake import DeltaTable
 from lakehouse import delta
 from lakehouse.anomaly import PROFILE_COLUMN, DeliveryProfile
 from lakehouse.faults import fault_point
+from lakehouse.landing import landing_day
 from lakehouse.sources import (
     INGEST_RUN_ID,
     INGESTED_AT,
@@ -610,15 +611,23 @@ def handled_files(lake: Lake, source: str) -> set[tuple[str, str]]:
     return set(zip(done[FILE_KEY].to_list(), done["fingerprint"].to_list(), strict=True))
 
 
+DayRange = tuple[date, date]
+"""Landing days, first and last included (``lakehouse.landing.landing_day``)."""
+
+
 def new_files(
-    lake: Lake, source: str, only: Sequence[str] | None = None
+    lake: Lake, source: str, only: Sequence[str] | None = None, days: DayRange | None = None
 ) -> tuple[list[LandedFile], list[LandedFile]]:
-    """Every landed file of ``source`` (those in ``only``, if given), and those among them
-    the ingest log does not record as handled: what a run has to look at."""
+    """Every landed file of ``source`` (those in ``only``, and landed on ``days``, if
+    given), and those among them the ingest log does not record as handled: what a run has
+    to look at."""
     landed = lake.list_landing(source)
     if only is not None:
         wanted = set(only)
         landed = [f for f in landed if f.uri in wanted]
+    if days is not None:
+        first, last = days
+        landed = [f for f in landed if first <= landing_day(f) <= last]
     handled = handled_files(lake, source)
     return landed, [f for f in landed if (f.key, f.fingerprint) not in handled]
 
@@ -630,14 +639,16 @@ def ingest_source(
     stamp: delta.Stamp,
     now: datetime | None = None,
     only: Sequence[str] | None = None,
+    days: DayRange | None = None,
 ) -> IngestResult:
     """Append every new landed file of ``source`` to raw/<source> in one commit.
 
-    ``only`` restricts the run to these landing URIs (a sensor's run request); by default
-    every file under landing/<source>/ not yet handled is read.
+    ``only`` restricts the run to these landing URIs (a sensor's run request), ``days`` to
+    the files landed on these days (a daily partition's run); by default every file under
+    landing/<source>/ not yet handled is read.
     """
     now = now or datetime.now(UTC)
-    landed, candidates = new_files(lake, source.name, only)
+    landed, candidates = new_files(lake, source.name, only, days)
     raw_target = lake.writable(Layer.RAW, source.name)
 
     # Look at every candidate once (its header and first rows); its rows are streamed from

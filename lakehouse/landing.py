@@ -9,9 +9,10 @@ efficiency depends on the convention.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 from lakehouse.storage import Lake, LandedFile
@@ -31,6 +32,22 @@ def land_files(
         source: lake.put_landing_file(source, landing_key(path.name, when), path)
         for source, path in files.items()
     }
+
+
+DAY_FOLDER = re.compile(r"\d{4}-\d{2}-\d{2}")
+
+
+def landing_day(f: LandedFile) -> date:
+    """The day a landed file belongs to: the day its key starts with (the convention's
+    ``YYYY-MM-DD/`` folder), else the UTC day it was last modified. Raw's daily partitions
+    are these days: a partition's run ingests that day's files."""
+    folder = f.relative_key.split("/", 1)[0] if "/" in f.relative_key else ""
+    if DAY_FOLDER.fullmatch(folder):
+        try:
+            return date.fromisoformat(folder)
+        except ValueError:  # e.g. 2026-02-30
+            pass
+    return f.last_modified.astimezone(UTC).date()
 
 
 # -- finding new files: the sensors' cursor ----------------------------------------------

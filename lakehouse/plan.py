@@ -16,6 +16,7 @@ a plan that includes too much costs time, never correctness.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -24,6 +25,7 @@ from deltalake import DeltaTable
 from lakehouse import delta, publish
 from lakehouse.cleanse import backlog
 from lakehouse.ingest import new_files
+from lakehouse.landing import landing_day
 from lakehouse.marts import (
     DBT_MANIFEST,
     MART_INPUTS_KEY,
@@ -46,6 +48,8 @@ class Work:
     layer: Layer
     table: str
     reason: str
+    days: tuple[date, ...] = ()
+    """Raw's: the landing days of its new files (``lakehouse.landing.landing_day``)."""
 
     @property
     def path(self) -> list[str]:
@@ -65,7 +69,9 @@ def build_plan(lake: Lake, manifest_path: Path = DBT_MANIFEST) -> list[Work] | N
     for name in SOURCES:
         _, candidates = new_files(lake, name)
         if candidates:
-            work.append(Work(Layer.RAW, name, f"{len(candidates)} landed file(s) not ingested"))
+            days = tuple(sorted({landing_day(f) for f in candidates}))
+            news = f"{len(candidates)} landed file(s) not ingested"
+            work.append(Work(Layer.RAW, name, news, days))
     for name, source in SOURCES.items():
         snapshot = lake.writable(Layer.CLEANSED, name).snapshot()
         reason = backlog(lake, source, snapshot).reason or _publish_work(
@@ -133,6 +139,11 @@ def _publish_work(lake: Lake, layer: Layer, table: str, dt: DeltaTable | None) -
     ):
         return f"no stored verdict covers v{state.readable}"
     return None
+
+
+def landing_days(plan: list[Work]) -> list[date]:
+    """The landing days of every new file the plan ingests: the partitions its run covers."""
+    return sorted({day for work in plan for day in work.days})
 
 
 def assets_to_run(defs: dg.Definitions, plan: list[Work]) -> list[dg.AssetKey]:

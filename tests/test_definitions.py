@@ -95,9 +95,13 @@ def test_groups_and_jobs(graph: Any) -> None:
     assert defs.resolve_job_def("deliver_sample_data_job") is not None
 
 
-def test_delivering_sample_data_from_the_ui_triggers_a_build() -> None:
+def test_delivering_sample_data_from_the_ui_triggers_a_build(
+    local_settings: LakehouseSettings, sample_delivery: dict[str, Path]
+) -> None:
+    """The build covers the landing days of what was delivered (raw's partitions)."""
     build_after_sample_delivery = defs.resolve_sensor_def("build_after_sample_delivery")
     run_id = "8a0f0c1e-5b1a-4c57-9d43-2f7d1f4c9a10"
+    land_files(Lake(local_settings), sample_delivery, datetime(2026, 11, 1, 9, tzinfo=UTC))
 
     with dg.DagsterInstance.ephemeral() as instance:
         run = instance.create_run_for_job(
@@ -110,10 +114,15 @@ def test_delivering_sample_data_from_the_ui_triggers_a_build() -> None:
             dagster_event=dg.DagsterEvent(
                 event_type_value="PIPELINE_SUCCESS", job_name=run.job_name
             ),
+            resources={"lakehouse": LakehouseResource.from_settings(local_settings)},
         )
         request = build_after_sample_delivery(context)  # type: ignore[operator]
     assert isinstance(request, dg.RunRequest)
     assert request.run_key == f"after-{run_id}"
+    assert request.tags == {
+        "dagster/asset_partition_range_start": "2026-11-01",
+        "dagster/asset_partition_range_end": "2026-11-01",
+    }
     assert build_after_sample_delivery.job_name == "build_lakehouse"
 
 
@@ -155,7 +164,9 @@ def test_cleansed_follows_raw_automatically() -> None:
         first = dg.evaluate_automation_conditions(defs=defs, instance=instance)
         assert first.total_requested == 0  # nothing landed: nothing to cleanse
         for name in ("orders", "customers", "stores"):
-            instance.report_runless_asset_event(dg.AssetMaterialization(dg.AssetKey(["raw", name])))
+            instance.report_runless_asset_event(
+                dg.AssetMaterialization(dg.AssetKey(["raw", name]), partition="2026-11-01")
+            )
         second = dg.evaluate_automation_conditions(
             defs=defs, instance=instance, cursor=first.cursor
         )

@@ -93,6 +93,18 @@ def test_new_files_are_requested_once_tick_by_tick(lake: Lake) -> None:
     assert files_of([again]) == [basename("a.csv", T0)]
 
 
+def test_each_run_ingests_one_landing_day_its_partition(lake: Lake) -> None:
+    ticks = Ticks(lake.settings)
+    land(lake, "late.csv", T0 - timedelta(days=1))  # under yesterday's key, but new
+    land(lake, "a.csv", T0)
+    land(lake, "b.csv", T0 + timedelta(minutes=1))
+    requests = ticks.tick()
+    assert [(r.partition_key, files_of([r])) for r in requests] == [
+        ("2026-10-31", [basename("late.csv", T0 - timedelta(days=1))]),
+        ("2026-11-01", [basename("a.csv", T0), basename("b.csv", T0 + timedelta(minutes=1))]),
+    ]
+
+
 def test_files_deleted_after_processing_do_not_break_the_cursor(lake: Lake) -> None:
     ticks = Ticks(lake.settings)
     first = [land(lake, f"{i}.csv", T0 + timedelta(seconds=i)) for i in range(3)]

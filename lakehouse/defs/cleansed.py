@@ -24,6 +24,14 @@ def table_pool(layer: Layer, table: str) -> str:
     return f"lake-{layer.value}-{table}"
 
 
+FOLLOWS_RAW = dg.AutomationCondition.eager().without(
+    ~dg.AutomationCondition.any_deps_missing()
+) & ~dg.AutomationCondition.any_deps_missing().ignore(dg.AssetSelection.groups(Layer.RAW.value))
+"""Dagster's eager condition, except that raw's landing days nothing landed on (never
+materialized partitions) do not count as missing; a missing cleansed table it references
+still does."""
+
+
 class CleanseConfig(dg.Config):
     """Operator controls for one run."""
 
@@ -48,7 +56,7 @@ def build_cleansed_asset(source: Source) -> dg.AssetsDefinition:
         kinds={"delta", "polars"},
         # Follows raw: new raw rows (from a landing sensor's run) are cleansed on the next
         # automation tick, one run for however many raw updates arrived meanwhile.
-        automation_condition=dg.AutomationCondition.eager(),
+        automation_condition=FOLLOWS_RAW,
         description=f"{source.description} Key: {', '.join(source.key)}. "
         f"Rows failing typing or a contract rule go to quarantine/{source.name}.",
         code_version="2",

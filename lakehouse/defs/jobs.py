@@ -9,6 +9,7 @@ from typing import Literal
 import dagster as dg
 
 from lakehouse.catalog import asset_key
+from lakehouse.defs.landing import LANDING_DAYS
 from lakehouse.defs.resources import LakehouseResource
 from lakehouse.landing import land_files
 from lakehouse.storage import INGEST_LOG_TABLE, Lake, Layer
@@ -22,6 +23,16 @@ build_lakehouse_job = dg.define_asset_job(
     selection=dg.AssetSelection.all() - dg.AssetSelection.groups("audit", "observability"),
     description="Ingest every new landed file, cleanse it and rebuild the marts.",
     # One process: the default executor re-imports the code location per step (~8 s each).
+    executor_def=dg.in_process_executor,
+)
+
+
+ingest_landing_days_job = dg.define_asset_job(
+    "ingest_landing_days",
+    selection=dg.AssetSelection.groups(Layer.RAW.value),
+    partitions_def=LANDING_DAYS,
+    description="Ingest the files landed on a day (raw's daily partitions). A backfill of "
+    "days runs one run per day; cleansed and marts follow by automation, once.",
     executor_def=dg.in_process_executor,
 )
 

@@ -1,4 +1,7 @@
-"""raw/<source>: one asset per source, appending every new landed file as landed."""
+"""raw/<source>: one asset per source, appending every new landed file as landed.
+
+Partitioned by landing day: a partition's run ingests the new files of its days, a run
+without one every new file."""
 
 import dagster as dg
 
@@ -12,6 +15,7 @@ from lakehouse.anomaly import (
 )
 from lakehouse.catalog import asset_key, landing_key
 from lakehouse.defs.cleansed import TRANSIENT_IO_RETRY, table_pool
+from lakehouse.defs.landing import LANDING_DAYS, landing_days_label, partition_days
 from lakehouse.defs.metadata import table_metadata
 from lakehouse.defs.resources import LakehouseResource
 from lakehouse.ingest import FileOutcome, FileStatus, ingest_source
@@ -85,6 +89,7 @@ def build_raw_asset(source: Source) -> dg.AssetsDefinition:
         description=f"Every row ever landed for {source.name}, values as delivered, "
         "with source file, fingerprint, row number, ingestion time and run id.",
         code_version="1",
+        partitions_def=LANDING_DAYS,
         pool=table_pool(Layer.RAW, source.name),
         retry_policy=TRANSIENT_IO_RETRY,
         check_specs=[
@@ -121,9 +126,12 @@ def build_raw_asset(source: Source) -> dg.AssetsDefinition:
             inputs=[(LANDING, source.name)],
             outputs=[(Layer.RAW.value, source.name)],
         ):
-            result = ingest_source(lake, source, stamp, only=config.files)
+            days = partition_days(context)
+            result = ingest_source(lake, source, stamp, only=config.files, days=days)
         loaded = [o for o in result.outcomes if o.status is FileStatus.LOADED]
         meta: dict = {
+            # A range run records these totals on each day of its range.
+            "landing_days": landing_days_label(context),
             "new_files_loaded": len(loaded),
             "rows_added": result.rows_added,
             "files_rejected": sum(o.status is FileStatus.REJECTED for o in result.outcomes),

@@ -7,6 +7,7 @@ unless asked (``LAKEHOUSE_BRANCH_SCHEDULES=true``); see ``LakehouseSettings``.
 import dagster as dg
 
 from lakehouse.defs.jobs import build_lakehouse_job, maintain_delta_tables_job
+from lakehouse.defs.landing import landing_days_tags
 from lakehouse.defs.resources import LakehouseResource
 
 
@@ -24,14 +25,15 @@ def _daily_build(status: dg.DefaultScheduleStatus) -> dg.ScheduleDefinition:
     def daily_lakehouse_build(
         context: dg.ScheduleEvaluationContext, lakehouse: LakehouseResource
     ) -> dg.RunRequest | dg.SkipReason:
-        from lakehouse.plan import build_plan
+        from lakehouse.plan import build_plan, landing_days
 
         plan = build_plan(lakehouse.lake())
         if plan == []:
             return dg.SkipReason("nothing new: every table is up to date with landing")
         reasons = "; ".join(w.describe() for w in plan or []) or "a branch: build everything"
         context.log.info(f"to build: {reasons}")
-        return dg.RunRequest(tags={"lakehouse/plan": reasons[:1000]})
+        days = landing_days_tags(landing_days(plan or []))
+        return dg.RunRequest(tags={"lakehouse/plan": reasons[:1000], **days})
 
     return daily_lakehouse_build
 

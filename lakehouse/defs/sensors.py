@@ -7,8 +7,9 @@ import dagster as dg
 
 from lakehouse.catalog import asset_key
 from lakehouse.defs.jobs import build_lakehouse_job, deliver_sample_data_job
+from lakehouse.defs.landing import landing_days_tags, partition_day
 from lakehouse.defs.resources import LakehouseResource
-from lakehouse.landing import LandingCursor, new_landed_files
+from lakehouse.landing import LandingCursor, landing_day, new_landed_files
 from lakehouse.sources import SOURCES
 from lakehouse.storage import LandedFile, Layer
 
@@ -26,8 +27,14 @@ def build_after_sample_delivery_sensor(running: bool = True) -> dg.SensorDefinit
         default_status=sensor_status(running),
         description="After sample data is delivered, build the lakehouse (the demo, from the UI).",
     )
-    def _sensor(context: dg.RunStatusSensorContext) -> dg.RunRequest:
-        return dg.RunRequest(run_key=f"after-{context.dagster_run.run_id}")
+    def _sensor(context: dg.RunStatusSensorContext, lakehouse: LakehouseResource) -> dg.RunRequest:
+        from lakehouse.plan import build_plan, landing_days
+
+        # The build covers the landing days of the files not ingested yet (raw's partitions).
+        days = landing_days(build_plan(lakehouse.lake()) or [])
+        return dg.RunRequest(
+            run_key=f"after-{context.dagster_run.run_id}", tags=landing_days_tags(days)
+        )
 
     return _sensor
 
@@ -37,8 +44,19 @@ FILES_PER_RUN = 100
 
 
 def ingest_run_requests(source: str, files: list[LandedFile]) -> list[dg.RunRequest]:
-    """Runs of raw/<source>, each for up to FILES_PER_RUN files, keyed by key + fingerprint."""
-    ordered = sorted(files, key=lambda f: f.relative_key)
+    """Runs of raw/<source>'s landing-day partitions, each for up to FILES_PER_RUN files
+    of one day, keyed by key + fingerprint."""
+    by_day: dict[str, list[LandedFile]] = {}
+    for f in sorted(files, key=lambda f: f.relative_key):
+        by_day.setdefault(partition_day(landing_day(f)), []).append(f)
+    return [
+        request
+        for day, landed in sorted(by_day.items())
+        for request in _day_requests(source, day, landed)
+    ]
+
+
+def _day_requests(source: str, day: str, ordered: list[LandedFile]) -> list[dg.RunRequest]:
     requests = []
     for i in range(0, len(ordered), FILES_PER_RUN):
         batch = ordered[i : i + FILES_PER_RUN]
@@ -47,6 +65,7 @@ def ingest_run_requests(source: str, files: list[LandedFile]) -> list[dg.RunRequ
             dg.RunRequest(
                 run_key=f"{source}-{hashlib.sha256(identity.encode()).hexdigest()[:24]}",
                 asset_selection=[asset_key(Layer.RAW, source)],
+                partition_key=day,
                 run_config={
                     "ops": {
                         f"{Layer.RAW.value}__{source}": {
