@@ -54,3 +54,35 @@ def test_the_scale_benchmark_runs_and_the_bare_script_agrees(tmp_path: Path) -> 
     raw, cleansed, marts, checks = (float(c) for c in layers.split("|")[2:6])
     assert raw > 0 and cleansed > 0 and marts > 0 and checks > 0, layers
     assert "![Time and memory against lake size](scale.png)" in text
+
+
+@pytest.mark.slow
+@pytest.mark.long  # ~80 s of one worker: make reliability runs it, make test does not
+def test_the_backfill_benchmark_runs_one_run_per_day_and_equals_one_build(tmp_path: Path) -> None:
+    """A real code server, daemon and `dagster job backfill`; the script asserts one run
+    per day, the run limit, one writer per table, and marts equal to one build's."""
+    out = tmp_path / "backfill.md"
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(PROJECT_DIR / "benchmarks" / "backfill.py"),
+            "--days",
+            "3",
+            "--scale",
+            "0.05",
+            "--workdir",
+            str(tmp_path / "work"),
+            "--out",
+            str(out),
+            "--timeout",
+            "600",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    text = out.read_text()
+    assert "| runs (one per day), all succeeded | 3 |" in text
+    assert "# Backfill: 3 landing days, at most 2 runs at once" in text

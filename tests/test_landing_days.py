@@ -163,3 +163,18 @@ def test_cleansed_follows_a_raw_day_though_other_days_never_landed(
     assert second.get_num_requested(dg.AssetKey(["cleansed", "orders"])) == 1
     assert second.get_num_requested(dg.AssetKey(["cleansed", "customers"])) == 0
     assert second.get_num_requested(dg.AssetKey(["raw", "orders"])) == 0
+
+
+def test_land_delivers_a_folder_under_an_earlier_day(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """History to backfill lands under its own days, each a partition of raw."""
+    folder = tmp_path / "history"
+    _deliver(folder, "raw_orders.csv", ["o1"])
+    settings = LakehouseSettings(lake_root=str(tmp_path / "lake"), work_dir=tmp_path / "work")
+    monkeypatch.setenv("LAKEHOUSE_LAKE_ROOT", settings.lake_root)
+    monkeypatch.setenv("LAKEHOUSE_WORK_DIR", str(settings.work_dir))
+    assert main(["land", "--day", "2026-10-15", str(folder)]) == 0
+    assert main(["land", str(folder)]) == 0  # and today, as before
+    days = sorted(landing_day(f) for f in Lake(settings).list_landing("orders"))
+    assert days == [date(2026, 10, 15), datetime.now(UTC).date()]
