@@ -34,7 +34,9 @@ def test_the_instance_config_loads_with_pools_and_run_monitoring(
     shutil.copy(CONFIG, tmp_path / "dagster.yaml")
     with dg.DagsterInstance.from_config(str(tmp_path)) as instance:
         assert instance.run_monitoring_enabled
-        assert instance.get_concurrency_config().pool_config.default_pool_limit == 1
+        pools = instance.get_concurrency_config().pool_config
+        assert pools.default_pool_limit == 1
+        assert (str(pools.pool_granularity.value), pools.op_granularity_run_buffer) == ("op", 1)
         assert instance.run_retries_enabled and instance.run_retries_max_retries == 1
         # (Dagster exports neither enum at the top level.)
         from dagster._core.definitions.run_request import InstigatorType
