@@ -14,29 +14,33 @@ import pytest
 from lakehouse.settings import PROJECT_DIR
 
 
-@pytest.mark.slow
-@pytest.mark.long  # ~95 s of one worker: make reliability runs it, make test does not
-def test_the_scale_benchmark_runs_and_the_bare_script_agrees(tmp_path: Path) -> None:
-    out = tmp_path / "scale.md"
+def run_benchmark(script: str, *args: str) -> None:
+    """A benchmark script as a user runs it; it asserts what it measures itself."""
     result = subprocess.run(
-        [
-            sys.executable,
-            str(PROJECT_DIR / "benchmarks" / "scale.py"),
-            "--scales",
-            "0.05",
-            "--increments",
-            "1",
-            "--workdir",
-            str(tmp_path / "work"),
-            "--out",
-            str(out),
-        ],
+        [sys.executable, str(PROJECT_DIR / "benchmarks" / script), *args],
         capture_output=True,
         text=True,
         timeout=900,
         check=False,
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+
+
+@pytest.mark.slow
+@pytest.mark.long  # ~95 s of one worker: make reliability runs it, make test does not
+def test_the_scale_benchmark_runs_and_the_bare_script_agrees(tmp_path: Path) -> None:
+    out = tmp_path / "scale.md"
+    run_benchmark(
+        "scale.py",
+        "--scales",
+        "0.05",
+        "--increments",
+        "1",
+        "--out",
+        str(out),
+        "--workdir",
+        str(tmp_path / "work"),
+    )
     text = out.read_text()
     assert "0.05x: full build" in text and "(marts asserted equal)" in text
     steps = [row.split("|")[3].strip() for row in text.splitlines() if row.startswith("| 0.05x |")]
@@ -62,27 +66,19 @@ def test_the_backfill_benchmark_runs_one_run_per_day_and_equals_one_build(tmp_pa
     """A real code server, daemon and `dagster job backfill`; the script asserts one run
     per day, the run limit, one writer per table, and marts equal to one build's."""
     out = tmp_path / "backfill.md"
-    result = subprocess.run(
-        [
-            sys.executable,
-            str(PROJECT_DIR / "benchmarks" / "backfill.py"),
-            "--days",
-            "3",
-            "--scale",
-            "0.05",
-            "--workdir",
-            str(tmp_path / "work"),
-            "--out",
-            str(out),
-            "--timeout",
-            "600",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=900,
-        check=False,
+    run_benchmark(
+        "backfill.py",
+        "--days",
+        "3",
+        "--scale",
+        "0.05",
+        "--timeout",
+        "600",
+        "--out",
+        str(out),
+        "--workdir",
+        str(tmp_path / "work"),
     )
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     text = out.read_text()
     assert "| runs (one per day), all succeeded | 3 |" in text
     assert "# Backfill: 3 landing days, at most 2 runs at once" in text
