@@ -211,6 +211,15 @@ def test_landed_files_become_fresh_marts_and_the_ui_shows_it(
             "the mart run", lambda: run_status(base, mart_run) in ("SUCCESS", "FAILURE"), 300
         )
         assert run_status(base, mart_run) == "SUCCESS"
+        # The sensors asked for raw's partition of the day the files landed (today): the
+        # UI counts that one day as materialized, out of every day since the first.
+        stats = graphql(
+            base,
+            "query($path: [String!]!) { assetNodeOrError(assetKey: {path: $path}) {"
+            " ... on AssetNode { partitionStats { numMaterialized numPartitions } } } }",
+            {"path": ["raw", "orders"]},
+        )["assetNodeOrError"]["partitionStats"]
+        assert stats["numMaterialized"] == 1 and stats["numPartitions"] > 300, stats
 
         page.goto(f"{base}/assets/marts/orders?view=events")
         page.screenshot(path=str(tmp_path / "marts-orders-events.png"))
