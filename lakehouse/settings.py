@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import re
 from dataclasses import dataclass
+from datetime import date
 from enum import StrEnum
 from functools import lru_cache
 from pathlib import Path
@@ -285,6 +286,12 @@ class LakehouseSettings(BaseSettings):
         le=1.0,
         description="Alert when a cleansing run quarantines more than this share of the rows "
         "it read (below quarantine_max_rate, which stops the batch and fails the run).",
+    )
+    first_landing_day: date = Field(
+        default=date(2025, 1, 1),
+        description="Raw's first daily partition (UTC), read when the code location loads. "
+        "Files landed earlier belong to it (its run ingests them all); set it to the day of "
+        "the first delivery to see every day of history as its own partition.",
     )
     sensor_interval_seconds: int = Field(
         default=30,

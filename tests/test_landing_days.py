@@ -3,6 +3,9 @@ files only, and the build, the sensors and automation around them."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from datetime import UTC, date, datetime
 from pathlib import Path
 
@@ -178,3 +181,18 @@ def test_land_delivers_a_folder_under_an_earlier_day(
     assert main(["land", str(folder)]) == 0  # and today, as before
     days = sorted(landing_day(f) for f in Lake(settings).list_landing("orders"))
     assert days == [date(2026, 10, 15), datetime.now(UTC).date()]
+
+
+def test_the_first_landing_day_is_a_setting_read_when_the_code_location_loads() -> None:
+    """History older than the default first day gets days of its own when asked."""
+    probe = (
+        "from datetime import date; from lakehouse.definitions import defs; "
+        "from lakehouse.defs.landing import partition_day; "
+        "print(defs.resolve_job_def('ingest_landing_days').partitions_def.get_first_partition_key(),"
+        " partition_day(date(2019, 6, 1)), partition_day(date(2018, 1, 1)))"
+    )
+    env = {**os.environ, "LAKEHOUSE_FIRST_LANDING_DAY": "2019-03-01"}
+    done = subprocess.run(
+        [sys.executable, "-c", probe], env=env, capture_output=True, text=True, check=True
+    )
+    assert done.stdout.split() == ["2019-03-01", "2019-06-01", "2019-03-01"]

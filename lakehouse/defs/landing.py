@@ -13,6 +13,7 @@ import dagster as dg
 
 from lakehouse.catalog import landing_key
 from lakehouse.ingest import DayRange
+from lakehouse.settings import LakehouseSettings
 from lakehouse.sources import SOURCES
 from lakehouse.storage import LANDING
 
@@ -27,9 +28,10 @@ landing_specs = [
     for source in SOURCES.values()
 ]
 
-FIRST_LANDING_DAY = date(2025, 1, 1)
-"""Raw's first daily partition. Files landed before it belong to it (nothing is lost):
-its run ingests them all."""
+FIRST_LANDING_DAY = LakehouseSettings().first_landing_day
+"""Raw's first daily partition (``LAKEHOUSE_FIRST_LANDING_DAY``), fixed when the code
+location loads. Files landed before it belong to it (nothing is lost): its run ingests
+them all."""
 
 LANDING_DAYS = dg.DailyPartitionsDefinition(
     start_date=FIRST_LANDING_DAY.isoformat(),
