@@ -15,7 +15,7 @@ import pytest
 from lakehouse import delta
 from lakehouse.cli import main
 from lakehouse.definitions import build_definitions
-from lakehouse.defs.landing import LANDING_DAYS, landing_days_tags, partition_day
+from lakehouse.defs.landing import LANDING_DAYS, landing_days_tags, partition_keys
 from lakehouse.defs.resources import LakehouseResource
 from lakehouse.landing import land_files, landing_day
 from lakehouse.settings import LakehouseSettings
@@ -43,9 +43,12 @@ def test_a_file_belongs_to_the_day_its_key_names_else_the_day_it_arrived() -> No
 
 def test_days_outside_the_partitions_fall_in_the_first_or_the_last() -> None:
     first = LANDING_DAYS.get_first_partition_key()
-    assert partition_day(date(2019, 5, 1)) == first
-    assert partition_day(date(2026, 11, 1)) == "2026-11-01"
-    assert partition_day(date(2999, 1, 1)) == LANDING_DAYS.get_last_partition_key()
+    days = [date(2019, 5, 1), date(2026, 11, 1), date(2999, 1, 1), date(2026, 11, 1)]
+    assert partition_keys(days) == {
+        date(2019, 5, 1): first,
+        date(2026, 11, 1): "2026-11-01",
+        date(2999, 1, 1): LANDING_DAYS.get_last_partition_key(),
+    }
     assert landing_days_tags([]) == {}
     assert landing_days_tags([date(2026, 11, 3), date(2026, 11, 1), date(2026, 11, 3)]) == {
         "dagster/asset_partition_range_start": "2026-11-01",
@@ -187,9 +190,9 @@ def test_the_first_landing_day_is_a_setting_read_when_the_code_location_loads() 
     """History older than the default first day gets days of its own when asked."""
     probe = (
         "from datetime import date; from lakehouse.definitions import defs; "
-        "from lakehouse.defs.landing import partition_day; "
+        "from lakehouse.defs.landing import partition_keys; "
         "print(defs.resolve_job_def('ingest_landing_days').partitions_def.get_first_partition_key(),"
-        " partition_day(date(2019, 6, 1)), partition_day(date(2018, 1, 1)))"
+        " *partition_keys([date(2019, 6, 1), date(2018, 1, 1)]).values())"
     )
     env = {**os.environ, "LAKEHOUSE_FIRST_LANDING_DAY": "2019-03-01"}
     done = subprocess.run(

@@ -45,38 +45,47 @@ is N runs, which a run launcher can spread across machines, the run queue's limi
 and each table's pool keeps from writing one table at once."""
 
 
-def partition_day(day: date) -> str:
-    """The partition key of a landing day; days outside the partitions fall in the first
-    or the last (today's)."""
-    first = date.fromisoformat(LANDING_DAYS.get_first_partition_key() or "")
+def partition_keys(days: Iterable[date]) -> dict[date, str]:
+    """The partition key of each landing day; days outside the partitions fall in the
+    first or the last (today's, worked out once for all of them)."""
     last = date.fromisoformat(LANDING_DAYS.get_last_partition_key() or "")
-    return min(max(day, first), last).isoformat()
+    return {day: min(max(day, FIRST_LANDING_DAY), last).isoformat() for day in dict.fromkeys(days)}
+
+
+def _key_range(context: dg.AssetExecutionContext) -> dg.PartitionKeyRange | None:
+    """The partitions a run covers; None for a run without partitions."""
+    if not (context.has_partition_key or context.has_partition_key_range):
+        return None
+    return context.partition_key_range
 
 
 def partition_days(context: dg.AssetExecutionContext) -> DayRange | None:
     """The landing days a partitioned run ingests: its partitions, the first of them also
     taking every earlier day and today's every later one (clocks differ). None for a run
     without partitions: it ingests every new file, whatever its day."""
-    if not (context.has_partition_key or context.has_partition_key_range):
+    keys = _key_range(context)
+    if keys is None:
         return None
-    keys = context.partition_key_range
-    first = date.min if keys.start == LANDING_DAYS.get_first_partition_key() else None
-    last = date.max if keys.end == LANDING_DAYS.get_last_partition_key() else None
-    return first or date.fromisoformat(keys.start), last or date.fromisoformat(keys.end)
+    first = date.fromisoformat(keys.start)
+    last = date.fromisoformat(keys.end)
+    return (
+        date.min if first == FIRST_LANDING_DAY else first,
+        date.max if keys.end == LANDING_DAYS.get_last_partition_key() else last,
+    )
 
 
 def landing_days_label(context: dg.AssetExecutionContext) -> str:
     """The landing days a run covers, as an operator reads them."""
-    if not (context.has_partition_key or context.has_partition_key_range):
+    keys = _key_range(context)
+    if keys is None:
         return "every day (a run without partitions)"
-    keys = context.partition_key_range
     return keys.start if keys.start == keys.end else f"{keys.start} to {keys.end}"
 
 
 def landing_days_tags(days: Iterable[date]) -> dict[str, str]:
     """The tags of a run that ingests files landed on ``days``: the range of their
     partitions (no tags when there are none: the run takes every new file)."""
-    keys = sorted({partition_day(d) for d in days})
+    keys = sorted(set(partition_keys(days).values()))
     if not keys:
         return {}
     return {

@@ -7,7 +7,7 @@ import dagster as dg
 
 from lakehouse.catalog import asset_key
 from lakehouse.defs.jobs import build_lakehouse_job, deliver_sample_data_job
-from lakehouse.defs.landing import landing_days_tags, partition_day
+from lakehouse.defs.landing import landing_days_tags, partition_keys
 from lakehouse.defs.resources import LakehouseResource
 from lakehouse.landing import LandingCursor, landing_day, new_landed_files
 from lakehouse.sources import SOURCES
@@ -46,9 +46,10 @@ FILES_PER_RUN = 100
 def ingest_run_requests(source: str, files: list[LandedFile]) -> list[dg.RunRequest]:
     """Runs of raw/<source>'s landing-day partitions, each for up to FILES_PER_RUN files
     of one day, keyed by key + fingerprint."""
+    keys = partition_keys(landing_day(f) for f in files)
     by_day: dict[str, list[LandedFile]] = {}
     for f in sorted(files, key=lambda f: f.relative_key):
-        by_day.setdefault(partition_day(landing_day(f)), []).append(f)
+        by_day.setdefault(keys[landing_day(f)], []).append(f)
     return [
         request
         for day, landed in sorted(by_day.items())
