@@ -18,6 +18,7 @@ read + released = written + duplicates + quarantined.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -27,7 +28,15 @@ import polars as pl
 
 from lakehouse import delta, publish, quarantine
 from lakehouse.contracts import Action, Contract, load_contract
-from lakehouse.expectations import HELD_FOR, REASONS, RULES, SAMPLE_ROWS, Violation, judge
+from lakehouse.expectations import (
+    HELD_FOR,
+    REASONS,
+    RULES,
+    SAMPLE_ROWS,
+    RowJudge,
+    Violation,
+    judge,
+)
 from lakehouse.faults import fault_point
 from lakehouse.pii import mask, pseudonymize
 from lakehouse.publish import Verdict
@@ -57,6 +66,7 @@ _TIMESTAMP_FORMATS_UTC = (
     "%Y-%m-%d %H:%M:%S%.f",
     "%Y-%m-%d",
 )
+_TYPED = "__typed_"
 _TRUE = ("true", "t", "yes", "y", "1")
 _FALSE = ("false", "f", "no", "n", "0")
 
@@ -74,10 +84,10 @@ class Typed:
 
 
 # -- typing rules (pure: unit-tested without a lake) -------------------------------------
-def _parse(col: Column, dtype: pl.DataType) -> tuple[pl.Expr, pl.Expr]:
-    """(typed value, error message or null) for one landed column, typed as ``dtype``."""
-    stripped = pl.col(col.landed).str.strip_chars()
-    value: pl.Expr = pl.when(stripped == "").then(None).otherwise(stripped)
+def _parse(col: Column, dtype: pl.DataType, typed: str) -> tuple[pl.Expr, pl.Expr]:
+    """(typed value, error message or null) for one landed column, typed as ``dtype``. The
+    value is named ``typed``; the error reads it from there (each value is parsed once)."""
+    value = _value(col)
     name = col.landed
     missing = pl.lit(f"{name}: required value is missing") if col.required else pl.lit(None)
 
@@ -87,19 +97,8 @@ def _parse(col: Column, dtype: pl.DataType) -> tuple[pl.Expr, pl.Expr]:
     parsed: pl.Expr
     error: pl.Expr
     if col.kind is Kind.TIMESTAMP:
-        parsed = pl.coalesce(
-            [
-                value.str.strptime(pl.Datetime("us", "UTC"), f, strict=False).cast(dtype)
-                for f in _TIMESTAMP_FORMATS_WITH_OFFSET
-            ]
-            + [
-                value.str.strptime(pl.Datetime("us"), f, strict=False)
-                .dt.replace_time_zone("UTC")
-                .cast(dtype)
-                for f in _TIMESTAMP_FORMATS_UTC
-            ]
-        )
-        error = pl.when(parsed.is_null() & value.is_not_null()).then(bad("a timestamp"))
+        parsed = pl.col(typed)  # typed beforehand, a format at a time (parse_timestamps)
+        error = pl.when(pl.col(typed).is_null() & value.is_not_null()).then(bad("a timestamp"))
     elif col.kind is Kind.CENTS:
         cents = value.cast(pl.Int64, strict=False)
         parsed = (cents.cast(pl.Decimal(20, 0)).cast(pl.Decimal(20, 2)) / 100).cast(dtype)
@@ -122,11 +121,47 @@ def _parse(col: Column, dtype: pl.DataType) -> tuple[pl.Expr, pl.Expr]:
     elif col.kind is Kind.BOOLEAN:
         lowered = value.str.to_lowercase()
         parsed = pl.when(lowered.is_in(_TRUE)).then(True).when(lowered.is_in(_FALSE)).then(False)
-        error = pl.when(parsed.is_null() & value.is_not_null()).then(bad("a boolean"))
+        error = pl.when(pl.col(typed).is_null() & value.is_not_null()).then(bad("a boolean"))
     else:
         parsed, error = value, pl.when(pl.lit(False)).then(pl.lit(None, pl.String))
     error = pl.when(value.is_null()).then(missing).otherwise(error)
-    return parsed.alias(col.cleansed), error.cast(pl.String).alias(f"__error_{col.landed}")
+    return parsed.alias(typed), error.cast(pl.String).alias(f"__error_{col.landed}")
+
+
+def _value(col: Column) -> pl.Expr:
+    """The landed value, blanks stripped; an empty one is missing."""
+    stripped = pl.col(col.landed).str.strip_chars()
+    return pl.when(stripped == "").then(None).otherwise(stripped)
+
+
+def _strptime(values: pl.Series, fmt: str, dtype: pl.DataType) -> pl.Series:
+    if fmt in _TIMESTAMP_FORMATS_WITH_OFFSET:
+        return values.str.strptime(pl.Datetime("us", "UTC"), fmt, strict=False).cast(dtype)
+    parsed = values.str.strptime(pl.Datetime("us"), fmt, strict=False)
+    return parsed.dt.replace_time_zone("UTC").cast(dtype)
+
+
+def parse_timestamps(values: pl.Series, dtype: pl.DataType) -> pl.Series:
+    """Each value in the accepted format it is written in (null: none, or missing).
+
+    The formats never match the same text, so each is tried only on the values no other
+    has matched, the first value's own format first: a file written in one format is
+    parsed in one pass, not once per format."""
+    formats = [*_TIMESTAMP_FORMATS_WITH_OFFSET, *_TIMESTAMP_FORMATS_UTC]
+    present = values.drop_nulls()
+    if present.len():
+        first = present.head(1)
+        formats.sort(key=lambda f: _strptime(first, f, dtype).is_null().item())
+    out = pl.repeat(None, values.len(), dtype=dtype, eager=True)
+    todo = values.is_not_null().arg_true()
+    for fmt in formats:
+        if todo.is_empty():
+            break
+        parsed = _strptime(values.gather(todo), fmt, dtype)
+        hit = parsed.is_not_null()
+        out = out.scatter(todo.filter(hit), parsed.filter(hit))
+        todo = todo.filter(~hit)
+    return out.alias(values.name)
 
 
 def row_hash(df: pl.DataFrame, columns: list[str]) -> pl.Series:
@@ -139,7 +174,8 @@ def row_hash(df: pl.DataFrame, columns: list[str]) -> pl.Series:
     # DuckDB's sha256 is hashlib's digest (same hex), computed natively in row order.
     con = duckdb.connect()
     try:
-        con.register("rows_to_hash", joined)
+        # Arrow string views: DuckDB reads polars' strings in place, without a copy.
+        con.register("rows_to_hash", joined.to_arrow(compat_level=pl.CompatLevel.newest()))
         hashed = con.sql("SELECT sha256(joined) AS h FROM rows_to_hash").pl()
     finally:
         con.close()
@@ -151,12 +187,32 @@ def type_rows(raw: pl.DataFrame, source: Source, pii_key: bytes, run_id: str) ->
     missing_cols = [c for c in source.landed_columns if c not in raw.columns]
     raw = raw.with_columns(pl.lit(None, pl.String).alias(c) for c in missing_cols)
     contract = load_contract(Layer.CLEANSED, source.name).polars_schema()
+    # Typed values beside the landed ones (a quarantined row keeps those as landed).
+    typed_names = [f"{_TYPED}{c.cleansed}" for c in source.columns]
     parsed, errors = zip(
-        *(_parse(c, contract.get(c.cleansed, pl.String())) for c in source.columns), strict=True
+        *(
+            _parse(c, contract.get(c.cleansed, pl.String()), typed)
+            for c, typed in zip(source.columns, typed_names, strict=True)
+        ),
+        strict=True,
     )
-    reasons = pl.concat_list(list(errors)).list.drop_nulls().list.join("; ")
+    error_names = [e.meta.output_name() for e in errors]
+    reasons = pl.concat_list(error_names).list.drop_nulls().list.join("; ")
     extra = [COMMIT_VERSION] if COMMIT_VERSION in raw.columns else []
-    work = raw.with_columns(reasons.alias(QUARANTINE_REASON))
+    timestamps = [
+        parse_timestamps(
+            raw.select(_value(c)).to_series(), contract.get(c.cleansed, pl.String())
+        ).alias(typed)
+        for c, typed in zip(source.columns, typed_names, strict=True)
+        if c.kind is Kind.TIMESTAMP
+    ]
+    work = (
+        raw.with_columns(timestamps)
+        .with_columns(parsed)
+        .with_columns(errors)
+        .with_columns(reasons.alias(QUARANTINE_REASON))
+        .drop(error_names)
+    )
     bad = work.filter(pl.col(QUARANTINE_REASON) != "")
     good = work.filter(pl.col(QUARANTINE_REASON) == "")
 
@@ -174,7 +230,11 @@ def type_rows(raw: pl.DataFrame, source: Source, pii_key: bytes, run_id: str) ->
         pl.lit(run_id).alias(QUARANTINE_RUN_ID),
     )
 
-    valid = good.select(*parsed, *LINEAGE_COLUMNS, *extra)
+    valid = good.select(
+        *(pl.col(n).alias(c.cleansed) for n, c in zip(typed_names, source.columns, strict=True)),
+        *LINEAGE_COLUMNS,
+        *extra,
+    )
     for c in pii:
         valid = pseudonymize(valid, c.cleansed, pii_key)
     valid = valid.with_columns(**source.derived)
@@ -491,43 +551,40 @@ def _judge_new_rows(
     ).select(quarantine.ROW_KEY)
     out = NewRows()
     typing_quarantined, rule_quarantined, violations = [], [], []
-    for chunk in delta.iter_inserts(
-        raw.uri, lake.storage_options, done, raw_version, CLEANSE_CHUNK_ROWS
-    ):
-        out.rows_read += chunk.height
-        if in_range.height:
-            out.already_quarantined += chunk.join(
-                in_range, on=list(quarantine.ROW_KEY), how="semi"
-            ).height
-            chunk = chunk.join(in_range, on=list(quarantine.ROW_KEY), how="anti")
-        if chunk.height == 0:
-            continue
-        typed = type_rows(chunk, source, pii_key, stamp.run_id)
-        if typed.quarantined.height:
-            typing_quarantined.append(typed.quarantined)
-        if typed.valid.height == 0:
-            continue
-        judged = judge(
-            lake,
-            contract,
-            typed.valid.drop(COMMIT_VERSION, strict=False),
-            now,
-            _describe,
-            reference_versions=out.references or None,
-        )
-        del typed
-        out.references |= judged.reference_versions
-        if judged.passed.height:
-            out.passed.append(compact(judged.passed))
-        if judged.quarantined.height:
-            rule_quarantined.append(
-                chunk.join(
-                    judged.quarantined.select(*quarantine.ROW_KEY, RULES, REASONS, HELD_FOR),
-                    on=list(quarantine.ROW_KEY),
-                    how="inner",
+    judging: RowJudge | None = None  # opened on the first typed rows, pinning references
+    with contextlib.ExitStack() as closing:
+        for chunk in delta.iter_inserts(
+            raw.uri, lake.storage_options, done, raw_version, CLEANSE_CHUNK_ROWS
+        ):
+            out.rows_read += chunk.height
+            if in_range.height:
+                out.already_quarantined += chunk.join(
+                    in_range, on=list(quarantine.ROW_KEY), how="semi"
+                ).height
+                chunk = chunk.join(in_range, on=list(quarantine.ROW_KEY), how="anti")
+            if chunk.height == 0:
+                continue
+            typed = type_rows(chunk, source, pii_key, stamp.run_id)
+            if typed.quarantined.height:
+                typing_quarantined.append(typed.quarantined)
+            if typed.valid.height == 0:
+                continue
+            if judging is None:
+                judging = closing.enter_context(RowJudge(lake, contract, now))
+            judged = judging.judge(typed.valid.drop(COMMIT_VERSION, strict=False), _describe)
+            del typed
+            out.references |= judged.reference_versions
+            if judged.passed.height:
+                out.passed.append(compact(judged.passed))
+            if judged.quarantined.height:
+                rule_quarantined.append(
+                    chunk.join(
+                        judged.quarantined.select(*quarantine.ROW_KEY, RULES, REASONS, HELD_FOR),
+                        on=list(quarantine.ROW_KEY),
+                        how="inner",
+                    )
                 )
-            )
-        violations += judged.violations
+            violations += judged.violations
     if typing_quarantined:
         out.typing_quarantined = pl.concat(typing_quarantined, how="vertical")
     if rule_quarantined:

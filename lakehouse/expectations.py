@@ -121,34 +121,73 @@ def _reason(rule: Rule, row: dict[str, Any]) -> str:
     return rule.describe()
 
 
-def judge(
-    lake: Lake,
-    contract: Contract,
-    batch: pl.DataFrame,
-    now: datetime,
-    describe_row: Any = None,
-    *,
-    reference_versions: Mapping[str, int] | None = None,
-) -> Judgement:
-    """Split ``batch`` (typed rows in the contract's columns) by the contract's row rules.
+class RowJudge:
+    """Judges batches by a contract's row rules on one DuckDB connection, every batch
+    against the same versions of the referenced tables. From the second batch on (a large
+    load judged a chunk at a time) the referenced columns are held in memory, read once,
+    instead of from the tables' files for every chunk."""
 
-    ``describe_row(row) -> str`` names a row for the operator (file and row number);
-    ``reference_versions`` pins referenced tables (default: their published versions).
-    """
-    rules = row_rules(contract, now)
-    numbered = batch.with_row_index(ROW_ID)
-    broken: dict[int, list[Rule]] = {}
-    violations: list[Violation] = []
-    con = duckdb.connect()
-    try:
-        con.execute("SET TimeZone = 'UTC'")
-        versions = _register_references(con, lake, rules, reference_versions or {})
-        con.execute(f"CREATE SCHEMA IF NOT EXISTS {contract.layer}")
-        con.register("__batch", numbered.to_arrow())
+    def __init__(
+        self,
+        lake: Lake,
+        contract: Contract,
+        now: datetime,
+        reference_versions: Mapping[str, int] | None = None,
+    ) -> None:
+        self.contract = contract
+        self.rules = row_rules(contract, now)
+        self.con = duckdb.connect()
+        self._batches = 0
+        try:
+            self.con.execute("SET TimeZone = 'UTC'")
+            self.versions = _register_references(
+                self.con, lake, self.rules, reference_versions or {}
+            )
+            self.con.execute(f"CREATE SCHEMA IF NOT EXISTS {contract.layer}")
+        except BaseException:
+            self.con.close()
+            raise
+
+    def __enter__(self) -> RowJudge:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.con.close()
+
+    def _hold_references(self) -> None:
+        """Copy the referenced columns into DuckDB once (see the class)."""
+        columns: dict[str, set[str]] = {}
+        for rule in self.rules:
+            if rule.check.reference is not None:
+                layer, table = rule.check.reference
+                column = rule.check.body["valid_reference_data"]["column"]
+                columns.setdefault(f"{layer}.{table}", set()).add(f'"{column}"')
+        for name, cols in sorted(columns.items()):
+            if self.versions.get(name.replace(".", "/"), -1) < 0:
+                continue  # an empty stand-in: nothing to read
+            held = "__held__" + name.replace(".", "__")
+            # identifiers from the repo's contracts (soda_checks/), not data (bandit B608)
+            self.con.execute(
+                f"CREATE TEMP TABLE {held} AS SELECT {', '.join(sorted(cols))} FROM {name}"  # nosec B608
+            )
+            self.con.execute(f"CREATE OR REPLACE VIEW {name} AS SELECT * FROM {held}")  # nosec B608
+
+    def judge(self, batch: pl.DataFrame, describe_row: Any = None) -> Judgement:
+        """Split ``batch`` (typed rows in the contract's columns) by the row rules.
+        ``describe_row(row) -> str`` names a row for the operator (file and row number)."""
+        self._batches += 1
+        if self._batches == 2:
+            self._hold_references()
+        con, contract = self.con, self.contract
+        numbered = batch.with_row_index(ROW_ID)
+        broken: dict[int, list[Rule]] = {}
+        violations: list[Violation] = []
+        # Arrow string views: DuckDB reads the batch where polars holds it, without a copy.
+        con.register("__batch", numbered.to_arrow(compat_level=pl.CompatLevel.newest()))
         view = f"{contract.layer}.{contract.table}"
         # identifiers from the repo's contracts (soda_checks/), not data (bandit B608)
         con.execute(f"CREATE OR REPLACE VIEW {view} AS SELECT * FROM __batch")  # nosec B608
-        for rule in rules:
+        for rule in self.rules:
             ids = [
                 r[0]
                 for r in con.execute(
@@ -165,9 +204,32 @@ def judge(
                 rows = numbered.filter(pl.col(ROW_ID).is_in(ids[:SAMPLE_ROWS]))
                 sample = [describe_row(r) for r in rows.iter_rows(named=True)]
             violations.append(Violation(rule.name, rule.action, len(ids), sample))
-    finally:
-        con.close()
+        con.execute(f"DROP VIEW {view}")
+        con.unregister("__batch")
+        return _split(numbered, broken, violations, self.versions)
 
+
+def judge(
+    lake: Lake,
+    contract: Contract,
+    batch: pl.DataFrame,
+    now: datetime,
+    describe_row: Any = None,
+    *,
+    reference_versions: Mapping[str, int] | None = None,
+) -> Judgement:
+    """Split one ``batch`` by the contract's row rules (see ``RowJudge``);
+    ``reference_versions`` pins referenced tables (default: their published versions)."""
+    with RowJudge(lake, contract, now, reference_versions) as judging:
+        return judging.judge(batch, describe_row)
+
+
+def _split(
+    numbered: pl.DataFrame,
+    broken: dict[int, list[Rule]],
+    violations: list[Violation],
+    versions: dict[str, int],
+) -> Judgement:
     aside = {
         i: [r for r in rs if r.action is not Action.WARN]
         for i, rs in broken.items()

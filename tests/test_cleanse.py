@@ -70,6 +70,28 @@ def test_timestamps_keep_microseconds_and_honour_offsets() -> None:
     ]
 
 
+def test_a_column_mixing_every_accepted_format_is_parsed_value_by_value() -> None:
+    """Each format is tried only on the values no other matched (one pass for a file in
+    one format); a column mixing them all still gets each value right, whichever comes first."""
+    written = [
+        ("2018-09-01T08:45:00.5+02:00", datetime(2018, 9, 1, 6, 45, 0, 500000, tzinfo=UTC)),
+        ("2018-09-01 08:45:00-01:00", datetime(2018, 9, 1, 9, 45, tzinfo=UTC)),
+        ("2018-09-01T08:45:00Z", datetime(2018, 9, 1, 8, 45, tzinfo=UTC)),
+        ("2018-09-01T08:45:00.000123", datetime(2018, 9, 1, 8, 45, 0, 123, tzinfo=UTC)),
+        ("2018-09-01 08:45:00", datetime(2018, 9, 1, 8, 45, tzinfo=UTC)),
+        ("2018-09-02", datetime(2018, 9, 2, tzinfo=UTC)),
+    ]
+    for shift in range(len(written)):  # every format once as the first value's
+        order = written[shift:] + written[:shift]
+        rows = [{**ORDER, "id": f"o{i}", "ordered_at": text} for i, (text, _) in enumerate(order)]
+        rows.append({**ORDER, "id": "bad", "ordered_at": "01/09/2018"})
+        typed = type_rows(raw(rows), SOURCES["orders"], KEY, "r")
+        assert typed.valid["ordered_at"].to_list() == [when for _, when in order]
+        assert typed.quarantined[QUARANTINE_REASON].to_list() == [
+            "ordered_at: cannot parse '01/09/2018' as a timestamp"
+        ]
+
+
 @pytest.mark.parametrize(
     ("change", "reason"),
     [
