@@ -17,6 +17,9 @@ items as (
 
 orders as (
     select order_id, ordered_at from {{ source('cleansed', 'orders') }}
+    {% if rebuilding_changed() %}
+    where order_id in (select order_id from {{ changed_orders() }})
+    {% endif %}
 ),
 
 products as (
