@@ -249,6 +249,35 @@ def test_landed_files_become_fresh_marts_and_the_ui_shows_it(
         # Each SLO's value and error budget, on the asset's latest materialization.
         page.goto(f"{base}/assets/observability/slos?view=events")
         expect(page.get_by_text("build_success_rate/budget_remaining").first).to_be_visible()
+
+        # The whole build from its job's Launchpad, as an operator starts it by hand. Raw is
+        # partitioned by landing day, so the UI asks before a run without a partition: such
+        # a run ingests every new file, whatever its day, then cleanses and builds the marts.
+        page.goto(f"{base}/locations/lakehouse/jobs/build_lakehouse/playground")
+        page.get_by_role("button", name="Launch Run").first.click()
+        expect(page.get_by_text("without a partition").first).to_be_visible()
+        page.get_by_role("button", name="Confirm").click()
+        build = wait_for(
+            "the build_lakehouse run",
+            lambda: [
+                r
+                for r in graphql(
+                    base,
+                    '{ runsOrError(filter: {pipelineName: "build_lakehouse"}) {'
+                    " ... on Runs { results { runId tags { key } } } } }",
+                )["runsOrError"]["results"]
+            ],
+            60,
+        )[0]
+        assert "dagster/partition" not in {t["key"] for t in build["tags"]}, build
+        wait_for(
+            "the Launchpad's run to finish",
+            lambda: run_status(base, build["runId"]) in ("SUCCESS", "FAILURE", "CANCELED"),
+            600,
+            every=2,
+        )
+        assert run_status(base, build["runId"]) == "SUCCESS"
+        assert latest_materialization(base, "marts", "orders") == build["runId"]
         browser.close()
 
     assert (tmp_path / "asset-graph.png").stat().st_size > 10_000
