@@ -156,21 +156,21 @@ class RowJudge:
 
     def _hold_references(self) -> None:
         """Copy the referenced columns into DuckDB once (see the class)."""
-        columns: dict[str, set[str]] = {}
+        columns: dict[tuple[str, str], set[str]] = {}
         for rule in self.rules:
             if rule.check.reference is not None:
-                layer, table = rule.check.reference
                 column = rule.check.body["valid_reference_data"]["column"]
-                columns.setdefault(f"{layer}.{table}", set()).add(f'"{column}"')
-        for name, cols in sorted(columns.items()):
-            if self.versions.get(name.replace(".", "/"), -1) < 0:
+                columns.setdefault(rule.check.reference, set()).add(f'"{column}"')
+        for (layer, table), cols in sorted(columns.items()):
+            if self.versions.get(f"{layer}/{table}", -1) < 0:
                 continue  # an empty stand-in: nothing to read
-            held = "__held__" + name.replace(".", "__")
+            held = f"__held__{layer}__{table}"
             # identifiers from the repo's contracts (soda_checks/), not data (bandit B608)
             self.con.execute(
-                f"CREATE TEMP TABLE {held} AS SELECT {', '.join(sorted(cols))} FROM {name}"  # nosec B608
+                f"CREATE TEMP TABLE {held} AS SELECT {', '.join(sorted(cols))} "  # nosec B608
+                f"FROM {layer}.{table}"
             )
-            self.con.execute(f"CREATE OR REPLACE VIEW {name} AS SELECT * FROM {held}")  # nosec B608
+            self.con.execute(f"CREATE OR REPLACE VIEW {layer}.{table} AS SELECT * FROM {held}")  # nosec B608
 
     def judge(self, batch: pl.DataFrame, describe_row: Any = None) -> Judgement:
         """Split ``batch`` (typed rows in the contract's columns) by the row rules.
