@@ -114,6 +114,9 @@ def _run(
     except StorageUnreachableError as exc:
         print(f"FAILED before the run: {exc}", file=sys.stderr)
         return False
+    from lakehouse.dbt_prepared import ensure_parsed
+
+    ensure_parsed()  # the plan and the asset graph read the manifest: it must be the SQL's
     plan = _plan(lake) if planned else None
     if plan is not None and not plan:
         print("Nothing new: every table is up to date with landing (no run started).")

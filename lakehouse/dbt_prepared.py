@@ -16,9 +16,12 @@ dbt reads at run time, not parse time.)
 
 from __future__ import annotations
 
+import fcntl
 import importlib.metadata
 import io
 import json
+import shutil
+import subprocess
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -30,6 +33,9 @@ from lakehouse.settings import PROJECT_DIR
 DBT_PROJECT_DIR = PROJECT_DIR / "dbt"
 PARSED = DBT_PROJECT_DIR / "target" / "partial_parse.msgpack"
 """Where ``dbt parse`` (default target path) saves the full parsed project."""
+MANIFEST = DBT_PROJECT_DIR / "target" / "manifest.json"
+"""The parsed project (``dbt parse``): the models, their SQL checksums and refs, which the
+asset graph, the build plan and each mart's recorded inputs are made from."""
 PROJECT_FILES = ("dbt_project.yml", "packages.yml", "dependencies.yml", "selectors.yml")
 PROJECT_FOLDERS = ("models", "macros", "seeds", "snapshots", "tests", "analyses")
 WITH_MANIFEST = frozenset({"build", "run", "test", "compile", "ls", "list", "show", "seed"})
@@ -43,6 +49,60 @@ def project_changed_since(parsed_at: float, project_dir: Path = DBT_PROJECT_DIR)
     for folder in PROJECT_FOLDERS:
         files.extend(p for p in (project_dir / folder).rglob("*") if p.is_file())
     return any(f.exists() and f.stat().st_mtime > parsed_at for f in files)
+
+
+def dbt_executable() -> str:
+    """The dbt installed beside this interpreter (the venv's), which PATH may not include."""
+    beside = Path(sys.executable).with_name("dbt")
+    return str(beside) if beside.exists() else (shutil.which("dbt") or "dbt")
+
+
+def parse(project_dir: Path = DBT_PROJECT_DIR) -> None:
+    """``dbt parse``: the project's manifest and saved parse, written afresh."""
+    subprocess.run(
+        [
+            dbt_executable(),
+            "parse",
+            "--quiet",
+            "--project-dir",
+            str(project_dir),
+            "--profiles-dir",
+            str(project_dir),
+        ],
+        check=True,
+    )
+
+
+def ensure_parsed(project_dir: Path = DBT_PROJECT_DIR) -> bool:
+    """Parse the project when it has no manifest or a file dbt parses is newer than the
+    manifest or the saved parse, and say whether it did.
+
+    Everything that decides what to build reads the manifest: a model edited after the
+    last parse would otherwise keep its old checksum, so a build would see "dbt code
+    unchanged" and leave the marts built from the old SQL standing. Cheap when nothing
+    changed (file times only); one process parses at a time, and one that waited for
+    another's parse uses it."""
+    target = project_dir / "target"
+    manifest, parsed = target / MANIFEST.name, target / PARSED.name
+
+    def current() -> bool:
+        saved = [p.stat().st_mtime for p in (manifest, parsed) if p.exists()]
+        return manifest.exists() and not project_changed_since(min(saved), project_dir)
+
+    if current():
+        return False
+    target.mkdir(parents=True, exist_ok=True)
+    with (target / ".parse.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if current():
+            return False
+        parse(project_dir)
+        if parsed.exists():
+            # dbt leaves its saved parse as it was when it finds every file's contents
+            # unchanged (a file only touched, or edited and reverted): it has just checked
+            # that the parse describes the project, so date it, or every build would parse.
+            parsed.touch()
+    return True
 
 
 def saved_manifest(path: Path = PARSED, project_dir: Path = DBT_PROJECT_DIR) -> Any | None:

@@ -16,7 +16,6 @@ import hashlib
 import json
 import shutil
 import subprocess
-import sys
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -30,25 +29,18 @@ import yaml
 from deltalake import DeltaTable
 
 from lakehouse import delta
-from lakehouse.dbt_prepared import DBT_PROJECT_DIR
+from lakehouse.dbt_prepared import DBT_PROJECT_DIR, MANIFEST, dbt_executable
 from lakehouse.sources import SOURCES
 from lakehouse.storage import Lake, Layer
 
 if TYPE_CHECKING:
     from lakehouse.increments import SliceChanges
 
-DBT_MANIFEST = DBT_PROJECT_DIR / "target" / "manifest.json"
-"""The parsed project (``dbt parse``, ``make setup``): models, their SQL checksums and refs."""
+DBT_MANIFEST = MANIFEST
 DBT_PROFILE = "jaffle_lakehouse"
 MARTS_SCHEMA = "marts"
 MART_INPUTS_KEY = "lakehouse_mart_inputs"
 """Commit-info key recording the cleansed versions and dbt code a mart was built from."""
-
-
-def dbt_executable() -> str:
-    """The dbt installed beside this interpreter (the venv's), which PATH may not include."""
-    beside = Path(sys.executable).with_name("dbt")
-    return str(beside) if beside.exists() else (shutil.which("dbt") or "dbt")
 
 
 CLEANSED_SCHEMA = "cleansed"

@@ -14,8 +14,14 @@ from pathlib import Path
 import yaml
 
 from lakehouse import dbt_prepared
-from lakehouse.dbt_prepared import DBT_PROJECT_DIR, PARSED, saved_manifest
-from lakehouse.marts import mart_models
+from lakehouse.dbt_prepared import (
+    DBT_PROJECT_DIR,
+    MANIFEST,
+    PARSED,
+    ensure_parsed,
+    saved_manifest,
+)
+from lakehouse.marts import dbt_code_fingerprint, mart_models
 
 
 def _project_copy(tmp_path: Path) -> tuple[Path, Path]:
@@ -47,6 +53,43 @@ def test_the_saved_parse_stands_in_only_while_the_project_is_unchanged(tmp_path:
     parsed.write_bytes(b"not a manifest")
     os.utime(parsed, (PARSED.stat().st_mtime, PARSED.stat().st_mtime))
     assert saved_manifest(parsed, project) is None
+
+
+def test_a_model_edited_after_the_parse_is_parsed_again_before_anything_reads_it(
+    tmp_path: Path,
+) -> None:
+    """The asset graph, the build plan and each mart's recorded dbt code read the manifest:
+    a stale one would have ``lakehouse build`` call the marts up to date with SQL that
+    is no longer on disk. An edit makes the next reader parse; no edit, no parse."""
+    project, _ = _project_copy(tmp_path)
+    manifest = project / "target" / MANIFEST.name
+    shutil.copy2(MANIFEST, manifest)
+    os.utime(manifest, (PARSED.stat().st_mtime, PARSED.stat().st_mtime))
+    before = manifest.stat().st_mtime_ns
+    code = dbt_code_fingerprint(manifest)
+    assert not ensure_parsed(project), "an unchanged project must not be parsed"
+    assert manifest.stat().st_mtime_ns == before
+
+    model = project / "models" / "marts" / "locations.sql"
+    model.write_text(model.read_text().replace("opened_at", "opened_at,\n    1 as edited"))
+    assert ensure_parsed(project), "an edited model must be parsed again"
+    assert dbt_code_fingerprint(manifest) != code, "the marts' recorded dbt code must move"
+    compiled = json.loads(manifest.read_text())["nodes"]["model.jaffle_lakehouse.locations"]
+    assert "1 as edited" in compiled["raw_code"]
+    assert not ensure_parsed(project), "a parse that is current is not repeated"
+
+    assert saved_manifest(project / "target" / PARSED.name, project) is not None, (
+        "after the parse, dbt in the process starts from it again"
+    )
+
+    model.touch()  # a file saved unchanged: dbt keeps its parse, which is current again
+    assert ensure_parsed(project)
+    assert not ensure_parsed(project)
+    assert saved_manifest(project / "target" / PARSED.name, project) is not None
+
+    manifest.unlink()
+    assert ensure_parsed(project), "a project never parsed (a fresh clone) is parsed"
+    assert dbt_code_fingerprint(manifest) != code
 
 
 def test_dbt_in_process_skips_the_parse_a_new_profile_would_force(tmp_path: Path) -> None:

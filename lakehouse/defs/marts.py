@@ -27,7 +27,6 @@ from dagster_dbt.asset_utils import (
     get_updated_cli_invocation_params_for_context,
 )
 from dagster_dbt.dbt_manifest import DbtManifestParam, validate_manifest
-from dagster_dbt.dbt_project import DagsterDbtProjectPreparer
 from packaging import version
 from pydantic import Field
 
@@ -64,32 +63,11 @@ from lakehouse.marts import (
 from lakehouse.openlineage import lineage_run
 from lakehouse.storage import Lake, Layer
 
-
-class LakehouseDbtPreparer(DagsterDbtProjectPreparer):
-    """Parses the project with the venv's dbt, which need not be on PATH (``dagster dev``)."""
-
-    def prepare(self, project: DbtProject) -> None:
-        subprocess.run(
-            [
-                dbt_executable(),
-                "parse",
-                "--quiet",
-                "--project-dir",
-                str(project.project_dir),
-                "--profiles-dir",
-                str(project.profiles_dir),
-            ],
-            check=True,
-        )
-
-
 dbt_project = DbtProject(project_dir=DBT_PROJECT_DIR, profiles_dir=DBT_PROJECT_DIR)
-# Under `dagster dev` the manifest is re-parsed at every load, so model edits show up;
-# elsewhere it is parsed once (a fresh clone) and reused (`make setup` also builds it).
-_preparer = LakehouseDbtPreparer()
-_preparer.prepare_if_dev(dbt_project)
-if not dbt_project.manifest_path.exists():
-    _preparer.prepare(dbt_project)
+# Parsed when a model, macro or project file is newer than the manifest (a fresh clone, an
+# edit), here and before a build plans: the asset graph and each mart's recorded dbt code
+# always describe the SQL on disk, under `dagster dev` and `lakehouse build` alike.
+dbt_prepared.ensure_parsed()
 
 
 class LakehouseDbtCli(DbtCliResource):
