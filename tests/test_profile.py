@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 import pyarrow as pa
@@ -10,7 +11,8 @@ import pytest
 from deltalake import DeltaTable, write_deltalake
 
 from lakehouse import delta
-from lakehouse.profile import column_profile, key_columns, raw_schema_drift
+from lakehouse import profile as profile_module
+from lakehouse.profile import ProfileCache, column_profile, key_columns, raw_schema_drift
 from lakehouse.settings import LakehouseSettings
 from lakehouse.sources import SOURCES
 from lakehouse.storage import Lake, Layer
@@ -95,3 +97,53 @@ def test_the_profile_equals_a_full_scan_with_or_without_file_statistics(
     distinct = {k: profile.pop(k) for k in list(profile) if k.endswith("/distinct")}
     assert profile == pytest.approx(expected)
     assert distinct == {"supply_id/distinct": 2.0, "product_id/distinct": 2.0}
+
+
+def test_a_new_version_is_profiled_from_the_files_it_added(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Means and distinct keys combine per-file summaries kept in the work directory:
+    profiling a version that appended one file reads that file alone, and gives what
+    profiling every file afresh gives. A damaged cache only costs a full read."""
+    lake = Lake(LakehouseSettings(lake_root=str(tmp_path / "lake"), work_dir=tmp_path / "w"))
+    uri = lake.table_uri(Layer.CLEANSED, "supplies")
+    cache = ProfileCache(tmp_path / "w" / "profiles")
+    read: list[list[str]] = []
+    summarize = profile_module._summarize
+
+    def spy(dt: DeltaTable, files: list[str], numeric: list[str], keys: list[str]) -> Any:
+        read.append(files)
+        return summarize(dt, files, numeric, keys)
+
+    monkeypatch.setattr(profile_module, "_summarize", spy)
+    parts = [
+        pl.DataFrame(
+            {
+                "supply_id": [f"s{i}" for i in range(n, n + 1000)],
+                "product_id": [f"p{i % 7}" for i in range(n, n + 1000)],
+                "cost": [i / 4 for i in range(n, n + 1000)],
+            }
+        )
+        for n in (0, 1000, 1500)  # the third overlaps the second: 2,500 distinct supply ids
+    ]
+    profiles = []
+    for part in parts:
+        write_deltalake(uri, part.to_arrow(), mode="append")
+        profiles.append(column_profile(Layer.CLEANSED, "supplies", DeltaTable(uri), cache))
+    dt = DeltaTable(uri)
+    files = sorted(delta.file_paths(dt))
+    assert [len(r) for r in read] == [1, 1, 1], "each version read only the file it added"
+    assert read[-1] == [f for f in files if f not in read[0] + read[1]]
+
+    fresh = column_profile(Layer.CLEANSED, "supplies", dt)  # no cache: every file read
+    assert profiles[-1] == pytest.approx(fresh)
+    everything = pl.concat(parts)
+    assert fresh["cost/mean"] == pytest.approx(everything["cost"].mean())
+    assert fresh["supply_id/distinct"] == pytest.approx(2500, rel=0.02)
+    assert fresh["product_id/distinct"] == 7.0
+
+    for damaged in (tmp_path / "w" / "profiles").glob("*.parquet"):
+        damaged.write_bytes(b"not parquet")
+    read.clear()
+    assert column_profile(Layer.CLEANSED, "supplies", dt, cache) == pytest.approx(fresh)
+    assert sorted(read[0]) == files

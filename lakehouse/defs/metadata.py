@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import dagster as dg
@@ -9,7 +10,7 @@ from deltalake import DeltaTable
 
 from lakehouse import delta
 from lakehouse.columns import column_descriptions
-from lakehouse.profile import column_profile
+from lakehouse.profile import ProfileCache, column_profile
 from lakehouse.storage import Lake, Layer
 
 
@@ -61,6 +62,7 @@ def table_metadata(lake: Lake, layer: Layer, table: str, dt: DeltaTable) -> dict
     ):
         if key in metrics:
             meta[f"delta_{key}"] = int(metrics[key])
-    for name, value in column_profile(layer, table, dt).items():
+    profiles = ProfileCache(Path(lake.settings.work_dir) / "profiles")
+    for name, value in column_profile(layer, table, dt, profiles).items():
         meta[f"profile/{name}"] = dg.MetadataValue.float(value)
     return meta
