@@ -638,6 +638,7 @@ class Snapshot:
         stamp: Stamp,
         *,
         on: list[str],
+        also_equal: Mapping[str, str] | None = None,
         update: Mapping[str, str] | None = None,
         update_when: str | None = None,
         insert: Mapping[str, str] | None = None,
@@ -646,7 +647,9 @@ class Snapshot:
         txns: Mapping[str, int] | None = None,
         extra: Mapping[str, Any] | None = None,
     ) -> dict[str, Any]:
-        """MERGE ``source`` on the ``on`` columns: matched rows are deleted where
+        """MERGE ``source`` on the ``on`` columns (and each target column of ``also_equal``
+        equal to its source column, which lets delta-rs skip the files whose statistics
+        exclude every source value of it): matched rows are deleted where
         ``delete_when`` holds, else updated (all columns, or the ``update`` expressions)
         where ``update_when`` holds; the rest are inserted (all columns, or the ``insert``
         expressions) where ``insert_when`` holds.
@@ -659,7 +662,8 @@ class Snapshot:
         expected = self.next_version
         if data.num_rows:
             props = self._properties(stamp, data_change=True, txns=txns or {}, extra=extra or {})
-            predicate = " AND ".join(f"t.{k} = s.{k}" for k in on)
+            pairs = [(k, k) for k in on] + list((also_equal or {}).items())
+            predicate = " AND ".join(f"t.{t} = s.{s}" for t, s in pairs)
             try:
                 merger = self.dt.merge(
                     data,
@@ -667,6 +671,9 @@ class Snapshot:
                     source_alias="s",
                     target_alias="t",
                     commit_properties=props,
+                    # the source in memory, so delta-rs can read its values' range first
+                    # and skip the target files outside it (streamed, it reads them all)
+                    streamed_exec=False,
                 )
                 if delete_when is not None:
                     merger = merger.when_matched_delete(predicate=delete_when)

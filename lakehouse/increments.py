@@ -29,6 +29,7 @@ from lakehouse.contracts import Verification, load_contract
 from lakehouse.incremental_checks import VerifiedBase, checks_by_row, verify_in_two_parts
 from lakehouse.marts import (
     CLEANSED_SCHEMA,
+    MART_CLUSTERS,
     MART_INPUTS_KEY,
     MARTS_SCHEMA,
     PUBLISHED_SCHEMA,
@@ -201,6 +202,7 @@ MART_SLICES: dict[str, tuple[str, str]] = {
     "customers": ("customer_id", _CUSTOMERS),
 }
 """Each keyed mart's key and the rows an increment rebuilds (the models' own filters)."""
+PUBLISHED_CLUSTER = "_lakehouse_published_cluster"
 
 
 SLICED = tuple(MART_SLICES)
@@ -313,6 +315,9 @@ class SliceChanges:
     upserts: pa.Table
     deletes: pa.Table
     updated: int
+    published: pa.Table | None = None
+    """For a clustered mart (``MART_CLUSTERS``): each changed or deleted key's row as
+    published, its key and cluster value (what pins the MERGE to the files holding them)."""
 
     @classmethod
     def of(cls, con: duckdb.DuckDBPyConnection, model: str, base_version: int) -> SliceChanges:
@@ -331,7 +336,15 @@ class SliceChanges:
         upserts = con.sql(changed).to_arrow_table()
         deletes = con.sql(gone).to_arrow_table()
         ((updated,),) = con.execute(old).fetchall()
-        return cls(model, key, base_version, upserts, deletes, int(updated))
+        published = None
+        cluster = MART_CLUSTERS.get(model)
+        if cluster is not None:
+            touched = f"SELECT {key} FROM ({changed}) UNION SELECT {key} FROM ({gone})"  # nosec B608
+            published = con.sql(
+                f"SELECT {key}, {cluster} AS {PUBLISHED_CLUSTER} FROM {before} "  # nosec B608
+                f"WHERE {key} IN ({touched})"
+            ).to_arrow_table()
+        return cls(model, key, base_version, upserts, deletes, int(updated), published)
 
     def describe(self) -> str:
         inserted = self.upserts.num_rows - self.updated
@@ -366,10 +379,24 @@ class SliceChanges:
             ]
         )
         same = {c: f"s.{c}" for c in columns}
+        pinned: dict[str, str] = {}
+        cluster = MART_CLUSTERS.get(self.model)
+        if (
+            cluster is not None
+            and self.published is not None
+            and not self.published.column(PUBLISHED_CLUSTER).null_count
+        ):
+            # Each source row also names its key's published cluster value (none for a new
+            # key, which matches nothing and is inserted), so delta-rs reads only the files
+            # whose span of that column holds one: the matches are the published rows, the
+            # same as on the key alone. A published row without a value: the key alone.
+            source = source.join(self.published, self.key, join_type="left outer")
+            pinned = {cluster: PUBLISHED_CLUSTER}
         snapshot.merge(
             source,
             stamp,
             on=[self.key],
+            also_equal=pinned,
             delete_when=f"s.{DELETED}",
             update=same,
             update_when=f"NOT s.{DELETED}",

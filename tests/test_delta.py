@@ -80,3 +80,54 @@ def test_a_published_read_opens_the_table_once(lake: Lake, monkeypatch: pytest.M
     assert dt is not None and dt.version() == 2 and opened == [None]
     assert lake.published_table(Layer.CLEANSED, "stores", version=1) is not None
     assert opened == [None, None, 1]
+
+
+def test_a_merge_pinned_to_a_sorted_column_reads_only_the_files_holding_its_matches(
+    lake: Lake,
+) -> None:
+    """A keyed mart is written sorted by time, so each file spans a stretch of it; a MERGE
+    whose source names each matched key's published time (``also_equal``) skips the other
+    files, and leaves the table a MERGE on the key alone leaves."""
+    from datetime import UTC, datetime, timedelta
+
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    spans = [
+        pl.DataFrame(
+            {
+                "order_id": [f"o{q}-{i}" for i in range(50)],
+                "ordered_at": [start + timedelta(days=90 * q, hours=i) for i in range(50)],
+                "total": [float(i) for i in range(50)],
+            }
+        )
+        for q in range(4)
+    ]
+    newest = spans[-1]
+    changed = newest.head(3).with_columns(pl.col("total") + 100)  # updated, same time
+    added = pl.DataFrame(
+        {"order_id": ["o-new"], "ordered_at": [start + timedelta(days=400)], "total": [7.0]}
+    )
+    source = pl.concat([changed, added]).with_columns(
+        published_at=pl.Series([*changed["ordered_at"], None])
+    )
+    results = {}
+    for name, also in (("pinned", {"ordered_at": "published_at"}), ("by_key", {})):
+        target = lake.writable(Layer.MARTS, name)
+        stamp = lake.stamp("test", f"marts/{name}")
+        for span in spans:
+            target.snapshot().append(span, stamp)
+        metrics = target.snapshot().merge(
+            source,
+            stamp,
+            on=["order_id"],
+            also_equal=also,
+            update={c: f"s.{c}" for c in spans[0].columns},
+            insert={c: f"s.{c}" for c in spans[0].columns},
+        )
+        assert metrics["num_target_rows_updated"] == 3
+        assert metrics["num_target_rows_inserted"] == 1
+        assert metrics["num_target_files_removed"] == 1, "only the file holding the matches"
+        if also:
+            assert metrics["num_target_files_skipped_during_scan"] == 3
+        results[name] = delta.read(lake.table_uri(Layer.MARTS, name), lake.storage_options)
+    assert results["pinned"].sort("order_id").equals(results["by_key"].sort("order_id"))
+    assert results["pinned"].height == 201
