@@ -626,11 +626,16 @@ class Snapshot:
         *,
         txns: Mapping[str, int] | None = None,
         extra: Mapping[str, Any] | None = None,
+        file_size: int | None = None,
     ) -> int:
-        """Replace the contents in one commit: readers see old or new, never half."""
+        """Replace the contents in one commit: readers see old or new, never half. With
+        ``file_size``, the rows (in their order) go into data files of about that many
+        bytes rather than delta-rs's default (100 MB)."""
         data = table.to_arrow() if isinstance(table, pl.DataFrame) else table
         props = self._properties(stamp, data_change=True, txns=txns or {}, extra=extra or {})
-        return self._write(data, "overwrite", props, schema_mode="overwrite")
+        return self._write(
+            data, "overwrite", props, schema_mode="overwrite", target_file_size=file_size
+        )
 
     def merge(
         self,

@@ -43,6 +43,9 @@ MART_CLUSTERS: dict[str, str] = {"orders": "ordered_at", "order_items": "ordered
 """The column a mart's rows are sorted by when it is written whole, so each data file
 holds a span of time: an increment's MERGE reads and rewrites only the files whose span
 holds a row it changes (recent ones, as a rule), not every file of the table."""
+CLUSTERED_FILE_SIZE = 32 * 1024 * 1024
+"""Bytes per data file of a sorted mart: spans short enough that a day's changes touch
+a small part of a large table, files large enough to read efficiently."""
 MART_INPUTS_KEY = "lakehouse_mart_inputs"
 """Commit-info key recording the cleansed versions and dbt code a mart was built from."""
 
@@ -209,10 +212,12 @@ class MartWorkspace:
                 return snapshot.dt, True
             # identifiers from the dbt manifest and lakehouse.sources, not data (bandit B608)
             query = f"SELECT * FROM {MARTS_SCHEMA}.{model}"  # nosec B608
+            size = None
             if model in MART_CLUSTERS:
                 query += f" ORDER BY {MART_CLUSTERS[model]}"
+                size = CLUSTERED_FILE_SIZE
             table = con.sql(query).to_arrow_table()
-            snapshot.replace(table, stamp, txns=txns, extra=extra)
+            snapshot.replace(table, stamp, txns=txns, extra=extra, file_size=size)
             assert snapshot.dt is not None
             return snapshot.dt, True
 
