@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import subprocess
 from collections.abc import Iterable, Iterator
@@ -399,21 +400,49 @@ ColumnSources = dict[str, list[tuple[str, str, str]]]
 """Output column -> the (layer, table, column) it is computed from."""
 
 
-def column_lineage(duckdb_path: Path, model: str, compiled_sql: str) -> ColumnSources:
+def column_lineage(
+    duckdb_path: Path, model: str, compiled_sql: str, cache: Path | None = None
+) -> ColumnSources:
     """Column-level lineage of one compiled model, traced through its SQL with sqlglot
-    against the schemas dbt just built (read after dbt has released the DuckDB file)."""
+    against the schemas dbt just built (read after dbt has released the DuckDB file).
+
+    Tracing takes a while per column and depends only on the SQL and the schemas, so with
+    ``cache`` (a folder) each distinct pair is traced once and read back afterwards."""
     import sqlglot
-    from sqlglot import exp
-    from sqlglot.lineage import lineage
 
     con = duckdb.connect(str(duckdb_path), read_only=True)
     try:
         rows = con.execute(
             "SELECT table_schema, table_name, column_name, data_type FROM information_schema.columns "
-            "WHERE table_catalog = current_database()"
+            "WHERE table_catalog = current_database() ORDER BY ALL"
         ).fetchall()
     finally:
         con.close()
+    if cache is None:
+        return _trace_lineage(model, compiled_sql, rows)
+    key = json.dumps([sqlglot.__version__, model, compiled_sql, rows], default=str)
+    path = cache / f"{hashlib.sha256(key.encode()).hexdigest()[:32]}.json"
+    try:
+        stored = json.loads(path.read_text())
+        return {
+            str(column): [(str(layer), str(table), str(name)) for layer, table, name in sources]
+            for column, sources in stored.items()
+        }
+    except (OSError, ValueError, TypeError, AttributeError):  # none yet, or damaged: traced
+        pass
+    traced = _trace_lineage(model, compiled_sql, rows)
+    cache.mkdir(parents=True, exist_ok=True)
+    partial = path.with_suffix(f".{os.getpid()}.tmp")
+    partial.write_text(json.dumps(traced))
+    partial.replace(path)
+    return traced
+
+
+def _trace_lineage(model: str, compiled_sql: str, rows: list[tuple[Any, ...]]) -> ColumnSources:
+    import sqlglot
+    from sqlglot import exp
+    from sqlglot.lineage import lineage
+
     schema: dict[str, dict[str, dict[str, str]]] = {}
     for table_schema, table, column, data_type in rows:
         schema.setdefault(table_schema, {}).setdefault(table, {})[column] = data_type

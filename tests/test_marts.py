@@ -6,17 +6,21 @@ from __future__ import annotations
 import shutil
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
+import duckdb
 import polars as pl
+import pytest
 
 from lakehouse import delta
+from lakehouse import marts as marts_module
 from lakehouse.catalog import mart_names
 from lakehouse.contracts import verify
 from lakehouse.definitions import build_definitions
 from lakehouse.defs.resources import LakehouseResource
 from lakehouse.landing import land_files
-from lakehouse.marts import read_manifest, read_mart
+from lakehouse.marts import column_lineage, read_manifest, read_mart
 from lakehouse.settings import LakehouseSettings
 from lakehouse.sources import SOURCES
 from lakehouse.storage import Lake, Layer
@@ -175,3 +179,41 @@ def test_dbt_reads_cleansed_in_place_on_a_folder_and_from_a_copy_on_s3(lake: Lak
         workspace.discard()
     assert kind == [("BASE TABLE",) if lake.is_s3 else ("VIEW",)]
     assert seen.equals(first) and seen.schema == first.schema, (seen, seen.schema)
+
+
+def test_column_lineage_is_traced_once_per_sql_and_schema(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Tracing every column through the SQL is the slow part of a mart's lineage; the same
+    compiled SQL over the same schemas gives the same answer, so it is read back."""
+    database = tmp_path / "scratch.duckdb"
+    con = duckdb.connect(str(database))
+    con.execute("CREATE SCHEMA cleansed; CREATE SCHEMA marts")
+    con.execute("CREATE TABLE cleansed.orders (order_id VARCHAR, total DOUBLE)")
+    con.execute(
+        "CREATE TABLE marts.totals AS SELECT order_id, total * 2 AS doubled FROM cleansed.orders"
+    )
+    con.close()
+    sql = "select order_id, total * 2 as doubled from cleansed.orders"
+    traced: list[str] = []
+    trace = marts_module._trace_lineage
+
+    def spy(model: str, compiled_sql: str, rows: list[tuple[object, ...]]) -> Any:
+        traced.append(compiled_sql)
+        return trace(model, compiled_sql, rows)
+
+    monkeypatch.setattr(marts_module, "_trace_lineage", spy)
+    expected = {
+        "order_id": [("cleansed", "orders", "order_id")],
+        "doubled": [("cleansed", "orders", "total")],
+    }
+    cache = tmp_path / "lineage"
+    assert column_lineage(database, "totals", sql) == expected
+    assert column_lineage(database, "totals", sql, cache) == expected
+    assert column_lineage(database, "totals", sql, cache) == expected
+    assert len(traced) == 2, "the second call with the cache read it back"
+    assert column_lineage(database, "totals", sql + " where total > 0", cache) == expected
+    assert len(traced) == 3, "other SQL is traced"
+    for entry in cache.glob("*.json"):
+        entry.write_text("{damaged")
+    assert column_lineage(database, "totals", sql, cache) == expected

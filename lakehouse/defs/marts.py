@@ -234,7 +234,10 @@ def _column_lineage(workspace: MartWorkspace, model: str, sql: Path) -> dg.Table
                 for layer, table, name in sources
             ]
             for column, sources in column_lineage(
-                workspace.duckdb_path, model, sql.read_text()
+                workspace.duckdb_path,
+                model,
+                sql.read_text(),
+                cache=Path(workspace.lake.settings.work_dir) / "lineage",
             ).items()
         }
     )
