@@ -752,7 +752,7 @@ def _cleanse_once(
         deduped = conform(
             pl.DataFrame(schema=contract.polars_schema()), contract.polars_schema(), table
         )
-    if not snapshot.holds_any(deduped.select(source.key)):
+    if not snapshot.holds_any(deduped.select(source.key), lake.key_index()):
         # Every key is new (or there is no table yet): an append rewrites no file.
         snapshot.append(deduped, stamp, txns=txns, extra={UPSTREAM_KEY: upstream})
         inserted, updated = deduped.height, 0

@@ -30,7 +30,7 @@ import random
 import time
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import duckdb
 import polars as pl
@@ -39,6 +39,9 @@ import pyarrow.compute as pc
 import pyarrow.dataset as pads
 from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
 from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundError
+
+if TYPE_CHECKING:
+    from lakehouse.key_index import KeyIndex
 
 log = logging.getLogger(__name__)
 
@@ -243,6 +246,13 @@ def read_if_exists(
 def file_paths(dt: DeltaTable) -> set[str]:
     """The data files of this version, as its log names them (relative to the table)."""
     return set(pa.table(dt.get_add_actions(flatten=True)).column("path").to_pylist())
+
+
+def has_deletion_vectors(dt: DeltaTable) -> bool:
+    """Whether rows may be deleted inside a kept file (a deletion vector, which delta-rs
+    never writes but other engines may): then what a file held is not what it holds, and
+    nothing may be derived from a file list alone."""
+    return "deletionVectors" in (dt.protocol().reader_features or [])
 
 
 def _named(paths: Iterable[str], files: Collection[str] | None) -> list[str]:
@@ -469,12 +479,31 @@ class Snapshot:
     def state(self) -> TableState | None:
         return None if self.dt is None else table_state(self.dt)
 
-    def holds_any(self, keys: pl.DataFrame) -> bool:
-        """Whether any row of ``keys`` (key columns) is in this version: reads the key
-        columns only, so a batch of new keys can be appended instead of MERGEd (a MERGE
-        joins the whole table and rewrites every file a key matched)."""
+    def holds_any(self, keys: pl.DataFrame, index: KeyIndex | None = None) -> bool:
+        """Whether any row of ``keys`` (key columns) is in this version, so a batch of new
+        keys can be appended instead of MERGEd (a MERGE joins the whole table and
+        rewrites every file a key matched). With ``index``, only the files whose key
+        hashes match one of ``keys``' are read (usually none); else the key columns of
+        every file."""
         if self.dt is None or keys.is_empty():
             return False
+        if index is not None:
+            if not file_paths(self.dt):
+                return False
+            probe = index.probe_hashes(self.dt, keys, keys.columns)
+            held = index.candidates(self.dt, keys.columns, probe)
+            if not held:
+                return False
+            con = duckdb.connect()
+            try:
+                duckdb_view(con, "held", self.dt, held)
+                con.register("probe", keys)
+                columns = ", ".join('"' + c.replace('"', '""') + '"' for c in keys.columns)
+                # identifiers from lakehouse.sources, not data (bandit B608)
+                query = f"SELECT 1 FROM held SEMI JOIN probe USING ({columns}) LIMIT 1"  # nosec B608
+                return bool(con.execute(query).fetchall())
+            finally:
+                con.close()
         present = (
             pl.scan_delta(
                 self.target.uri,

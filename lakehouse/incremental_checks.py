@@ -31,7 +31,6 @@ from datetime import UTC, datetime
 
 import duckdb
 import pyarrow as pa
-from deltalake import DeltaTable
 from deltalake.exceptions import DeltaError
 
 from lakehouse import delta
@@ -90,7 +89,7 @@ def _references_only_grew(
         old, new = (lake.published_table(ref_layer, ref_table, v) for v in (before, after))
     except DeltaError:
         return False
-    if old is None or new is None or _has_deletion_vectors(new):
+    if old is None or new is None or delta.has_deletion_vectors(new):
         return False
     old_files, new_files = delta.file_paths(old), delta.file_paths(new)
     removed = old_files - new_files
@@ -174,11 +173,6 @@ def verify_in_two_parts(
     )
 
 
-def _has_deletion_vectors(dt: DeltaTable) -> bool:
-    """Rows deleted inside a kept file do not show as a file change: read whole then."""
-    return "deletionVectors" in (dt.protocol().reader_features or [])
-
-
 def _duplicates_across(
     con: duckdb.DuckDBPyConnection, outcome: CheckOutcome, view: str, kept: str
 ) -> CheckOutcome:
@@ -220,7 +214,7 @@ def verify_since(
         old = lake.published_table(contract.layer, table, base.version)
     except DeltaError:  # the base's log entry expired (checkpointed and cleaned up)
         return None
-    if new is None or old is None or _has_deletion_vectors(new):
+    if new is None or old is None or delta.has_deletion_vectors(new):
         return None
     new_files, old_files = delta.file_paths(new), delta.file_paths(old)
     added, kept = new_files - old_files, new_files & old_files
@@ -238,6 +232,16 @@ def verify_since(
             delta.duckdb_view(con, f"{contract.layer}.{table}", new, added)
             return con
 
+        # A duplicate of an added key can only be in a kept file whose key hashes hold
+        # the added keys' hashes (lakehouse.key_index): usually none is read.
+        keys = [list(c.key_columns) for c in by_row if c.type == "duplicate"]
+        if kept and keys:
+            index = lake.key_index()
+            kept = {
+                f
+                for key in keys
+                for f in index.candidates(new, key, index.hashes_of(new, added, key), kept)
+            }
         kept_view = f"{contract.layer}.__kept_{table}" if kept else None
         if kept_view is not None:
             delta.duckdb_view(con, kept_view, new, kept)

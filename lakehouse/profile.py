@@ -247,8 +247,7 @@ def _summarized_metrics(
     the summaries ``cache`` lacks (all of them when rows were deleted inside a kept file,
     which a file's summary cannot see)."""
     files = sorted(delta.file_paths(dt))
-    deletion_vectors = "deletionVectors" in (dt.protocol().reader_features or [])
-    usable = cache is not None and not deletion_vectors
+    usable = cache is not None and not delta.has_deletion_vectors(dt)
     uri = dt.table_uri
     kept = cache.load(uri) if usable and cache is not None else {}
 

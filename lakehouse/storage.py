@@ -40,6 +40,8 @@ from lakehouse.settings import BRANCH_NAME, DeploymentKind, Environment, Lakehou
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
+    from lakehouse.key_index import KeyIndex
+
 log = logging.getLogger(__name__)
 
 LANDING = "landing"
@@ -149,6 +151,13 @@ class Lake:
     ) -> delta.Stamp:
         """The stamp of a commit this process makes in this lake (with its principal)."""
         return delta.Stamp(run_id, asset_key, self.principal, action, reason)
+
+    def key_index(self) -> KeyIndex:
+        """Per-file key hashes of this lake's tables (``lakehouse.key_index``), kept in
+        the work directory: which files may hold a key, without reading every key."""
+        from lakehouse.key_index import KeyIndex
+
+        return KeyIndex(Path(self.settings.work_dir) / "key-index")
 
     def branch(self, pull_request: int) -> Lake:
         """The branch lake of pull request N over this lake's prod root."""
