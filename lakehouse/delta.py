@@ -650,7 +650,7 @@ class Snapshot:
 
     def replace(
         self,
-        table: pa.Table | pl.DataFrame,
+        table: pa.Table | pl.DataFrame | pa.RecordBatchReader,
         stamp: Stamp,
         *,
         txns: Mapping[str, int] | None = None,

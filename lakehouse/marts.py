@@ -217,8 +217,9 @@ class MartWorkspace:
             if model in MART_CLUSTERS:
                 query += f" ORDER BY {MART_CLUSTERS[model]}"
                 size = CLUSTERED_FILE_SIZE
-            table = con.sql(query).to_arrow_table()
-            snapshot.replace(table, stamp, txns=txns, extra=extra, file_size=size)
+            # streamed into the Delta writer: a large mart is never whole in memory as Arrow
+            rows = con.sql(query).fetch_record_batch(1 << 17)
+            snapshot.replace(rows, stamp, txns=txns, extra=extra, file_size=size)
             assert snapshot.dt is not None
             return snapshot.dt, True
 
