@@ -705,9 +705,11 @@ class Snapshot:
                     source_alias="s",
                     target_alias="t",
                     commit_properties=props,
-                    # the source in memory, so delta-rs can read its values' range first
-                    # and skip the target files outside it (streamed, it reads them all)
-                    streamed_exec=False,
+                    # Pinned: the source in memory, so delta-rs reads the range of its
+                    # values first and skips the target files outside it. Only then: that
+                    # range (of the key too) is written into the commit's log entry, which
+                    # erasure cannot rewrite, and a key may be a person's (customer_id).
+                    streamed_exec=not also_equal,
                 )
                 if delete_when is not None:
                     merger = merger.when_matched_delete(predicate=delete_when)
