@@ -248,6 +248,11 @@ def file_paths(dt: DeltaTable) -> set[str]:
     return set(pa.table(dt.get_add_actions(flatten=True)).column("path").to_pylist())
 
 
+def identifiers(*names: str) -> str:
+    """SQL identifiers (DuckDB), double-quoted and comma-separated."""
+    return ", ".join('"' + n.replace('"', '""') + '"' for n in names)
+
+
 def has_deletion_vectors(dt: DeltaTable) -> bool:
     """Whether rows may be deleted inside a kept file (a deletion vector, which delta-rs
     never writes but other engines may): then what a file held is not what it holds, and
@@ -277,7 +282,7 @@ def native_scan(dt: DeltaTable, files: Collection[str] | None = None) -> str | N
     uris = _named(every, files)
     if not uris or dt.metadata().partition_columns or any("://" in f for f in every):
         return None
-    columns = ", ".join('"' + f.name.replace('"', '""') + '"' for f in dt.schema().fields)
+    columns = identifiers(*(f.name for f in dt.schema().fields))
 
     def quoted(paths: list[str]) -> str:
         return ", ".join("'" + f.replace("'", "''") + "'" for f in paths)
@@ -488,17 +493,18 @@ class Snapshot:
         if self.dt is None or keys.is_empty():
             return False
         if index is not None:
-            if not file_paths(self.dt):
+            files = sorted(file_paths(self.dt))
+            if not files:
                 return False
-            probe = index.probe_hashes(self.dt, keys, keys.columns)
-            held = index.candidates(self.dt, keys.columns, probe)
+            probe = index.probe_hashes(self.dt, keys, keys.columns, typed_as=files[0])
+            held = index.candidates(self.dt, keys.columns, probe, files)
             if not held:
                 return False
             con = duckdb.connect()
             try:
                 duckdb_view(con, "held", self.dt, held)
                 con.register("probe", keys)
-                columns = ", ".join('"' + c.replace('"', '""') + '"' for c in keys.columns)
+                columns = identifiers(*keys.columns)
                 # identifiers from lakehouse.sources, not data (bandit B608)
                 query = f"SELECT 1 FROM held SEMI JOIN probe USING ({columns}) LIMIT 1"  # nosec B608
                 return bool(con.execute(query).fetchall())

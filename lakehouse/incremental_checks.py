@@ -68,10 +68,6 @@ def _by_row(check: CheckRef) -> bool:
     return check.type in ("missing", "invalid", "duplicate")
 
 
-def _quoted(columns: list[str]) -> str:
-    return ", ".join('"' + c.replace('"', '""') + '"' for c in columns)
-
-
 def _references_only_grew(
     lake: Lake, check: CheckRef, since: Mapping[str, int], now: Mapping[str, int]
 ) -> bool:
@@ -95,7 +91,7 @@ def _references_only_grew(
     removed = old_files - new_files
     if not removed:
         return True
-    column = _quoted([str(check.body["valid_reference_data"]["column"])])
+    column = delta.identifiers(str(check.body["valid_reference_data"]["column"]))
     con = duckdb.connect()
     try:
         delta.duckdb_view(con, "removed", old, removed)
@@ -179,7 +175,7 @@ def _duplicates_across(
     """``outcome`` of a duplicate check on the added rows, failed if any added key is
     already held by a kept row. Counted as Soda counts the whole table (rows less distinct
     keys): the kept rows hold each key once, so each added key they hold adds one."""
-    cols = _quoted(outcome.check.key_columns)
+    cols = delta.identifiers(*outcome.check.key_columns)
     # identifiers from the repo's contracts (soda_checks/), not data (bandit B608)
     repeats = f"SELECT a.* FROM {view} a SEMI JOIN {kept} k USING ({cols})"  # nosec B608
     count = _count(con, f"SELECT DISTINCT {cols} FROM ({repeats})")  # nosec B608

@@ -19,7 +19,6 @@ writes) is not indexed: every file is a candidate.
 from __future__ import annotations
 
 import hashlib
-import os
 from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import Any
@@ -29,14 +28,11 @@ import numpy as np
 from deltalake import DeltaTable
 
 from lakehouse import delta
-
-
-def _quoted(columns: Sequence[str]) -> str:
-    return ", ".join('"' + c.replace('"', '""') + '"' for c in columns)
+from lakehouse.storage import save_cache_file
 
 
 def _not_null(columns: Sequence[str]) -> str:
-    return " AND ".join(f"{c} IS NOT NULL" for c in _quoted(columns).split(", "))
+    return " AND ".join(f"{delta.identifiers(c)} IS NOT NULL" for c in columns)
 
 
 class KeyIndex:
@@ -62,14 +58,11 @@ class KeyIndex:
         try:
             delta.duckdb_view(con, "indexed", dt, [file])
             # identifiers from the repo's contracts and sources, not data (bandit B608)
-            query = f"SELECT hash({_quoted(key)}) FROM indexed WHERE {_not_null(key)}"  # nosec B608
+            query = f"SELECT hash({delta.identifiers(*key)}) FROM indexed WHERE {_not_null(key)}"  # nosec B608
             hashes = np.sort(_first_column(con.execute(query).fetchnumpy()))
         finally:
             con.close()
-        self.directory.mkdir(parents=True, exist_ok=True)
-        partial = path.with_name(f"{path.stem}.{os.getpid()}.tmp.npy")
-        np.save(partial, hashes, allow_pickle=False)
-        partial.replace(path)
+        save_cache_file(path, lambda fh: np.save(fh, hashes, allow_pickle=False))
         return hashes
 
     def hashes_of(self, dt: DeltaTable, files: Collection[str], key: Sequence[str]) -> np.ndarray:
@@ -79,24 +72,25 @@ class KeyIndex:
             return np.empty(0, dtype=np.uint64)
         return np.unique(np.concatenate(arrays))
 
-    def probe_hashes(self, dt: DeltaTable, keys: Any, key: Sequence[str]) -> np.ndarray:
+    def probe_hashes(
+        self, dt: DeltaTable, keys: Any, key: Sequence[str], typed_as: str
+    ) -> np.ndarray:
         """The distinct hashes of ``keys`` (an Arrow table or polars frame of the key
-        columns), each column cast to the table's type first, so a key hashes as the
-        table's own copy of it does."""
+        columns), each column cast first to its type in ``typed_as`` (a data file of
+        ``dt``), so a key hashes as the table's own copy of it does."""
         con = duckdb.connect()
         try:
             con.register("probe", keys)
-            delta.duckdb_view(con, "typed", dt, [min(delta.file_paths(dt))])
+            delta.duckdb_view(con, "typed", dt, [typed_as])
             types = dict(
                 con.execute("SELECT column_name, column_type FROM (DESCRIBE typed)").fetchall()
             )
             cast = ", ".join(
-                f"CAST({q} AS {types[c]}) AS {q}"
-                for c, q in zip(key, _quoted(key).split(", "), strict=True)
+                f"CAST({delta.identifiers(c)} AS {types[c]}) AS {delta.identifiers(c)}" for c in key
             )
             # identifiers from the repo's contracts and sources, not data (bandit B608)
             query = (
-                f"SELECT DISTINCT hash({_quoted(key)}) FROM (SELECT {cast} FROM probe) "  # nosec B608
+                f"SELECT DISTINCT hash({delta.identifiers(*key)}) FROM (SELECT {cast} FROM probe) "  # nosec B608
                 f"WHERE {_not_null(key)}"
             )
             hashes = np.sort(_first_column(con.execute(query).fetchnumpy()))

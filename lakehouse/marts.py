@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 import subprocess
 from collections.abc import Iterable, Iterator
@@ -32,7 +31,7 @@ from deltalake import DeltaTable
 from lakehouse import delta
 from lakehouse.dbt_prepared import DBT_PROJECT_DIR, MANIFEST, dbt_executable
 from lakehouse.sources import SOURCES
-from lakehouse.storage import Lake, Layer
+from lakehouse.storage import Lake, Layer, save_cache_file
 
 if TYPE_CHECKING:
     from lakehouse.increments import SliceChanges
@@ -432,10 +431,8 @@ def column_lineage(
     except (OSError, ValueError, TypeError, AttributeError):  # none yet, or damaged: traced
         pass
     traced = _trace_lineage(model, compiled_sql, rows)
-    cache.mkdir(parents=True, exist_ok=True)
-    partial = path.with_suffix(f".{os.getpid()}.tmp")
-    partial.write_text(json.dumps(traced))
-    partial.replace(path)
+    text = json.dumps(traced)
+    save_cache_file(path, lambda fh: fh.write(text.encode()))
     return traced
 
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import math
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,7 +21,7 @@ from deltalake import DeltaTable
 from lakehouse import delta
 from lakehouse.contracts import load_contract, register
 from lakehouse.sources import INGEST_RUN_ID, LINEAGE_COLUMNS, SOURCE_ROW_NUMBER, Source
-from lakehouse.storage import Lake, Layer
+from lakehouse.storage import Lake, Layer, save_cache_file
 
 NUMERIC_DELTA_TYPES = ("decimal", "long", "integer", "short", "byte", "double", "float")
 
@@ -114,15 +113,8 @@ class ProfileCache:
                 ("registers", pa.binary()),
             ]
         )
-        self.directory.mkdir(parents=True, exist_ok=True)
-        path = self._path(uri)
-        partial = path.with_suffix(f".{os.getpid()}.tmp")
-        pq.write_table(pa.Table.from_pylist(rows, schema), partial)
-        partial.replace(path)
-
-
-def _quote(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
+        table = pa.Table.from_pylist(rows, schema)
+        save_cache_file(self._path(uri), lambda fh: pq.write_table(table, fh))
 
 
 def _summarize(
@@ -136,7 +128,10 @@ def _summarize(
             delta.duckdb_view(con, "summarized", dt, [file])
             summary = FileSummary({}, {}, {})
             if numeric:
-                exprs = [f"count({_quote(c)}), sum({_quote(c)}::DOUBLE)" for c in numeric]
+                exprs = [
+                    f"count({delta.identifiers(c)}), sum({delta.identifiers(c)}::DOUBLE)"
+                    for c in numeric
+                ]
                 # identifiers from the table's own schema, not data (bandit B608)
                 row = con.execute(f"SELECT {', '.join(exprs)} FROM summarized").fetchone()  # nosec B608
                 assert row is not None
@@ -146,12 +141,13 @@ def _summarize(
             for column in keys:
                 # The top bits of the hash pick a register; it keeps the highest rank (one
                 # plus the leading zeros of the remaining bits) of any value sent to it.
-                q = _quote(column)
+                q = delta.identifiers(column)
                 pairs = con.execute(
                     f"SELECT h >> {_HASH_BITS} AS register, max(CASE WHEN low = 0 "  # nosec B608
                     f"THEN {_HASH_BITS + 1} ELSE {_HASH_BITS} - floor(log2(low))::INT END) "
-                    f"FROM (SELECT hash({q}) AS h, hash({q}) & {(1 << _HASH_BITS) - 1} AS low "
-                    f"FROM summarized WHERE {q} IS NOT NULL) GROUP BY register"
+                    f"FROM (SELECT h, h & {(1 << _HASH_BITS) - 1} AS low FROM "
+                    f"(SELECT hash({q}) AS h FROM summarized WHERE {q} IS NOT NULL)) "
+                    "GROUP BY register"
                 ).fetchall()
                 registers = np.zeros(1 << HLL_BITS, dtype=np.uint8)
                 for register, rank in pairs:
@@ -197,7 +193,7 @@ def column_profile(
     numeric_columns: list[str] = []
     key_columns_here: list[str] = []
     for field in dt.schema().fields:
-        name, q = field.name, _quote(field.name)
+        name, q = field.name, delta.identifiers(field.name)
         numeric = str(field.type).removeprefix('PrimitiveType("').startswith(NUMERIC_DELTA_TYPES)
         numeric = numeric and name != SOURCE_ROW_NUMBER
         nulls = _from_statistics(stats, name, "null_count")

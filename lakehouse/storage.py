@@ -21,7 +21,7 @@ import logging
 import os
 import shutil
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import closing
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -152,12 +152,17 @@ class Lake:
         """The stamp of a commit this process makes in this lake (with its principal)."""
         return delta.Stamp(run_id, asset_key, self.principal, action, reason)
 
+    def cache_dir(self, kind: str) -> Path:
+        """Where facts computed once per immutable input (a Delta data file, a compiled
+        model) are kept between runs: the work folder, which may be lost at any time."""
+        return Path(self.settings.work_dir) / kind
+
     def key_index(self) -> KeyIndex:
         """Per-file key hashes of this lake's tables (``lakehouse.key_index``), kept in
         the work directory: which files may hold a key, without reading every key."""
         from lakehouse.key_index import KeyIndex
 
-        return KeyIndex(Path(self.settings.work_dir) / "key-index")
+        return KeyIndex(self.cache_dir("key-index"))
 
     def branch(self, pull_request: int) -> Lake:
         """The branch lake of pull request N over this lake's prod root."""
@@ -779,14 +784,26 @@ class _DigestCache:
             del self._entries[key]
         if not (self._changed or gone):
             return
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            partial = self.path.with_name(f".{self.path.name}.{os.getpid()}")
-            partial.write_text(json.dumps(self._entries))
-            partial.replace(self.path)
+        text = json.dumps(self._entries)
+        if save_cache_file(self.path, lambda fh: fh.write(text.encode())):
             self._changed = False
-        except OSError as exc:  # a read-only work folder: hash again next time
-            log.debug("cannot save %s: %s", self.path, exc)
+
+
+def save_cache_file(path: Path, write: Callable[[BinaryIO], object]) -> bool:
+    """Write a work-folder cache file whole or not at all: ``write`` fills a temporary file
+    beside it, which then replaces it (processes that save at once each leave a complete
+    file; the last one wins). A cache only saves work, so a read-only or full work folder
+    is logged, not raised: the next run computes it again. Returns whether it was saved."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(f".{path.name}.{os.getpid()}")
+        with partial.open("wb") as fh:
+            write(fh)
+        partial.replace(path)
+        return True
+    except OSError as exc:
+        log.debug("cannot save %s: %s", path, exc)
+        return False
 
 
 def _sha256_file(path: Path) -> str:

@@ -3,6 +3,8 @@ folder and on S3, and never drop a file that does."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import polars as pl
 import pytest
 from deltalake import DeltaTable
@@ -43,7 +45,8 @@ def test_only_the_files_whose_hashes_match_are_candidates(lake: Lake) -> None:
     index = lake.key_index()
 
     def held(keys: dict[str, list[str]]) -> list[str]:
-        return index.candidates(dt, KEY, index.probe_hashes(dt, pl.DataFrame(keys), KEY))
+        probe = index.probe_hashes(dt, pl.DataFrame(keys), KEY, typed_as=files[0])
+        return index.candidates(dt, KEY, probe)
 
     assert held({"supply_id": ["s150", "s999"], "product_id": ["p150", "p999"]}) == [files[1]]
     assert held({"supply_id": ["s5", "s250"], "product_id": ["p5", "p250"]}) == sorted(
@@ -70,7 +73,9 @@ def test_a_probe_is_hashed_as_the_table_stores_its_key(lake: Lake) -> None:
     dt = target.open()
     assert dt is not None
     index = lake.key_index()
-    probe = index.probe_hashes(dt, pl.DataFrame({"n": pl.Series([2], dtype=pl.Int32)}), ["n"])
+    [file] = delta.file_paths(dt)
+    keys = pl.DataFrame({"n": pl.Series([2], dtype=pl.Int32)})
+    probe = index.probe_hashes(dt, keys, ["n"], typed_as=file)
     assert index.candidates(dt, ["n"], probe) == sorted(delta.file_paths(dt))
 
 
@@ -114,3 +119,16 @@ def test_holds_any_is_exact_with_or_without_the_index(lake: Lake, with_index: bo
     assert not holds(["s999"], ["p999"])
     assert not holds(["s5"], ["p6"])
     assert not snapshot.holds_any(pl.DataFrame({"supply_id": [], "product_id": []}), index)
+
+
+def test_an_unwritable_work_folder_costs_work_not_the_answer(lake: Lake, tmp_path: Path) -> None:
+    """The arrays only save reading: where they cannot be kept (a read-only or full work
+    folder; here a file stands where the folder would be), every probe reads the files
+    and the answers are the same."""
+    dt, files = _three_files(lake)
+    blocked = tmp_path / "not-a-folder"
+    blocked.write_text("")
+    index = KeyIndex(blocked)
+    probe = index.hashes_of(dt, [files[1]], KEY)
+    assert index.candidates(dt, KEY, probe) == [files[1]]
+    assert blocked.read_text() == ""

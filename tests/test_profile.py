@@ -147,3 +147,21 @@ def test_a_new_version_is_profiled_from_the_files_it_added(
     read.clear()
     assert column_profile(Layer.CLEANSED, "supplies", dt, cache) == pytest.approx(fresh)
     assert sorted(read[0]) == files
+
+
+def test_an_unwritable_work_folder_costs_a_full_read_not_the_profile(tmp_path: Path) -> None:
+    """A profile is metadata of a version already committed: a cache that cannot be saved
+    (a file stands where its folder would be) must not fail the materialization."""
+    uri = str(tmp_path / "supplies")
+    write_deltalake(
+        uri,
+        pl.DataFrame(
+            {"supply_id": ["a", "b"], "product_id": ["p", "q"], "cost": [1.0, 3.0]}
+        ).to_arrow(),
+    )
+    blocked = tmp_path / "not-a-folder"
+    blocked.write_text("")
+    dt = DeltaTable(uri)
+    profile = column_profile(Layer.CLEANSED, "supplies", dt, ProfileCache(blocked))
+    assert profile == column_profile(Layer.CLEANSED, "supplies", dt)
+    assert profile["cost/mean"] == 2.0

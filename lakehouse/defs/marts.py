@@ -237,7 +237,7 @@ def _column_lineage(workspace: MartWorkspace, model: str, sql: Path) -> dg.Table
                 workspace.duckdb_path,
                 model,
                 sql.read_text(),
-                cache=Path(workspace.lake.settings.work_dir) / "lineage",
+                cache=workspace.lake.cache_dir("lineage"),
             ).items()
         }
     )

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import dagster as dg
@@ -62,7 +61,7 @@ def table_metadata(lake: Lake, layer: Layer, table: str, dt: DeltaTable) -> dict
     ):
         if key in metrics:
             meta[f"delta_{key}"] = int(metrics[key])
-    profiles = ProfileCache(Path(lake.settings.work_dir) / "profiles")
+    profiles = ProfileCache(lake.cache_dir("profiles"))
     for name, value in column_profile(layer, table, dt, profiles).items():
         meta[f"profile/{name}"] = dg.MetadataValue.float(value)
     return meta
