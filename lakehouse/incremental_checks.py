@@ -130,6 +130,28 @@ def checks_by_row(
     ]
 
 
+def _holds_on_more_rows(check: CheckRef) -> bool:
+    """Whether passing on some rows of a table implies passing on the whole table: a lower
+    bound on the row count (the table has at least those rows) and freshness (its newest
+    value is at least as new). Such a check that passes on the added rows is decided there;
+    one that does not is run on the whole version."""
+    body = check.body
+    threshold = set((body.get("threshold") or {}).keys()) - {"unit", "level"}
+    if check.type == "row_count":
+        return bool(threshold) and threshold <= {
+            "must_be_greater_than",
+            "must_be_greater_than_or_equal",
+        }
+    if check.type == "freshness":
+        return bool(threshold) and threshold <= {"must_be_less_than", "must_be_less_than_or_equal"}
+    return False
+
+
+def _columns(con: duckdb.DuckDBPyConnection, view: str) -> list[tuple[str, str]]:
+    """The names and types of ``view``'s columns (bound, not read)."""
+    return [(str(r[0]), str(r[1])) for r in con.execute(f"DESCRIBE {view}").fetchall()]
+
+
 def verify_in_two_parts(
     con: duckdb.DuckDBPyConnection,
     contract: Contract,
@@ -139,33 +161,70 @@ def verify_in_two_parts(
     show_added: Callable[[], duckdb.DuckDBPyConnection],
     kept: str | None,
     scope: str,
+    show_whole: Callable[[], duckdb.DuckDBPyConnection] | None = None,
     now: datetime | None = None,
 ) -> Verification:
-    """Run the checks not in ``by_row`` on ``con``'s ``<layer>.<table>`` (the whole version),
-    then ``by_row`` on the connection ``show_added`` gives, where that name is the added rows
-    alone (and the references are registered), duplicates also against its relation
-    ``kept`` (the rows kept from the base; None: none). One ``Verification``, in the
-    contract's order of checks."""
+    """Run ``by_row`` on the connection ``show_added`` gives, where ``<layer>.<table>`` is the
+    added rows alone (and the references are registered), duplicates also against its
+    relation ``kept`` (the rows kept from the base; None: none); and the other checks on
+    ``con``'s ``<layer>.<table>``, the whole version (``show_whole`` exposes it again where
+    ``show_added`` replaced it), except those the added rows decide: a row count's lower
+    bound and freshness that pass on them, and the schema when both have the same columns.
+    One ``Verification``, in the contract's order of checks."""
     now = now or datetime.now(UTC)
-    whole = verify_registered(
-        con, contract, versions, now=now, only=[c for c in contract.checks if c not in by_row]
-    )
-    on_added = show_added()
-    added = verify_registered(on_added, contract, versions, now=now, only=by_row)
     view = f"{contract.layer}.{contract.table}"
+    whole_columns = _columns(con, view)
+    on_added = show_added()
+    same_schema = _columns(on_added, view) == whole_columns
+    decidable = [
+        c
+        for c in contract.checks
+        if c not in by_row and (_holds_on_more_rows(c) or (c.type == "schema" and same_schema))
+    ]
+    added = verify_registered(on_added, contract, versions, now=now, only=[*by_row, *decidable])
+    # The schema is the same either way; the other two are decided only by passing.
+    decided = {
+        o.check.name: _decided_on_added(o)
+        for o in added.outcomes
+        if o.check in decidable and (o.outcome is Outcome.PASSED or o.check.type == "schema")
+    }
     outcomes = [
         _duplicates_across(on_added, o, view, kept)
         if kept is not None and o.check.type == "duplicate"
         else o
         for o in added.outcomes
+        if o.check in by_row
     ]
-    merged = {o.check.name: o for o in [*whole.outcomes, *outcomes]}
+    rest = [c for c in contract.checks if c not in by_row and c.name not in decided]
+    whole = Verification(contract, dict(versions), [])
+    if rest:
+        target = show_whole() if show_whole is not None else con
+        whole = verify_registered(target, contract, versions, now=now, only=rest)
+    merged = {o.check.name: o for o in [*whole.outcomes, *outcomes, *decided.values()]}
+    on_added_only = len(by_row) + len(decided)
     return Verification(
         contract,
         dict(versions),
         [merged[c.name] for c in contract.checks if c.name in merged],
         "\n".join(filter(None, [whole.log, added.log])),
-        scope=f"{len(by_row)} of {len(contract.checks)} checks read {scope}",
+        scope=f"{on_added_only} of {len(contract.checks)} checks read {scope}",
+    )
+
+
+def _decided_on_added(outcome: CheckOutcome) -> CheckOutcome:
+    """A check the added rows decide for the whole table: its figures are the added rows',
+    and say so."""
+    why = (
+        "the added rows, which have the whole table's columns"
+        if outcome.check.type == "schema"
+        else "the added rows (passing there, it passes on the whole table)"
+    )
+    return replace(
+        outcome,
+        diagnostics={
+            "decided_on": why,
+            **{f"added_rows_{k}": v for k, v in outcome.diagnostics.items()},
+        },
     )
 
 
@@ -228,6 +287,10 @@ def verify_since(
             delta.duckdb_view(con, f"{contract.layer}.{table}", new, added)
             return con
 
+        def show_whole() -> duckdb.DuckDBPyConnection:
+            delta.duckdb_view(con, f"{contract.layer}.{table}", new)
+            return con
+
         # A duplicate of an added key can only be in a kept file whose key hashes hold
         # the added keys' hashes (lakehouse.key_index): usually none is read.
         keys = [list(c.key_columns) for c in by_row if c.type == "duplicate"]
@@ -247,6 +310,7 @@ def verify_since(
             versions,
             by_row,
             show_added=show_added,
+            show_whole=show_whole,
             kept=kept_view,
             scope=(
                 f"the {len(added)} file(s) added since v{base.version} "

@@ -13,16 +13,19 @@ from typing import Any
 import duckdb
 import polars as pl
 import pytest
+import yaml
 
 from lakehouse import delta, publish
 from lakehouse.contracts import (
+    Contract,
     Verification,
     load_contract,
     register_empty,
+    register_inputs,
     verify,
     verify_registered,
 )
-from lakehouse.incremental_checks import VerifiedBase, verify_since
+from lakehouse.incremental_checks import VerifiedBase, verify_in_two_parts, verify_since
 from lakehouse.increments import verify_rebuilt
 from lakehouse.settings import LakehouseSettings
 from lakehouse.storage import Lake, Layer
@@ -132,7 +135,10 @@ def test_an_append_is_judged_by_its_rows_as_the_whole_version_is(lake: Lake, cas
     assert "(2 of 12 rows)" in increment.scope
     read_added = {o.check.name: o.diagnostics.get("check_rows_tested") for o in increment.outcomes}
     assert read_added["order_item_id__missing"] == 2  # the new rows, not the table
-    assert read_added["row_count"] == 12  # a table rule reads the whole version
+    # a lower bound on the row count that the new rows meet holds on the whole version too
+    [row_count] = [o for o in increment.outcomes if o.check.name == "row_count"]
+    assert row_count.diagnostics["decided_on"].startswith("the added rows")
+    assert row_count.diagnostics["added_rows_check_rows_tested"] == 2
     if "order_item_id__duplicate" in failing:
         [dupes] = [o for o in increment.outcomes if o.check.name == "order_item_id__duplicate"]
         assert {r["order_item_id"] for r in dupes.sample} == (
@@ -153,7 +159,7 @@ def test_a_key_gone_from_the_referenced_table_sends_its_rule_to_the_whole_versio
 
     # five old items name o1: only a read of the whole version finds them
     assert outcomes(whole)["order_id__invalid__ref"] == ("failed", 5)
-    assert increment.scope.startswith("8 of 11 checks")
+    assert increment.scope.startswith("10 of 11 checks")
 
 
 def test_a_rewritten_referenced_table_that_kept_its_keys_still_reads_only_the_new_rows(
@@ -175,7 +181,7 @@ def test_a_rewritten_referenced_table_that_kept_its_keys_still_reads_only_the_ne
     increment, whole = both(lake, version, base)
 
     assert whole.passed
-    assert increment.scope.startswith("9 of 11 checks")
+    assert increment.scope.startswith("11 of 11 checks")
 
 
 def test_a_merge_into_the_table_is_judged_by_the_files_it_wrote(lake: Lake) -> None:
@@ -227,7 +233,7 @@ def test_judging_a_written_version_reads_only_what_it_added_after_a_stored_verdi
     assert first.published and first.scope == ""  # no stored verdict yet: whole
     second = publish.judge(lake, Layer.CLEANSED, "items", *_written(lake, items(["n2"], ["o4"])))
     assert second.published
-    assert second.scope.startswith("9 of 11 checks read the 1 file(s) added since")
+    assert second.scope.startswith("11 of 11 checks read the 1 file(s) added since")
     rejected = publish.judge(lake, Layer.CLEANSED, "items", *_written(lake, items(["n2"], ["o4"])))
     assert not rejected.published
     assert [c.name for c in rejected.blocking_failures] == ["order_item_id__duplicate"]
@@ -307,11 +313,13 @@ def test_a_rebuilt_mart_slice_is_judged_by_its_rows_as_the_whole_candidate_is(
     assert outcomes(increment) == outcomes(whole)
     assert {o.check.name for o in whole.failed} == failing
     assert increment.scope == (
-        "12 of 15 checks read the 1 rows rebuilt for the changed customers over v7"
+        "15 of 15 checks read the 1 rows rebuilt for the changed customers over v7"
     )
     read = {o.check.name: o.diagnostics.get("check_rows_tested") for o in increment.outcomes}
     assert read["order_id__missing"] == 1
-    assert read["row_count"] == 6
+    # met by the rebuilt row alone, so by the candidate (six rows): not read whole
+    [row_count] = [o for o in increment.outcomes if o.check.name == "row_count"]
+    assert row_count.diagnostics["added_rows_check_rows_tested"] == 1
 
 
 # -- any table a check step verifies (raw too): from the version its stored verdict judged --
@@ -351,3 +359,88 @@ def verdict_rows(lake: Lake) -> int:
     dt = lake.writable(Layer.RAW, "orders").open()
     assert dt is not None
     return delta.row_count(dt)
+
+
+def _items_contract_with(tmp_path: Path, checks: list[dict[str, Any]]) -> Contract:
+    """cleansed/items' contract with ``checks`` as its only checks."""
+    columns = [{k: v for k, v in c.items() if k != "checks"} for c in ITEMS.doc["columns"]]
+    doc = {**ITEMS.doc, "checks": checks, "columns": columns}
+    path = tmp_path / "items.yml"
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    return Contract(Layer.CLEANSED, "items", path, doc)
+
+
+def test_a_lower_bound_or_freshness_the_new_rows_miss_is_read_on_the_whole_version(
+    lake: Lake, tmp_path: Path
+) -> None:
+    """Row count and freshness are decided by the added rows only when they pass there (a
+    table holding more rows, or newer ones, passes too); otherwise the whole version
+    decides, as a whole verification would."""
+    base = published_lake(lake)  # ten rows ingested 2026-12-01
+    fresh = items(["n1", "n2"], ["o3", "o4"]).with_columns(
+        pl.lit(datetime(2026, 12, 3, tzinfo=UTC)).alias("_ingested_at")
+    )
+    version = lake.writable(Layer.CLEANSED, "items").snapshot().append(fresh, STAMP)
+    freshness = {"column": "_ingested_at", "now_variable": "NOW"}
+    contract = _items_contract_with(
+        tmp_path,
+        [
+            {"schema": {}},
+            {"row_count": {"threshold": {"must_be_greater_than": 5}}},  # 2 new rows: no
+            {  # the new rows are a day old at NOW: yes
+                "freshness": {**freshness, "threshold": {"unit": "hour", "must_be_less_than": 30}}
+            },
+            {  # the old rows are 50 hours old: the new ones pass, so does the whole
+                "freshness": {
+                    **freshness,
+                    "qualifier": "stale",
+                    "threshold": {"unit": "hour", "must_be_less_than": 10},
+                }
+            },
+        ],
+    )
+    now = datetime(2026, 12, 4, 2, tzinfo=UTC)
+    new = lake.published_table(Layer.CLEANSED, "items", version)
+    assert new is not None
+    added = delta.file_paths(new) - delta.file_paths(
+        lake.published_table(Layer.CLEANSED, "items", base.version)
+    )
+    con = duckdb.connect()
+    try:
+        versions = register_inputs(con, lake, contract, version)
+        whole = verify_registered(con, contract, versions, now=now)
+        seen: list[str] = []
+
+        def show(files: set[str] | None) -> duckdb.DuckDBPyConnection:
+            seen.append("added" if files else "whole")
+            delta.duckdb_view(con, "cleansed.items", new, files)
+            return con
+
+        increment = verify_in_two_parts(
+            con,
+            contract,
+            versions,
+            [],
+            show_added=lambda: show(added),
+            show_whole=lambda: show(None),
+            kept=None,
+            scope="the new rows",
+            now=now,
+        )
+    finally:
+        con.close()
+
+    assert outcomes(increment) == outcomes(whole)
+    assert outcomes(whole) == {
+        "schema": ("passed", None),
+        "row_count": ("passed", None),
+        "freshness": ("passed", None),
+        "freshness__stale": ("failed", None),
+    }
+    by_name = {o.check.name: o for o in increment.outcomes}
+    assert by_name["row_count"].diagnostics["check_rows_tested"] == 12  # read whole
+    assert "decided_on" not in by_name["freshness__stale"].diagnostics  # read whole
+    assert by_name["freshness"].diagnostics["decided_on"].startswith("the added rows")
+    assert by_name["schema"].diagnostics["decided_on"].startswith("the added rows")
+    assert seen == ["added", "whole"]
+    assert increment.scope == "2 of 4 checks read the new rows"
