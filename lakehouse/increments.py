@@ -35,6 +35,7 @@ from lakehouse.marts import (
     PUBLISHED_SCHEMA,
     MartInputs,
     copy_in,
+    drop_relation,
 )
 from lakehouse.sources import ROW_HASH, SOURCES
 from lakehouse.storage import Lake, Layer
@@ -205,6 +206,11 @@ MART_SLICES: dict[str, tuple[str, str]] = {
 PUBLISHED_CLUSTER = "_lakehouse_published_cluster"
 
 
+DAILY_MARTS = ("daily_location_revenue",)
+"""Marts that aggregate orders by day: an increment rebuilds only the days whose orders
+changed (``changed_order_days()`` in dbt/macros/changes.sql), on top of the published
+table, when that was built from the same inputs as the keyed marts it adds to."""
+
 SLICED = tuple(MART_SLICES)
 """dbt gets each keyed mart as the changed customers' rows alone (no copy of the table),
 and the candidate is the published rest plus the rebuilt rows. The one model reading a
@@ -218,13 +224,22 @@ def _rest(model: str) -> str:
     return f"SELECT * FROM {PUBLISHED_SCHEMA}.{model} WHERE NOT coalesce({where}, false)"  # nosec B608
 
 
+@dataclass(frozen=True)
+class LoadedIncrement:
+    """What ``load_increment`` made ready: the version each keyed mart was published at,
+    and the daily marts dbt adds the changed days to (the others it builds whole)."""
+
+    keyed_versions: dict[str, int]
+    by_day: tuple[str, ...]
+
+
 def load_increment(
     con: duckdb.DuckDBPyConnection, lake: Lake, increment: Increment
-) -> dict[str, int]:
+) -> LoadedIncrement:
     """Make ``con``'s database ready for an incremental dbt build: the changed customers
     and every order of theirs (before and now), each keyed mart's rows for them as
     published, and the tables dbt's incremental models update, as those rows alone
-    (``assemble`` completes them after dbt). Returns the published version of each mart."""
+    (``assemble`` completes them after dbt), and the daily marts as published."""
     for schema in (MARTS_SCHEMA, CHANGES_SCHEMA, BEFORE_SCHEMA, PUBLISHED_SCHEMA):
         con.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
     versions: dict[str, int] = {}
@@ -247,10 +262,36 @@ def load_increment(
         rows = f"SELECT * FROM {PUBLISHED_SCHEMA}.{model} WHERE {where}"  # nosec B608
         con.execute(f"CREATE OR REPLACE TABLE {BEFORE_SCHEMA}.{model} AS {rows}")
     for model in SLICED:
+        # Empty: the model's pre-hook would delete every row of the slice before it appends
+        # the rebuilt ones (``assemble`` adds the rest after dbt).
         con.execute(
-            f"CREATE OR REPLACE TABLE {MARTS_SCHEMA}.{model} AS FROM {BEFORE_SCHEMA}.{model}"
+            f"CREATE OR REPLACE TABLE {MARTS_SCHEMA}.{model} AS "  # nosec B608
+            f"FROM {BEFORE_SCHEMA}.{model} WHERE false"
         )
-    return versions
+    return LoadedIncrement(versions, _load_daily_marts(con, lake, versions))
+
+
+def _load_daily_marts(
+    con: duckdb.DuckDBPyConnection, lake: Lake, keyed: dict[str, int]
+) -> tuple[str, ...]:
+    """Each daily mart as published, for dbt to rebuild its changed days in, when it was
+    built from what the keyed marts were (else dbt builds it whole: no days go missing)."""
+    orders = lake.published_table(Layer.MARTS, "orders", keyed["orders"])
+    assert orders is not None
+    inputs = delta.latest_value(orders, MART_INPUTS_KEY, orders.version())
+    loaded = []
+    for model in DAILY_MARTS:
+        drop_relation(con, MARTS_SCHEMA, model)
+        dt = lake.published_table(Layer.MARTS, model)
+        if dt is None or delta.latest_value(dt, MART_INPUTS_KEY, dt.version()) != inputs:
+            continue
+        scan = delta.native_scan(dt)
+        if scan is None:  # S3, or no rows
+            copy_in(con, f"{MARTS_SCHEMA}.{model}", dt.to_pyarrow_dataset())
+        else:
+            con.execute(f"CREATE TABLE {MARTS_SCHEMA}.{model} AS {scan}")
+        loaded.append(model)
+    return tuple(loaded)
 
 
 def assemble(con: duckdb.DuckDBPyConnection) -> None:

@@ -63,7 +63,7 @@ def copy_in(con: duckdb.DuckDBPyConnection, table: str, data: Any) -> None:
     con.unregister("incoming")
 
 
-def _drop_relation(con: duckdb.DuckDBPyConnection, schema: str, name: str) -> None:
+def drop_relation(con: duckdb.DuckDBPyConnection, schema: str, name: str) -> None:
     """Drop ``schema.name``, a view or a table (DuckDB refuses to drop one as the other)."""
     kinds = con.execute(
         "SELECT table_type FROM information_schema.tables "
@@ -135,11 +135,11 @@ class MartWorkspace:
                 if ref.version is None:
                     # Nothing published yet: no stale copy may stand in for it. Only models
                     # that do not read it can be built (automation selects exactly those).
-                    _drop_relation(con, CLEANSED_SCHEMA, name)
+                    drop_relation(con, CLEANSED_SCHEMA, name)
                     continue
                 version = (versions or {}).get(name, ref.version)
                 table = f"{CLEANSED_SCHEMA}.{name}"
-                _drop_relation(con, CLEANSED_SCHEMA, name)
+                drop_relation(con, CLEANSED_SCHEMA, name)
                 dt = self.lake.open_input(ref, version)
                 scan = None if dt is None else delta.native_scan(dt)
                 if scan is not None:

@@ -74,3 +74,58 @@
         and scratch_holds('lakehouse_published', 'orders')
     ) }}
 {%- endmacro %}
+
+{#
+  The UTC days whose orders an incremental build changed, as a sorted list of ISO dates,
+  for a model that aggregates orders by day (daily_location_revenue): the days of every
+  order the rebuilt orders mart adds, drops or changes in a column a day's figures read.
+  None when the model is built in full (no increment loaded, or no published rows of the
+  model to add to). Read at execution, so the days are constants: the orders of other
+  days are never read (the orders mart is sorted by time, so DuckDB skips their files).
+#}
+{% macro changed_order_days() -%}
+    {%- if not (execute and is_incremental() and increment_loaded()) -%}
+        {{ return(none) }}
+    {%- endif -%}
+    {%- set columns = 'order_id, location_id, ordered_at, subtotal, order_total, is_food_order, is_drink_order' -%}
+    {%- set query -%}
+        with
+        before as (select {{ columns }} from lakehouse_before.orders),
+        now as (select {{ columns }} from {{ ref('orders') }}),
+        changed as (
+            (select * from before except all select * from now)
+            union all
+            (select * from now except all select * from before)
+        )
+        select distinct strftime(cast(timezone('UTC', ordered_at) as date), '%Y-%m-%d')
+        from changed
+        order by 1
+    {%- endset -%}
+    {{ return(run_query(query).columns[0].values() | list) }}
+{%- endmacro %}
+
+{# Rows of these UTC days (ISO dates): a range first, which skips other days' files. #}
+{% macro on_days(column, days) -%}
+    {%- if days | length == 0 -%}
+    false
+    {%- else -%}
+    {{ column }} >= timestamptz '{{ days[0] }} 00:00:00+00'
+    and {{ column }} < timestamptz '{{ days[-1] }} 00:00:00+00' + interval 1 day
+    and cast(timezone('UTC', {{ column }}) as date) in (
+        {%- for day in days %}date '{{ day }}'{{ ", " if not loop.last }}{% endfor -%}
+    )
+    {%- endif -%}
+{%- endmacro %}
+
+{# Drop the rows of the days an incremental build rebuilds; `append` inserts them again. #}
+{% macro delete_changed_days(column) -%}
+    {% set days = changed_order_days() %}
+    {% if days is not none %}
+        delete from {{ this }} where {{ column }} in (
+            {%- for day in days %}date '{{ day }}'{{ ", " if not loop.last }}{% endfor -%}
+            {%- if days | length == 0 %}null{% endif -%}
+        )
+    {% elif is_incremental() %}
+        delete from {{ this }}
+    {% endif %}
+{%- endmacro %}

@@ -299,9 +299,11 @@ def _build_marts(
     plan = _plan(lake, building, inputs, full_refresh, slim is not None)
     context.log.info(f"marts: {plan.describe()}")
     built_on: dict[str, int] = {}
+    by_day: tuple[str, ...] = ()
     if isinstance(plan, Increment):
         with workspace.database(MARTS_SCHEMA) as con:
-            built_on = load_increment(con, lake, plan)
+            loaded = load_increment(con, lake, plan)
+        built_on, by_day = loaded.keyed_versions, loaded.by_day
     else:
         args.append("--full-refresh")
     # dbt holds the DuckDB file until it exits, so publish to Delta once it has finished;
@@ -361,6 +363,8 @@ def _build_marts(
             meta["build"] = plan.describe()
             if changes is not None:
                 meta["rows_changed"] = changes.describe()
+            if model in by_day:
+                meta["rebuilt"] = "the days whose orders changed, on the published table"
             sql = compiled / f"{model}.sql"
             if sql.exists():
                 meta["dagster/column_lineage"] = _column_lineage(workspace, model, sql)

@@ -1,9 +1,22 @@
 -- Revenue per location per UTC day, from every order (all_orders(): also during an
 -- incremental build of the orders mart, which then holds only the rebuilt rows).
+-- Incremental: rebuilds only the days whose orders changed (changed_order_days()), read
+-- from the orders of those days alone.
+{{ config(
+    materialized='incremental',
+    incremental_strategy='append',
+    pre_hook="{{ delete_changed_days('order_date') }}",
+) }}
+
+{% set days = changed_order_days() %}
+
 with
 
 orders as (
     select * from {{ all_orders() }}
+    {% if days is not none %}
+    where {{ on_days('ordered_at', days) }}
+    {% endif %}
 )
 
 select
