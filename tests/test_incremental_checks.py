@@ -27,6 +27,7 @@ from lakehouse.contracts import (
 )
 from lakehouse.incremental_checks import VerifiedBase, verify_in_two_parts, verify_since
 from lakehouse.increments import verify_rebuilt
+from lakehouse.key_index import KeyIndex
 from lakehouse.settings import LakehouseSettings
 from lakehouse.storage import Lake, Layer
 from tests.conftest import put_table
@@ -250,12 +251,24 @@ ORDER = "'{id}', '{customer}', 's1', now(), {subtotal}, 1, {subtotal} + 1, 5, 1,
 MART_VERSIONS = {"cleansed/customers": 4, "cleansed/stores": 2}
 
 
-def scratch_database(path: Path, kept: list[dict[str, Any]], rebuilt: list[dict[str, Any]]) -> Path:
+def scratch_database(
+    path: Path,
+    kept: list[dict[str, Any]],
+    rebuilt: list[dict[str, Any]],
+    before: list[dict[str, Any]] | None = None,
+) -> Path:
     """A scratch database as an increment leaves it after ``assemble``: marts/orders' kept
-    and rebuilt rows, the candidate over both, and the cleansed tables it references."""
+    and rebuilt rows, the candidate over both, the cleansed tables it references, and the
+    rebuilt customers' rows as published (``before``)."""
     database = path / "scratch.duckdb"
     con = duckdb.connect(str(database))
     contract = load_contract(Layer.MARTS, "orders")
+    register_empty(con, contract)
+    for row in before or []:
+        con.execute(f"INSERT INTO marts.orders VALUES ({ORDER.format(**row)})")
+    con.execute("CREATE SCHEMA lakehouse_before")
+    con.execute("CREATE TABLE lakehouse_before.orders AS FROM marts.orders")
+    con.execute("DROP TABLE marts.orders")
     for part, rows in (("kept", kept), ("rebuilt", rebuilt)):
         register_empty(con, contract)
         for row in rows:
@@ -289,7 +302,16 @@ REBUILDS: dict[str, tuple[list[dict[str, Any]], set[str]]] = {
         [{"id": "o2", "customer": "c2", "subtotal": 3}],
         {"order_id__duplicate"},
     ),
+    "an order of the slice rebuilt, and one a kept row holds": (
+        [
+            {"id": "b1", "customer": "c2", "subtotal": 4},
+            {"id": "o3", "customer": "c2", "subtotal": 3},
+        ],
+        {"order_id__duplicate"},
+    ),
 }
+BEFORE = [{"id": "b1", "customer": "c2", "subtotal": 2}]
+"""The rebuilt customer's order as published: rebuilt again, it repeats no kept key."""
 
 
 @pytest.mark.parametrize("case", REBUILDS)
@@ -297,15 +319,36 @@ def test_a_rebuilt_mart_slice_is_judged_by_its_rows_as_the_whole_candidate_is(
     tmp_path: Path, local_settings: LakehouseSettings, case: str
 ) -> None:
     rebuilt, failing = REBUILDS[case]
-    database = scratch_database(tmp_path, KEPT, rebuilt)
+    lake = Lake(local_settings)
+    database = scratch_database(tmp_path, KEPT, rebuilt, BEFORE)
     contract = load_contract(Layer.MARTS, "orders")
-    base = VerifiedBase(7, frozenset(c.name for c in contract.checks), MART_VERSIONS)
+    # Published: the kept rows and the slice as it was. A duplicate check of the rebuilt
+    # rows reads only the published files holding a rebuilt key (the key index), less the
+    # slice; with a second, unrelated file, which it never reads.
+    con = duckdb.connect(str(database), read_only=True)
+    published = con.sql(
+        "SELECT * FROM marts.orders__kept UNION ALL SELECT * FROM lakehouse_before.orders"
+    ).pl()
+    con.close()
+    version = put_table(lake, Layer.MARTS, "orders", published)
+    unrelated = published.head(1).with_columns(pl.lit("x1").alias("order_id"))
+    version = lake.writable(Layer.MARTS, "orders").snapshot().append(unrelated, ORDERS)
+    assert version is not None
+    base = VerifiedBase(version, frozenset(c.name for c in contract.checks), MART_VERSIONS)
+    read_files: list[list[str]] = []
+    index_candidates = KeyIndex.candidates
+
+    def candidates(self: KeyIndex, *args: Any, **kwargs: Any) -> list[str]:
+        held = index_candidates(self, *args, **kwargs)
+        read_files.append(held)
+        return held
+
     con = duckdb.connect(str(database), read_only=True)
     try:
         whole = verify_registered(con, contract, MART_VERSIONS)
-        increment = verify_rebuilt(
-            con, database, Lake(local_settings), "orders", MART_VERSIONS, base
-        )
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(KeyIndex, "candidates", candidates)
+            increment = verify_rebuilt(con, database, lake, "orders", MART_VERSIONS, base)
     finally:
         con.close()
 
@@ -313,13 +356,20 @@ def test_a_rebuilt_mart_slice_is_judged_by_its_rows_as_the_whole_candidate_is(
     assert outcomes(increment) == outcomes(whole)
     assert {o.check.name for o in whole.failed} == failing
     assert increment.scope == (
-        "15 of 15 checks read the 1 rows rebuilt for the changed customers over v7"
+        f"15 of 15 checks read the {len(rebuilt)} rows rebuilt for the changed customers "
+        f"over v{version}"
     )
     read = {o.check.name: o.diagnostics.get("check_rows_tested") for o in increment.outcomes}
-    assert read["order_id__missing"] == 1
-    # met by the rebuilt row alone, so by the candidate (six rows): not read whole
+    assert read["order_id__missing"] == len(rebuilt)
+    # met by the rebuilt rows alone, so by the candidate: not read whole
     [row_count] = [o for o in increment.outcomes if o.check.name == "row_count"]
-    assert row_count.diagnostics["added_rows_check_rows_tested"] == 1
+    assert row_count.diagnostics["added_rows_check_rows_tested"] == len(rebuilt)
+    # the file of the kept rows and the slice only, and only where a rebuilt key is in it
+    first = lake.published_table(Layer.MARTS, "orders", version - 1)
+    assert first is not None
+    published_keys = {r["id"] for r in [*KEPT, *BEFORE]}
+    holds = any(r["id"] in published_keys for r in rebuilt)
+    assert read_files == [sorted(delta.file_paths(first)) if holds else []]
 
 
 # -- any table a check step verifies (raw too): from the version its stored verdict judged --
