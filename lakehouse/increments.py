@@ -1,6 +1,10 @@
-"""What changed in the cleansed layer since the published marts were built, as the set of
-customers whose mart rows must be rebuilt: the keyed marts (orders, order_items,
-customers) are dbt incremental models that rebuild only those customers' rows.
+"""What changed in the cleansed layer since the published marts were built: the keyed marts
+(orders, order_items, customers) are dbt incremental models that rebuild only the rows
+those changes reach. The customers mart rebuilds the customers whose rows, orders or
+tweets changed; the orders and order_items marts rebuild the orders whose own rows or
+items changed, and the later orders of their customers (whose place in the customer's
+history may have moved): for a day of new orders, about that day's orders, not every
+order of every customer who ordered.
 
 Changes are read from the Delta log, not from the data: the files a cleansed table gained
 and lost between the version the marts were built from and the pinned one. Only rows
@@ -13,7 +17,7 @@ everything is cheaper, asks for a full build, with the reason.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +45,8 @@ from lakehouse.sources import ROW_HASH, SOURCES
 from lakehouse.storage import Lake, Layer
 
 KEYED_MARTS = ("order_items", "orders", "customers")
-"""Marts rebuilt per customer: a row depends only on its customer's own rows."""
+"""Marts rebuilt by key: a row depends only on its order's rows (and its customer's
+earlier orders), or on its customer's rows."""
 
 CUSTOMER_TABLES = {"customers": "customer_id", "orders": "customer_id", "tweets": "customer_id"}
 """Cleansed tables whose rows name their customer."""
@@ -60,6 +65,12 @@ class Increment:
     base: dict[str, int]
     customers: pl.DataFrame  # one column, customer_id
     of_total: int
+    orders: pl.DataFrame = field(
+        default_factory=lambda: pl.DataFrame(schema={"order_id": pl.String})
+    )
+    """The orders whose own rows or items changed (one column, order_id); ``load_increment``
+    adds the later orders of their customers, whose place in the customer's history may
+    have moved."""
 
     def describe(self) -> str:
         return f"{self.customers.height} of {self.of_total} customers changed"
@@ -151,11 +162,17 @@ def plan_increment(lake: Lake, inputs: MartInputs) -> Increment | FullBuild:
             if table in tables and changed_rows(*tables[table], list(SOURCES[table].key)).height:
                 return FullBuild(f"cleansed/{table} changed, and every order depends on it")
         touched = [pl.Series("customer_id", [], pl.String)]
+        orders = [pl.Series("order_id", [], pl.String)]
         for table, column in CUSTOMER_TABLES.items():
-            if table in tables:
+            if table == "orders" and table in tables:
+                changed = changed_rows(*tables[table], [column, "order_id"])
+                touched.append(changed[column].cast(pl.String))
+                orders.append(changed["order_id"].cast(pl.String))
+            elif table in tables:
                 touched.append(changed_rows(*tables[table], [column])[column].cast(pl.String))
         if "items" in tables:
             order_ids = changed_rows(*tables["items"], ["order_id"])["order_id"]
+            orders.append(order_ids.cast(pl.String))
             if order_ids.len():
                 owners = (
                     pl.scan_delta(
@@ -178,7 +195,8 @@ def plan_increment(lake: Lake, inputs: MartInputs) -> Increment | FullBuild:
             f"{customers.height} of {total} customers changed (more than "
             f"{FULL_BUILD_SHARE:.0%}: rebuilding everything costs less)"
         )
-    return Increment(dict(base), customers, total)
+    changed_orders = pl.concat(orders).drop_nulls().unique().sort().to_frame("order_id")
+    return Increment(dict(base), customers, total, changed_orders)
 
 
 def _customer_count(lake: Lake, version: int) -> int:
@@ -190,15 +208,41 @@ def _customer_count(lake: Lake, version: int) -> int:
 CHANGES_SCHEMA = "lakehouse_changes"
 """Where the models find what to rebuild (dbt/macros/changes.sql names these tables)."""
 BEFORE_SCHEMA = "lakehouse_before"
-"""Each keyed mart's rows for the changed customers, as published before this build."""
+"""Each keyed mart's rows an increment rebuilds, as published before this build."""
 DELETED = "_lakehouse_deleted"
 
 # Every identifier in this module's SQL is one of these constants or a mart's name from
 # the dbt manifest, never data (bandit B608).
 _CUSTOMERS = "customer_id IN (SELECT customer_id FROM lakehouse_changes.customers)"
 _ORDERS = "order_id IN (SELECT order_id FROM lakehouse_changes.orders)"
+_ORDERS_TO_REBUILD = f"""
+    WITH
+    touched AS (
+        SELECT customer_id, ordered_at FROM {PUBLISHED_SCHEMA}.orders
+        WHERE order_id IN (SELECT order_id FROM direct)
+        UNION ALL
+        SELECT customer_id, ordered_at FROM {CLEANSED_SCHEMA}.orders
+        WHERE order_id IN (SELECT order_id FROM direct)
+    ),
+    since AS (
+        SELECT customer_id, min(ordered_at) AS since FROM touched
+        WHERE customer_id IS NOT NULL GROUP BY customer_id
+    ),
+    later AS (
+        SELECT o.order_id FROM {PUBLISHED_SCHEMA}.orders o JOIN since s USING (customer_id)
+        WHERE o.ordered_at >= s.since OR o.ordered_at IS NULL
+        UNION ALL
+        SELECT o.order_id FROM {CLEANSED_SCHEMA}.orders o JOIN since s USING (customer_id)
+        WHERE o.ordered_at >= s.since OR o.ordered_at IS NULL
+    )
+    SELECT order_id FROM direct UNION SELECT order_id FROM later
+"""  # nosec B608
+"""The orders an increment rebuilds: those whose own rows or items changed (``direct``),
+and every later order of their customers (as published and as now), whose number in
+the customer's history (``customer_order_number``) may have moved. An order's other
+columns read only its own row and items."""
 MART_SLICES: dict[str, tuple[str, str]] = {
-    "orders": ("order_id", _CUSTOMERS),
+    "orders": ("order_id", _ORDERS),
     "order_items": ("order_item_id", _ORDERS),
     "customers": ("customer_id", _CUSTOMERS),
 }
@@ -212,7 +256,7 @@ changed (``changed_order_days()`` in dbt/macros/changes.sql), on top of the publ
 table, when that was built from the same inputs as the keyed marts it adds to."""
 
 SLICED = tuple(MART_SLICES)
-"""dbt gets each keyed mart as the changed customers' rows alone (no copy of the table),
+"""dbt gets each keyed mart as the rows it rebuilds alone (no copy of the table),
 and the candidate is the published rest plus the rebuilt rows. The one model reading a
 keyed mart whole (daily_location_revenue reads every order) reads that same union
 (``all_orders()`` in dbt/macros/changes.sql)."""
@@ -237,7 +281,7 @@ def load_increment(
     con: duckdb.DuckDBPyConnection, lake: Lake, increment: Increment
 ) -> LoadedIncrement:
     """Make ``con``'s database ready for an incremental dbt build: the changed customers
-    and every order of theirs (before and now), each keyed mart's rows for them as
+    and the orders to rebuild (``_ORDERS_TO_REBUILD``), each keyed mart's rows for them as
     published, and the tables dbt's incremental models update, as those rows alone
     (``assemble`` completes them after dbt), and the daily marts as published."""
     for schema in (MARTS_SCHEMA, CHANGES_SCHEMA, BEFORE_SCHEMA, PUBLISHED_SCHEMA):
@@ -255,9 +299,9 @@ def load_increment(
     con.register("changed", increment.customers.to_arrow())
     con.execute(f"CREATE OR REPLACE TABLE {CHANGES_SCHEMA}.customers AS FROM changed")
     con.unregister("changed")
-    before = f"SELECT order_id FROM {PUBLISHED_SCHEMA}.orders WHERE {_CUSTOMERS}"  # nosec B608
-    now = f"SELECT order_id FROM {CLEANSED_SCHEMA}.orders WHERE {_CUSTOMERS}"  # nosec B608
-    con.execute(f"CREATE OR REPLACE TABLE {CHANGES_SCHEMA}.orders AS {before} UNION {now}")
+    con.register("direct", increment.orders.to_arrow())
+    con.execute(f"CREATE OR REPLACE TABLE {CHANGES_SCHEMA}.orders AS {_ORDERS_TO_REBUILD}")
+    con.unregister("direct")
     for model, (_, where) in MART_SLICES.items():
         rows = f"SELECT * FROM {PUBLISHED_SCHEMA}.{model} WHERE {where}"  # nosec B608
         con.execute(f"CREATE OR REPLACE TABLE {BEFORE_SCHEMA}.{model} AS {rows}")
@@ -342,7 +386,7 @@ def verify_rebuilt(
             by_row,
             show_added=lambda: added,
             kept=kept,
-            scope=f"the {rebuilt} rows rebuilt for the changed customers over v{base.version}",
+            scope=f"the {rebuilt} rows rebuilt for the changes over v{base.version}",
         )
     finally:
         added.close()

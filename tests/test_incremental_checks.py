@@ -356,8 +356,7 @@ def test_a_rebuilt_mart_slice_is_judged_by_its_rows_as_the_whole_candidate_is(
     assert outcomes(increment) == outcomes(whole)
     assert {o.check.name for o in whole.failed} == failing
     assert increment.scope == (
-        f"15 of 15 checks read the {len(rebuilt)} rows rebuilt for the changed customers "
-        f"over v{version}"
+        f"15 of 15 checks read the {len(rebuilt)} rows rebuilt for the changes over v{version}"
     )
     read = {o.check.name: o.diagnostics.get("check_rows_tested") for o in increment.outcomes}
     assert read["order_id__missing"] == len(rebuilt)

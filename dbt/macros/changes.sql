@@ -1,7 +1,8 @@
 {#
   Incremental builds of the keyed marts (orders, order_items, customers). Dagster writes
-  the customers whose rows changed since the published marts were built, and every order
-  of theirs before and now, into these tables of the run's scratch DuckDB
+  the customers whose rows changed since the published marts were built, and the orders
+  to rebuild (those whose own rows or items changed, and the later orders of their
+  customers, before and now), into these tables of the run's scratch DuckDB
   (lakehouse/increments.py); a model rebuilds exactly those rows. A full build
   (`--full-refresh`, or no published marts yet) never reads them.
 #}
@@ -45,16 +46,17 @@
 {%- endmacro %}
 
 {#
-  Every row of the orders mart, for a model that reads it whole (daily_location_revenue).
-  In an incremental build the orders mart holds only the rebuilt customers' rows until
-  Dagster assembles it after dbt, so this reads what the mart will then be: the published
-  rows of the other customers plus the rebuilt ones. Otherwise it is the model itself.
+  Every row of the orders mart, for a model that reads beyond the rebuilt orders
+  (daily_location_revenue, customers). In an incremental build the orders mart holds only
+  the rebuilt orders until Dagster assembles it after dbt, so this reads what the mart
+  will then be: the other published orders plus the rebuilt ones. Otherwise it is the
+  model itself.
 #}
 {% macro all_orders() -%}
     {%- if increment_loaded() -%}
     (
         select * from lakehouse_published.orders
-        where not coalesce(customer_id in (select customer_id from {{ changed_customers() }}), false)
+        where not coalesce(order_id in (select order_id from {{ changed_orders() }}), false)
         union all by name
         select * from {{ ref('orders') }}
     )

@@ -1,6 +1,7 @@
 -- One row per customer (with how often they ordered and tweeted), including those who never ordered (with zero counts and amounts).
 -- Names appear only as the keyed pseudonym and the masked display form.
--- Incremental: rebuilds the changed customers.
+-- Incremental: rebuilds the changed customers, from all of their orders (all_orders(): the
+-- orders mart holds only the rebuilt orders until Dagster assembles it).
 {{ config(
     materialized='incremental',
     incremental_strategy='append',
@@ -18,7 +19,10 @@ customers as (
 ),
 
 orders as (
-    select * from {{ ref('orders') }}
+    select * from {{ all_orders() }}
+    {% if rebuilding_changed() %}
+    where customer_id in (select customer_id from {{ changed_customers() }})
+    {% endif %}
 ),
 
 customer_orders_summary as (

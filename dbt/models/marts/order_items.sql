@@ -1,5 +1,5 @@
 -- One row per item on an order, with what the product sells for and what it costs to make.
--- Incremental: rebuilds the items of the changed customers' orders.
+-- Incremental: rebuilds the items of the orders to rebuild (changed_orders()).
 {{ config(
     materialized='incremental',
     incremental_strategy='append',
