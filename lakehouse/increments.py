@@ -71,6 +71,8 @@ class Increment:
     """The orders whose own rows or items changed (one column, order_id); ``load_increment``
     adds the later orders of their customers, whose place in the customer's history may
     have moved."""
+    pinned: dict[str, int] = field(default_factory=dict)
+    """The cleansed versions the build reads (what ``orders`` changed in)."""
 
     def describe(self) -> str:
         return f"{self.customers.height} of {self.of_total} customers changed"
@@ -171,20 +173,9 @@ def plan_increment(lake: Lake, inputs: MartInputs) -> Increment | FullBuild:
             elif table in tables:
                 touched.append(changed_rows(*tables[table], [column])[column].cast(pl.String))
         if "items" in tables:
+            # (their orders' customers join the changed ones in ``load_increment``)
             order_ids = changed_rows(*tables["items"], ["order_id"])["order_id"]
             orders.append(order_ids.cast(pl.String))
-            if order_ids.len():
-                owners = (
-                    pl.scan_delta(
-                        lake.input_table(Layer.CLEANSED, "orders").uri,
-                        version=pinned["orders"],
-                        storage_options=delta.polars_options(lake.storage_options),
-                    )
-                    .filter(pl.col("order_id").is_in(order_ids.unique().implode()))
-                    .select("customer_id")
-                    .collect()
-                )
-                touched.append(owners["customer_id"].cast(pl.String))
     except (OSError, pa.ArrowException, DeltaError) as exc:  # vacuumed, purged, expired
         reason = str(exc).splitlines()[0]
         return FullBuild(f"the changes could not be read from the Delta log ({reason})")
@@ -196,7 +187,7 @@ def plan_increment(lake: Lake, inputs: MartInputs) -> Increment | FullBuild:
             f"{FULL_BUILD_SHARE:.0%}: rebuilding everything costs less)"
         )
     changed_orders = pl.concat(orders).drop_nulls().unique().sort().to_frame("order_id")
-    return Increment(dict(base), customers, total, changed_orders)
+    return Increment(dict(base), customers, total, changed_orders, dict(pinned))
 
 
 def _customer_count(lake: Lake, version: int) -> int:
@@ -215,38 +206,49 @@ DELETED = "_lakehouse_deleted"
 # the dbt manifest, never data (bandit B608).
 _CUSTOMERS = "customer_id IN (SELECT customer_id FROM lakehouse_changes.customers)"
 _ORDERS = "order_id IN (SELECT order_id FROM lakehouse_changes.orders)"
-_ORDERS_TO_REBUILD = f"""
-    WITH
-    touched AS (
-        SELECT customer_id, ordered_at FROM {PUBLISHED_SCHEMA}.orders
+_TOUCHED = "lakehouse_touched"
+"""Working views of ``load_increment``: the files of a table that may hold some keys."""
+_ORDERS_TOUCHED = f"""
+    SELECT customer_id, min(ordered_at) AS since FROM (
+        SELECT customer_id, ordered_at FROM {_TOUCHED}.published_orders
         WHERE order_id IN (SELECT order_id FROM direct)
         UNION ALL
-        SELECT customer_id, ordered_at FROM {CLEANSED_SCHEMA}.orders
+        SELECT customer_id, ordered_at FROM {_TOUCHED}.cleansed_orders
         WHERE order_id IN (SELECT order_id FROM direct)
-    ),
-    since AS (
-        SELECT customer_id, min(ordered_at) AS since FROM touched
-        WHERE customer_id IS NOT NULL GROUP BY customer_id
-    ),
-    later AS (
-        SELECT o.order_id FROM {PUBLISHED_SCHEMA}.orders o JOIN since s USING (customer_id)
-        WHERE o.ordered_at >= s.since OR o.ordered_at IS NULL
-        UNION ALL
-        SELECT o.order_id FROM {CLEANSED_SCHEMA}.orders o JOIN since s USING (customer_id)
-        WHERE o.ordered_at >= s.since OR o.ordered_at IS NULL
     )
-    SELECT order_id FROM direct UNION SELECT order_id FROM later
+    WHERE customer_id IS NOT NULL GROUP BY customer_id
 """  # nosec B608
-"""The orders an increment rebuilds: those whose own rows or items changed (``direct``),
-and every later order of their customers (as published and as now), whose number in
-the customer's history (``customer_order_number``) may have moved. An order's other
-columns read only its own row and items."""
+"""Each customer of an order whose own row or items changed, and the earliest time of such
+an order (as published or as now; NULL when none has one)."""
+
+
+def _later_orders(source: str, since: Any) -> str:
+    """The orders in ``source`` of a touched customer at or after its ``since`` (and any
+    without a time, which sort last), behind a constant bound (the earliest ``since``) that
+    lets DuckDB skip the files of a time-sorted table that end before it."""
+    bound = "true" if since is None else f"o.ordered_at >= TIMESTAMPTZ '{since.isoformat()}'"
+    return (
+        f"SELECT o.order_id FROM {source} o JOIN {_TOUCHED}.since s USING (customer_id) "  # nosec B608
+        f"WHERE ({bound} AND o.ordered_at >= s.since) "
+        "UNION ALL "
+        f"SELECT o.order_id FROM {source} o JOIN {_TOUCHED}.since s USING (customer_id) "  # nosec B608
+        "WHERE o.ordered_at IS NULL"
+    )
+
+
 MART_SLICES: dict[str, tuple[str, str]] = {
     "orders": ("order_id", _ORDERS),
     "order_items": ("order_item_id", _ORDERS),
     "customers": ("customer_id", _CUSTOMERS),
 }
 """Each keyed mart's key and the rows an increment rebuilds (the models' own filters)."""
+_SLICED_BY: dict[str, tuple[str, str]] = {
+    "orders": ("orders", "order_id"),
+    "order_items": ("orders", "order_id"),
+    "customers": ("customers", "customer_id"),
+}
+"""Each keyed mart's slice (``MART_SLICES``) as the changes table listing it and the
+column it names."""
 PUBLISHED_CLUSTER = "_lakehouse_published_cluster"
 
 
@@ -287,9 +289,11 @@ def load_increment(
     for schema in (MARTS_SCHEMA, CHANGES_SCHEMA, BEFORE_SCHEMA, PUBLISHED_SCHEMA):
         con.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
     versions: dict[str, int] = {}
+    published: dict[str, DeltaTable] = {}
     for model in MART_SLICES:
         dt = lake.published_table(Layer.MARTS, model)
         assert dt is not None, f"marts/{model} is not published"
+        published[model] = dt
         scan = delta.native_scan(dt)
         if scan is None:  # S3: copied through Arrow
             copy_in(con, f"{PUBLISHED_SCHEMA}.{model}", dt.to_pyarrow_dataset())
@@ -299,12 +303,17 @@ def load_increment(
     con.register("changed", increment.customers.to_arrow())
     con.execute(f"CREATE OR REPLACE TABLE {CHANGES_SCHEMA}.customers AS FROM changed")
     con.unregister("changed")
-    con.register("direct", increment.orders.to_arrow())
-    con.execute(f"CREATE OR REPLACE TABLE {CHANGES_SCHEMA}.orders AS {_ORDERS_TO_REBUILD}")
-    con.unregister("direct")
+    con.execute(f"CREATE SCHEMA IF NOT EXISTS {_TOUCHED}")
+    _load_orders_to_rebuild(con, lake, increment, published)
+    # Each mart's slice as published, read from the files that may hold its keys.
     for model, (_, where) in MART_SLICES.items():
-        rows = f"SELECT * FROM {PUBLISHED_SCHEMA}.{model} WHERE {where}"  # nosec B608
+        changes, column = _SLICED_BY[model]
+        keys = con.sql(f"SELECT {column} FROM {CHANGES_SCHEMA}.{changes}").to_arrow_table()  # nosec B608
+        held = f"{_TOUCHED}.published_{model}"
+        _view_of_files_holding(con, held, lake, published[model], column, keys)
+        rows = f"SELECT * FROM {held} WHERE {where}"  # nosec B608
         con.execute(f"CREATE OR REPLACE TABLE {BEFORE_SCHEMA}.{model} AS {rows}")
+    con.execute(f"DROP SCHEMA {_TOUCHED} CASCADE")
     for model in SLICED:
         # Empty: the model's pre-hook would delete every row of the slice before it appends
         # the rebuilt ones (``assemble`` adds the rest after dbt).
@@ -313,6 +322,65 @@ def load_increment(
             f"FROM {BEFORE_SCHEMA}.{model} WHERE false"
         )
     return LoadedIncrement(versions, _load_daily_marts(con, lake, versions))
+
+
+def _load_orders_to_rebuild(
+    con: duckdb.DuckDBPyConnection,
+    lake: Lake,
+    increment: Increment,
+    published: dict[str, DeltaTable],
+) -> None:
+    """``lakehouse_changes.orders``: the orders whose own rows or items changed, and every
+    later order of their customers (as published and as now), whose number in the
+    customer's history (``customer_order_number``) may have moved; an order's other
+    columns read only its own row and items. The changed orders are looked up in the files
+    that may hold them (``lakehouse.key_index``), the later ones past a constant time."""
+    direct = increment.orders.to_arrow()
+    con.register("direct", direct)
+    try:
+        cleansed = lake.published_table(Layer.CLEANSED, "orders", increment.pinned.get("orders"))
+        for name, dt in (("published_orders", published["orders"]), ("cleansed_orders", cleansed)):
+            _view_of_files_holding(con, f"{_TOUCHED}.{name}", lake, dt, "order_id", direct)
+        con.execute(f"CREATE OR REPLACE TABLE {_TOUCHED}.since AS {_ORDERS_TOUCHED}")
+        # The customers of those orders are rebuilt too (an order whose items alone
+        # changed names its customer nowhere else).
+        con.execute(
+            f"INSERT INTO {CHANGES_SCHEMA}.customers SELECT customer_id FROM {_TOUCHED}.since "  # nosec B608
+            f"EXCEPT SELECT customer_id FROM {CHANGES_SCHEMA}.customers"
+        )
+        [(since,)] = con.execute(f"SELECT min(since) FROM {_TOUCHED}.since").fetchall()  # nosec B608
+        later = " UNION ALL ".join(
+            _later_orders(source, since)
+            for source in (f"{PUBLISHED_SCHEMA}.orders", f"{CLEANSED_SCHEMA}.orders")
+        )
+        con.execute(
+            f"CREATE OR REPLACE TABLE {CHANGES_SCHEMA}.orders AS "  # nosec B608
+            f"SELECT order_id FROM direct UNION SELECT order_id FROM ({later})"
+        )
+    finally:
+        con.unregister("direct")
+
+
+def _view_of_files_holding(
+    con: duckdb.DuckDBPyConnection,
+    name: str,
+    lake: Lake,
+    dt: DeltaTable | None,
+    column: str,
+    keys: pa.Table,
+) -> None:
+    """``name``: a view of the files of ``dt`` whose ``column`` may hold one of ``keys``
+    (its first column), by their hashes in the key index: every other file holds none.
+    Empty, with ``dt``'s columns, when no file may."""
+    assert dt is not None, "an increment reads published tables only"
+    files = sorted(delta.file_paths(dt))
+    held: list[str] = []
+    if files and keys.num_rows:
+        keys = keys.rename_columns([column])
+        index = lake.key_index()
+        probe = index.probe_hashes(dt, keys, [column], typed_as=files[0])
+        held = index.candidates(dt, [column], probe, files)
+    delta.duckdb_view(con, name, dt, held)
 
 
 def _load_daily_marts(

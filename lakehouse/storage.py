@@ -251,6 +251,10 @@ class Lake:
     ) -> DeltaTable | None:
         """The table as readers see it (published, or pinned in prod); ``version`` asks
         for another version of the same table (time travel). None: nothing to read."""
+        if version is not None and not self.is_branch:
+            # Only a branch must look first (its own table, or prod's): here the version
+            # is opened directly, not the newest first (a log replay each).
+            return delta.open_table(self.table_uri(layer, table), self.storage_options, version)
         return self.open_input(self.input_table(layer, table), version)
 
     def landing_uri(self, source: str) -> str:
