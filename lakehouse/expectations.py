@@ -22,6 +22,7 @@ from typing import Any
 import duckdb
 import polars as pl
 
+from lakehouse import delta
 from lakehouse.contracts import (
     Action,
     CheckRef,
@@ -104,12 +105,9 @@ def _register_references(
             register_empty(con, load_contract(layer, table))
             versions[key] = -1
             continue
-        con.register(f"__ref__{layer}__{table}", dt.to_pyarrow_dataset())
         con.execute(f"CREATE SCHEMA IF NOT EXISTS {layer}")
-        con.execute(
-            # identifiers from the repo's contracts (soda_checks/), not data (bandit B608)
-            f"CREATE OR REPLACE VIEW {layer}.{table} AS SELECT * FROM __ref__{layer}__{table}"  # nosec B608
-        )
+        # DuckDB's own Parquet reader where it can (only the referenced column is read)
+        delta.duckdb_view(con, f"{layer}.{table}", dt)
         versions[key] = int(dt.version())
     return versions
 
