@@ -11,9 +11,14 @@ rule holds for the kept rows only if no key left the referenced table since: tha
 read from the referenced table's log too (keys in its removed files that none of its
 added files carries again); if one did, the rule reads the whole table.
 
-Everything else reads the whole version, as before: table-level checks (schema, row
-count, freshness), rules with a threshold (a share of failing rows is not a per-row
-verdict), rules naming a variable (``${var.NOW}`` moves), and any check that did not pass
+A table-level check the added rows can decide is decided there: a lower bound on the
+row count or freshness that they pass (the whole table has those rows and more), and the
+schema when they have the whole version's columns. A rule failing rows dated after
+``NOW`` is per row too: a row it passed once, it passes at any later ``NOW``.
+
+Everything else reads the whole version: other table-level checks, a bound or freshness
+the added rows miss, rules with a threshold (a share of failing rows is not a per-row
+verdict), rules naming another variable, and any check that did not pass
 on the verified version. The result is the same ``Verification`` a whole run gives, with
 ``scope`` saying which rows were read; ``None`` means it cannot be decided this way (no
 verified base, nothing added, deletion vectors) and the caller verifies the whole version.
@@ -25,6 +30,7 @@ rebuilt and the published rows it kept (``increments.verify_rebuilt``).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -57,12 +63,21 @@ class VerifiedBase:
     reference_versions: Mapping[str, int]
 
 
+_IN_THE_FUTURE = re.compile(r"^\s*[\w\"]+\s*>\s*TIMESTAMPTZ\s*'\$\{var\.NOW\}'\s*$")
+"""A row rule failing a row whose time is after ``NOW``: a row that passed it at an
+earlier verification passes it at any later one (``NOW`` only moves forward)."""
+
+
 def _by_row(check: CheckRef) -> bool:
     """Whether the check's verdict on a table is the conjunction of its verdicts on the rows
     (or, for duplicates, on pairs of rows): what lets the kept rows keep it."""
     body = check.body
-    if "threshold" in body or "${var." in repr(dict(body)):
+    if "threshold" in body:
         return False
+    if "${var." in repr(dict(body)):
+        return check.type == "failed_rows" and bool(
+            _IN_THE_FUTURE.match(str(body.get("expression") or ""))
+        )
     if check.type == "failed_rows":
         return bool(body.get("expression"))
     return check.type in ("missing", "invalid", "duplicate")

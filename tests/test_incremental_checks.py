@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import UTC, datetime
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -493,3 +494,55 @@ def test_a_lower_bound_or_freshness_the_new_rows_miss_is_read_on_the_whole_versi
     assert by_name["schema"].diagnostics["decided_on"].startswith("the added rows")
     assert seen == ["added", "whole"]
     assert increment.scope == "2 of 4 checks read the new rows"
+
+
+def cleansed_orders(ids: list[str], at: datetime) -> pl.DataFrame:
+    """Rows of cleansed/orders exactly as its contract declares the columns."""
+    n = len(ids)
+    contract = load_contract(Layer.CLEANSED, "orders")
+    return pl.DataFrame(
+        {
+            "order_id": ids,
+            "customer_id": ["c1"] * n,
+            "ordered_at": [at] * n,
+            "location_id": ["s1"] * n,
+            "subtotal": [Decimal("10.00")] * n,
+            "tax_paid": [Decimal("1.00")] * n,
+            "order_total": [Decimal("11.00")] * n,
+            "_source_file_uri": ["landing/orders/day.csv"] * n,
+            "_source_file_fingerprint": ["f"] * n,
+            "_source_row_number": list(range(n)),
+            "_ingested_at": [at] * n,
+            "_ingest_run_id": ["run"] * n,
+            "_row_hash": [f"h{i}" for i in ids],
+        },
+        schema=contract.polars_schema(),
+    )
+
+
+@pytest.mark.parametrize("future", [False, True], ids=["today", "next year"])
+def test_the_rule_against_future_rows_reads_only_the_new_rows(lake: Lake, future: bool) -> None:
+    """A row not dated after ``NOW`` at one verification is not at a later one, so the
+    rule reads the appended rows alone, and finds a future row among them as a whole
+    verification does."""
+    put_table(lake, "cleansed", "customers", pl.DataFrame({"customer_id": ["c1"]}))
+    put_table(lake, "cleansed", "stores", pl.DataFrame({"location_id": ["s1"]}))
+    past = datetime(2026, 11, 1, tzinfo=UTC)
+    first = put_table(lake, "cleansed", "orders", cleansed_orders(["o1", "o2"], past))
+    base = base_of(verify(lake, Layer.CLEANSED, "orders", first), first)
+    assert "failed_rows__future" in base.passed
+    when = datetime(2099, 1, 1, tzinfo=UTC) if future else past
+    appended = cleansed_orders(["o3"], when)
+    version = lake.writable(Layer.CLEANSED, "orders").snapshot().append(appended, ORDERS)
+
+    whole = verify(lake, Layer.CLEANSED, "orders", version)
+    increment = verify_since(
+        lake, Layer.CLEANSED, "orders", version, base, reference_versions=whole.versions
+    )
+
+    assert increment is not None
+    assert outcomes(increment) == outcomes(whole)
+    assert outcomes(whole)["failed_rows__future"] == ("failed" if future else "passed", int(future))
+    read = {o.check.name: o.diagnostics.get("check_rows_tested") for o in increment.outcomes}
+    assert read["failed_rows__future"] == 1  # the appended row, not the table
+    assert increment.scope.startswith(f"{len(whole.outcomes)} of {len(whole.outcomes)} checks")
