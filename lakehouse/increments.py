@@ -32,10 +32,12 @@ from lakehouse import delta
 from lakehouse.contracts import Verification, load_contract
 from lakehouse.incremental_checks import VerifiedBase, checks_by_row, verify_in_two_parts
 from lakehouse.marts import (
+    CHANGES_SCHEMA,
     CLEANSED_SCHEMA,
     MART_CLUSTERS,
     MART_INPUTS_KEY,
     MARTS_SCHEMA,
+    NARROWED,
     PUBLISHED_SCHEMA,
     MartInputs,
     copy_in,
@@ -196,7 +198,6 @@ def _customer_count(lake: Lake, version: int) -> int:
 
 
 # -- in the scratch DuckDB: the published keyed marts, the slice to rebuild, its diff ------
-CHANGES_SCHEMA = "lakehouse_changes"
 """Where the models find what to rebuild (dbt/macros/changes.sql names these tables)."""
 BEFORE_SCHEMA = "lakehouse_before"
 """Each keyed mart's rows an increment rebuilds, as published before this build."""
@@ -313,6 +314,8 @@ def load_increment(
         _view_of_files_holding(con, held, lake, published[model], column, keys)
         rows = f"SELECT * FROM {held} WHERE {where}"  # nosec B608
         con.execute(f"CREATE OR REPLACE TABLE {BEFORE_SCHEMA}.{model} AS {rows}")
+    for table in ORDER_KEYED_CLEANSED:
+        _narrow_cleansed(con, lake, table, increment.pinned[table])
     con.execute(f"DROP SCHEMA {_TOUCHED} CASCADE")
     for model in SLICED:
         # Empty: the model's pre-hook would delete every row of the slice before it appends
@@ -361,6 +364,27 @@ def _load_orders_to_rebuild(
         con.unregister("direct")
 
 
+ORDER_KEYED_CLEANSED = ("orders", "items")
+"""Large cleansed tables whose rows name their order: an increment gives dbt the rows of
+the orders it rebuilds (``cleansed_rows()`` in dbt/macros/changes.sql)."""
+
+
+def _narrow_cleansed(con: duckdb.DuckDBPyConnection, lake: Lake, table: str, version: int) -> None:
+    """``lakehouse_changes.cleansed_<table>``: the rows of the orders to rebuild in
+    cleansed/<table> at ``version``, read from the files that may hold them: a view over
+    those files where DuckDB reads them in place, else (S3) a copy of the rows."""
+    dt = lake.published_table(Layer.CLEANSED, table, version)
+    keys = con.sql(f"SELECT order_id FROM {CHANGES_SCHEMA}.orders").to_arrow_table()  # nosec B608
+    held = f"{_TOUCHED}.cleansed_{table}_files"
+    files = _view_of_files_holding(con, held, lake, dt, "order_id", keys)
+    name = f"{CHANGES_SCHEMA}.{NARROWED}{table}"
+    scan = delta.native_scan(dt, files) if dt is not None and files else None
+    if scan is not None:  # dbt reads the files in place (the view outlives ``con``)
+        con.execute(f"CREATE OR REPLACE VIEW {name} AS SELECT * FROM ({scan}) WHERE {_ORDERS}")  # nosec B608
+    else:
+        con.execute(f"CREATE OR REPLACE TABLE {name} AS SELECT * FROM {held} WHERE {_ORDERS}")  # nosec B608
+
+
 def _view_of_files_holding(
     con: duckdb.DuckDBPyConnection,
     name: str,
@@ -368,10 +392,10 @@ def _view_of_files_holding(
     dt: DeltaTable | None,
     column: str,
     keys: pa.Table,
-) -> None:
+) -> list[str]:
     """``name``: a view of the files of ``dt`` whose ``column`` may hold one of ``keys``
     (its first column), by their hashes in the key index: every other file holds none.
-    Empty, with ``dt``'s columns, when no file may."""
+    Empty, with ``dt``'s columns, when no file may. Returns those files."""
     assert dt is not None, "an increment reads published tables only"
     files = sorted(delta.file_paths(dt))
     held: list[str] = []
@@ -381,6 +405,7 @@ def _view_of_files_holding(
         probe = index.probe_hashes(dt, keys, [column], typed_as=files[0])
         held = index.candidates(dt, [column], probe, files)
     delta.duckdb_view(con, name, dt, held)
+    return held
 
 
 def _load_daily_marts(

@@ -54,6 +54,11 @@ CLEANSED_SCHEMA = "cleansed"
 PUBLISHED_SCHEMA = "lakehouse_published"
 """In an incremental build, each keyed mart as published: a view over its files (on S3,
 a copy). Lineage through it is lineage from the mart itself."""
+CHANGES_SCHEMA = "lakehouse_changes"
+"""In an incremental build, what to rebuild (``lakehouse.increments``), and the rows of
+large cleansed tables it reads, as ``cleansed_<table>``: lineage through those is
+lineage from the cleansed table."""
+NARROWED = "cleansed_"
 
 
 def copy_in(con: duckdb.DuckDBPyConnection, table: str, data: Any) -> None:
@@ -454,16 +459,21 @@ def _trace_lineage(model: str, compiled_sql: str, rows: list[tuple[Any, ...]]) -
         except sqlglot.errors.SqlglotError:
             continue  # lineage is observability: a column sqlglot cannot trace is left out
         sources = {
-            (
-                MARTS_SCHEMA if n.source.db == PUBLISHED_SCHEMA else n.source.db,
-                n.source.name,
-                n.name.rsplit(".", 1)[-1],
-            )
+            (*_lineage_table(n.source.db, n.source.name), n.name.rsplit(".", 1)[-1])
             for n in node.walk()
             if isinstance(n.source, exp.Table)
         }
         out[column] = sorted(sources)
     return out
+
+
+def _lineage_table(schema: str, name: str) -> tuple[str, str]:
+    """The lake table a relation of the scratch database stands for."""
+    if schema == PUBLISHED_SCHEMA:
+        return MARTS_SCHEMA, name
+    if schema == CHANGES_SCHEMA and name.startswith(NARROWED):
+        return CLEANSED_SCHEMA, name.removeprefix(NARROWED)
+    return schema, name
 
 
 def read_mart(lake: Lake, model: str, version: int | None = None) -> pl.DataFrame:

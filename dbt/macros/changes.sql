@@ -131,3 +131,18 @@
         delete from {{ this }}
     {% endif %}
 {%- endmacro %}
+
+{#
+  A large cleansed table whose rows name their order (orders, items), for a model that
+  reads only the orders to rebuild: in an incremental build, the rows Dagster prepared
+  from the files that may hold those orders (lakehouse_changes.cleansed_<table>);
+  otherwise the source itself, which also records the dependency dbt and Dagster see.
+#}
+{% macro cleansed_rows(table) -%}
+    {%- set whole = source('cleansed', table) -%}
+    {%- if rebuilding_changed() and scratch_holds('lakehouse_changes', 'cleansed_' ~ table) -%}
+    lakehouse_changes.cleansed_{{ table }}
+    {%- else -%}
+    {{ whole }}
+    {%- endif -%}
+{%- endmacro %}

@@ -9,14 +9,14 @@
 with
 
 items as (
-    select order_item_id, order_id, product_id from {{ source('cleansed', 'items') }}
+    select order_item_id, order_id, product_id from {{ cleansed_rows('items') }}
     {% if rebuilding_changed() %}
     where order_id in (select order_id from {{ changed_orders() }})
     {% endif %}
 ),
 
 orders as (
-    select order_id, ordered_at from {{ source('cleansed', 'orders') }}
+    select order_id, ordered_at from {{ cleansed_rows('orders') }}
     {% if rebuilding_changed() %}
     where order_id in (select order_id from {{ changed_orders() }})
     {% endif %}

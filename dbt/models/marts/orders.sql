@@ -12,7 +12,7 @@ with
 
 orders as (
     select order_id, customer_id, location_id, ordered_at, subtotal, tax_paid, order_total
-    from {{ source('cleansed', 'orders') }}
+    from {{ cleansed_rows('orders') }}
     {% if rebuilding_changed() %}
     where order_id in (select order_id from {{ changed_orders() }})
     {% endif %}
