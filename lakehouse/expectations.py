@@ -21,6 +21,7 @@ from typing import Any
 
 import duckdb
 import polars as pl
+from deltalake import DeltaTable
 
 from lakehouse import delta
 from lakehouse.contracts import (
@@ -94,8 +95,14 @@ class Judgement:
 
 
 def _register_references(
-    con: duckdb.DuckDBPyConnection, lake: Lake, rules: list[Rule], pinned: Mapping[str, int]
+    con: duckdb.DuckDBPyConnection,
+    lake: Lake,
+    rules: list[Rule],
+    pinned: Mapping[str, int],
+    opened: dict[tuple[str, str], DeltaTable] | None = None,
 ) -> dict[str, int]:
+    """Register every table the rules reference, at its pinned (default: published)
+    version; ``opened`` collects the versions opened."""
     versions: dict[str, int] = {}
     for layer, table in sorted({r.check.reference for r in rules if r.check.reference}):
         key = f"{layer}/{table}"
@@ -109,6 +116,8 @@ def _register_references(
         # DuckDB's own Parquet reader where it can (only the referenced column is read)
         delta.duckdb_view(con, f"{layer}.{table}", dt)
         versions[key] = int(dt.version())
+        if opened is not None:
+            opened[(str(layer), table)] = dt
     return versions
 
 
@@ -119,9 +128,15 @@ def _reason(rule: Rule, row: dict[str, Any]) -> str:
     return rule.describe()
 
 
+SMALL_BATCH_ROWS = 100_000
+"""A first batch this small (an increment's) reads, of each table its rules reference, only
+the files whose key hashes hold one of its values (``lakehouse.key_index``)."""
+
+
 class RowJudge:
     """Judges batches by a contract's row rules on one DuckDB connection, every batch
-    against the same versions of the referenced tables. From the second batch on (a large
+    against the same versions of the referenced tables. A small first batch reads only
+    the referenced files that may hold its values. From the second batch on (a large
     load judged a chunk at a time) the referenced columns are held in memory, read once,
     instead of from the tables' files for every chunk."""
 
@@ -134,12 +149,15 @@ class RowJudge:
     ) -> None:
         self.contract = contract
         self.rules = row_rules(contract, now)
+        self.lake = lake
         self.con = duckdb.connect()
         self._batches = 0
+        self._tables: dict[tuple[str, str], DeltaTable] = {}
+        self._narrowed: list[tuple[str, str]] = []
         try:
             self.con.execute("SET TimeZone = 'UTC'")
             self.versions = _register_references(
-                self.con, lake, self.rules, reference_versions or {}
+                self.con, lake, self.rules, reference_versions or {}, self._tables
             )
             self.con.execute(f"CREATE SCHEMA IF NOT EXISTS {contract.layer}")
         except BaseException:
@@ -151,6 +169,42 @@ class RowJudge:
 
     def __exit__(self, *_: object) -> None:
         self.con.close()
+
+    def _narrow_references(self, batch: pl.DataFrame) -> None:
+        """Expose, of each referenced table, only the files that may hold a value the
+        batch's referencing columns hold (where every rule on it names the same column):
+        the rules' verdicts are the same, as every other file holds none of them."""
+        wanted: dict[tuple[str, str], tuple[str, list[str]]] = {}
+        mixed: set[tuple[str, str]] = set()
+        for rule in self.rules:
+            ref = rule.check.reference
+            column = rule.check.column
+            if ref is None or column is None or column not in batch.columns:
+                continue
+            ref_column = str(rule.check.body["valid_reference_data"]["column"])
+            table = (str(ref[0]), ref[1])
+            if table in wanted and wanted[table][0] != ref_column:
+                mixed.add(table)
+            wanted.setdefault(table, (ref_column, []))[1].append(column)
+        index = self.lake.key_index()
+        for table, (ref_column, columns) in sorted(wanted.items()):
+            dt = self._tables.get(table)
+            files = [] if dt is None else sorted(delta.file_paths(dt))
+            if dt is None or table in mixed or not files:
+                continue
+            values = pl.concat(
+                [batch.select(pl.col(c).alias(ref_column)) for c in columns], how="vertical_relaxed"
+            ).drop_nulls()
+            probe = index.probe_hashes(dt, values.to_arrow(), [ref_column], typed_as=files[0])
+            held = index.candidates(dt, [ref_column], probe, files)
+            delta.duckdb_view(self.con, f"{table[0]}.{table[1]}", dt, held)
+            self._narrowed.append(table)
+
+    def _widen_references(self) -> None:
+        """Every file of the referenced tables again (for the batches after a small one)."""
+        for table in self._narrowed:
+            delta.duckdb_view(self.con, f"{table[0]}.{table[1]}", self._tables[table])
+        self._narrowed.clear()
 
     def _hold_references(self) -> None:
         """Copy the referenced columns into DuckDB once (see the class)."""
@@ -174,7 +228,10 @@ class RowJudge:
         """Split ``batch`` (typed rows in the contract's columns) by the row rules.
         ``describe_row(row) -> str`` names a row for the operator (file and row number)."""
         self._batches += 1
+        if self._batches == 1 and batch.height <= SMALL_BATCH_ROWS:
+            self._narrow_references(batch)
         if self._batches == 2:
+            self._widen_references()
             self._hold_references()
         con, contract = self.con, self.contract
         numbered = batch.with_row_index(ROW_ID)

@@ -1,0 +1,99 @@
+"""Row rules judge a small batch against only the referenced files that may hold its
+values, and reach the verdict a read of the whole referenced table reaches; the batches
+after it read every file again."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import polars as pl
+import pytest
+from deltalake import DeltaTable
+
+from lakehouse import delta, expectations
+from lakehouse.contracts import load_contract
+from lakehouse.expectations import Judgement, RowJudge
+from lakehouse.key_index import KeyIndex
+from lakehouse.storage import Lake, Layer
+from tests.conftest import put_table
+
+ITEMS = load_contract(Layer.CLEANSED, "items")
+NOW = datetime(2026, 12, 5, tzinfo=UTC)
+
+
+def items(ids: list[str], orders: list[str]) -> pl.DataFrame:
+    n = len(ids)
+    return pl.DataFrame(
+        {
+            "order_item_id": ids,
+            "order_id": orders,
+            "product_id": ["p1"] * n,
+            "_source_file_uri": ["landing/items/day.csv"] * n,
+            "_source_file_fingerprint": ["f"] * n,
+            "_source_row_number": list(range(n)),
+            "_ingested_at": [NOW] * n,
+            "_ingest_run_id": ["run"] * n,
+            "_row_hash": [f"h{i}" for i in ids],
+        },
+        schema=ITEMS.polars_schema(),
+    )
+
+
+def verdicts(judgement: Judgement) -> dict[str, Any]:
+    return {
+        "passed": sorted(judgement.passed["order_item_id"].to_list()),
+        "quarantined": sorted(judgement.quarantined["order_item_id"].to_list()),
+        "violations": sorted((v.rule, v.rows) for v in judgement.violations),
+    }
+
+
+def published_orders(lake: Lake) -> DeltaTable:
+    dt = lake.published_table(Layer.CLEANSED, "orders")
+    assert dt is not None
+    return dt
+
+
+@pytest.fixture
+def two_files(lake: Lake) -> list[str]:
+    """cleansed/orders in two files, o1 and o2 in the first and o3 in the second; and
+    cleansed/products. Returns the orders' files, oldest first."""
+    put_table(lake, "cleansed", "products", pl.DataFrame({"product_id": ["p1"]}))
+    put_table(lake, "cleansed", "orders", pl.DataFrame({"order_id": ["o1", "o2"]}))
+    first = delta.file_paths(published_orders(lake))
+    stamp = delta.Stamp("test", "cleansed/orders")
+    lake.writable(Layer.CLEANSED, "orders").snapshot().append(
+        pl.DataFrame({"order_id": ["o3"]}), stamp
+    )
+    snapshot = lake.writable(Layer.CLEANSED, "orders").snapshot()
+    snapshot.mark(stamp, txns={delta.PUBLISHED: snapshot.version})
+    every = delta.file_paths(published_orders(lake))
+    return [*sorted(first), *sorted(every - first)]
+
+
+def test_a_small_batch_reads_only_the_referenced_files_that_may_hold_its_values(
+    lake: Lake, two_files: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    read: list[list[str]] = []
+    candidates = KeyIndex.candidates
+
+    def spy(self: KeyIndex, dt: Any, key: Any, *args: Any, **kwargs: Any) -> list[str]:
+        held = candidates(self, dt, key, *args, **kwargs)
+        if "orders" in dt.table_uri:
+            read.append(held)
+        return held
+
+    monkeypatch.setattr(KeyIndex, "candidates", spy)
+    batch = items(["i1", "i2"], ["o3", "o9"])  # o9 is in no order file
+    with RowJudge(lake, ITEMS, NOW) as judging:
+        narrowed = judging.judge(batch)
+        # a second batch reads every file again: o1 is in the first file, not read above
+        later = judging.judge(items(["i3"], ["o1"]))
+    monkeypatch.setattr(expectations, "SMALL_BATCH_ROWS", 0)
+    with RowJudge(lake, ITEMS, NOW) as judging:
+        whole = judging.judge(batch)
+
+    assert read == [[two_files[1]]]  # the first batch's orders: the second file alone
+    assert verdicts(narrowed) == verdicts(whole)
+    assert verdicts(narrowed)["quarantined"] == ["i2"]
+    assert verdicts(later) == {"passed": ["i3"], "quarantined": [], "violations": []}
