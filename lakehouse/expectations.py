@@ -32,6 +32,7 @@ from lakehouse.contracts import (
     load_contract,
     register_empty,
 )
+from lakehouse.key_index import expose_files_holding
 from lakehouse.storage import Lake
 
 ROW_ID = "__row"
@@ -189,15 +190,13 @@ class RowJudge:
         index = self.lake.key_index()
         for table, (ref_column, columns) in sorted(wanted.items()):
             dt = self._tables.get(table)
-            files = [] if dt is None else sorted(delta.file_paths(dt))
-            if dt is None or table in mixed or not files:
+            if dt is None or table in mixed:
                 continue
             values = pl.concat(
                 [batch.select(pl.col(c).alias(ref_column)) for c in columns], how="vertical_relaxed"
             ).drop_nulls()
-            probe = index.probe_hashes(dt, values.to_arrow(), [ref_column], typed_as=files[0])
-            held = index.candidates(dt, [ref_column], probe, files)
-            delta.duckdb_view(self.con, f"{table[0]}.{table[1]}", dt, held)
+            view = f"{table[0]}.{table[1]}"
+            expose_files_holding(self.con, view, index, dt, ref_column, values)
             self._narrowed.append(table)
 
     def _widen_references(self) -> None:

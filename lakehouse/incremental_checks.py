@@ -37,6 +37,7 @@ from datetime import UTC, datetime
 
 import duckdb
 import pyarrow as pa
+from deltalake import DeltaTable
 from deltalake.exceptions import DeltaError
 
 from lakehouse import delta
@@ -51,6 +52,7 @@ from lakehouse.contracts import (
     sample_rows,
     verify_registered,
 )
+from lakehouse.key_index import expose_files_holding
 from lakehouse.storage import Lake, Layer
 
 
@@ -264,6 +266,47 @@ def _duplicates_across(
     )
 
 
+def _narrow_references(
+    con: duckdb.DuckDBPyConnection,
+    lake: Lake,
+    contract: Contract,
+    checks: list[CheckRef],
+    versions: Mapping[str, int],
+) -> list[tuple[str, DeltaTable]]:
+    """Expose, of each table the referential ``checks`` read, only the files that may hold
+    a value the added rows (``<layer>.<table>`` on ``con``) hold in the referencing columns
+    (where every check on it names the same referenced column): their verdicts are the
+    same. Returns each view narrowed with its whole version, to expose again after."""
+    wanted: dict[tuple[str, str], tuple[str, list[str]]] = {}
+    mixed: set[tuple[str, str]] = set()
+    for check in checks:
+        if check.reference is None or check.column is None:
+            continue
+        ref_column = str(check.body["valid_reference_data"]["column"])
+        ref = (str(check.reference[0]), check.reference[1])
+        if ref in wanted and wanted[ref][0] != ref_column:
+            mixed.add(ref)
+        wanted.setdefault(ref, (ref_column, []))[1].append(check.column)
+    view = f"{contract.layer}.{contract.table}"
+    index = lake.key_index()
+    narrowed = []
+    for (layer, table), (ref_column, columns) in sorted(wanted.items()):
+        version = versions.get(f"{layer}/{table}", -1)
+        dt = None if version < 0 else lake.published_table(layer, table, version)
+        if dt is None or (layer, table) in mixed or f"{layer}.{table}" == view:
+            continue
+        # identifiers from the repo's contracts (soda_checks/), not data (bandit B608)
+        values = con.sql(
+            " UNION ALL ".join(
+                f"SELECT {delta.identifiers(c)} AS v FROM {view} WHERE {delta.identifiers(c)} IS NOT NULL"  # nosec B608
+                for c in columns
+            )
+        ).to_arrow_table()
+        expose_files_holding(con, f"{layer}.{table}", index, dt, ref_column, values)
+        narrowed.append((f"{layer}.{table}", dt))
+    return narrowed
+
+
 def verify_since(
     lake: Lake,
     layer: Layer | str,
@@ -298,12 +341,17 @@ def verify_since(
         if not by_row:
             return None
 
+        narrowed: list[tuple[str, DeltaTable]] = []
+
         def show_added() -> duckdb.DuckDBPyConnection:
             delta.duckdb_view(con, f"{contract.layer}.{table}", new, added)
+            narrowed.extend(_narrow_references(con, lake, contract, by_row, versions))
             return con
 
         def show_whole() -> duckdb.DuckDBPyConnection:
             delta.duckdb_view(con, f"{contract.layer}.{table}", new)
+            for view, dt in narrowed:
+                delta.duckdb_view(con, view, dt)
             return con
 
         # A duplicate of an added key can only be in a kept file whose key hashes hold

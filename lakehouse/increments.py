@@ -31,6 +31,7 @@ from deltalake.exceptions import DeltaError
 from lakehouse import delta
 from lakehouse.contracts import Verification, load_contract
 from lakehouse.incremental_checks import VerifiedBase, checks_by_row, verify_in_two_parts
+from lakehouse.key_index import expose_files_holding
 from lakehouse.marts import (
     CHANGES_SCHEMA,
     CLEANSED_SCHEMA,
@@ -311,7 +312,7 @@ def load_increment(
         changes, column = _SLICED_BY[model]
         keys = con.sql(f"SELECT {column} FROM {CHANGES_SCHEMA}.{changes}").to_arrow_table()  # nosec B608
         held = f"{_TOUCHED}.published_{model}"
-        _view_of_files_holding(con, held, lake, published[model], column, keys)
+        _files_holding(con, held, lake, published[model], column, keys)
         rows = f"SELECT * FROM {held} WHERE {where}"  # nosec B608
         con.execute(f"CREATE OR REPLACE TABLE {BEFORE_SCHEMA}.{model} AS {rows}")
     for table in ORDER_KEYED_CLEANSED:
@@ -343,7 +344,7 @@ def _load_orders_to_rebuild(
     try:
         cleansed = lake.published_table(Layer.CLEANSED, "orders", increment.pinned.get("orders"))
         for name, dt in (("published_orders", published["orders"]), ("cleansed_orders", cleansed)):
-            _view_of_files_holding(con, f"{_TOUCHED}.{name}", lake, dt, "order_id", direct)
+            _files_holding(con, f"{_TOUCHED}.{name}", lake, dt, "order_id", direct)
         con.execute(f"CREATE OR REPLACE TABLE {_TOUCHED}.since AS {_ORDERS_TOUCHED}")
         # The customers of those orders are rebuilt too (an order whose items alone
         # changed names its customer nowhere else).
@@ -376,7 +377,7 @@ def _narrow_cleansed(con: duckdb.DuckDBPyConnection, lake: Lake, table: str, ver
     dt = lake.published_table(Layer.CLEANSED, table, version)
     keys = con.sql(f"SELECT order_id FROM {CHANGES_SCHEMA}.orders").to_arrow_table()  # nosec B608
     held = f"{_TOUCHED}.cleansed_{table}_files"
-    files = _view_of_files_holding(con, held, lake, dt, "order_id", keys)
+    files = _files_holding(con, held, lake, dt, "order_id", keys)
     name = f"{CHANGES_SCHEMA}.{NARROWED}{table}"
     scan = delta.native_scan(dt, files) if dt is not None and files else None
     if scan is not None:  # dbt reads the files in place (the view outlives ``con``)
@@ -385,7 +386,7 @@ def _narrow_cleansed(con: duckdb.DuckDBPyConnection, lake: Lake, table: str, ver
         con.execute(f"CREATE OR REPLACE TABLE {name} AS SELECT * FROM {held} WHERE {_ORDERS}")  # nosec B608
 
 
-def _view_of_files_holding(
+def _files_holding(
     con: duckdb.DuckDBPyConnection,
     name: str,
     lake: Lake,
@@ -393,19 +394,9 @@ def _view_of_files_holding(
     column: str,
     keys: pa.Table,
 ) -> list[str]:
-    """``name``: a view of the files of ``dt`` whose ``column`` may hold one of ``keys``
-    (its first column), by their hashes in the key index: every other file holds none.
-    Empty, with ``dt``'s columns, when no file may. Returns those files."""
+    """``name``: the files of ``dt`` that may hold one of ``keys`` in ``column``."""
     assert dt is not None, "an increment reads published tables only"
-    files = sorted(delta.file_paths(dt))
-    held: list[str] = []
-    if files and keys.num_rows:
-        keys = keys.rename_columns([column])
-        index = lake.key_index()
-        probe = index.probe_hashes(dt, keys, [column], typed_as=files[0])
-        held = index.candidates(dt, [column], probe, files)
-    delta.duckdb_view(con, name, dt, held)
-    return held
+    return expose_files_holding(con, name, lake.key_index(), dt, column, keys)
 
 
 def _load_daily_marts(

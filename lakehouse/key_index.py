@@ -25,6 +25,7 @@ from typing import Any
 
 import duckdb
 import numpy as np
+import pyarrow as pa
 from deltalake import DeltaTable
 
 from lakehouse import delta
@@ -128,3 +129,28 @@ def _first_column(columns: dict[str, Any]) -> np.ndarray:
     """A query's only column as plain uint64 (NULLs there are none: keys are filtered)."""
     (values,) = columns.values()
     return np.asarray(values, dtype=np.uint64)
+
+
+def expose_files_holding(
+    con: duckdb.DuckDBPyConnection,
+    name: str,
+    index: KeyIndex,
+    dt: DeltaTable,
+    column: str,
+    values: Any,
+) -> list[str]:
+    """Expose as the view ``name`` only the files of ``dt`` whose ``column`` may hold one
+    of ``values`` (an Arrow table or polars frame of one column, any name): a query for
+    those values there answers as over the whole table, as every other file holds none.
+    Empty, with ``dt``'s columns, when no file may. Returns those files."""
+    files = sorted(delta.file_paths(dt))
+    held: list[str] = []
+    if files and len(values):
+        if isinstance(values, pa.Table):
+            values = values.rename_columns([column])
+        else:
+            values = values.rename({values.columns[0]: column})
+        probe = index.probe_hashes(dt, values, [column], typed_as=files[0])
+        held = index.candidates(dt, [column], probe, files)
+    delta.duckdb_view(con, name, dt, held)
+    return held

@@ -546,3 +546,35 @@ def test_the_rule_against_future_rows_reads_only_the_new_rows(lake: Lake, future
     read = {o.check.name: o.diagnostics.get("check_rows_tested") for o in increment.outcomes}
     assert read["failed_rows__future"] == 1  # the appended row, not the table
     assert increment.scope.startswith(f"{len(whole.outcomes)} of {len(whole.outcomes)} checks")
+
+
+def test_a_referential_rule_on_new_rows_reads_only_the_referenced_files_holding_their_values(
+    lake: Lake, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    base = published_lake(lake)  # orders o1..o4 in one file
+    orders = lake.writable(Layer.CLEANSED, "orders").snapshot()
+    before = delta.file_paths(orders.dt) if orders.dt is not None else set()
+    orders.append(pl.DataFrame({"order_id": ["o5"]}), ORDERS)
+    publish_latest(lake, "orders")
+    published = lake.published_table(Layer.CLEANSED, "orders")
+    assert published is not None
+    [second] = delta.file_paths(published) - before
+    version = (
+        lake.writable(Layer.CLEANSED, "items")
+        .snapshot()
+        .append(items(["n1", "n2"], ["o5", "o9"]), STAMP)
+    )
+    read: list[list[str]] = []
+    candidates = KeyIndex.candidates
+
+    def spy(self: KeyIndex, dt: Any, key: Any, *args: Any, **kwargs: Any) -> list[str]:
+        held = candidates(self, dt, key, *args, **kwargs)
+        if "orders" in dt.table_uri:
+            read.append(held)
+        return held
+
+    monkeypatch.setattr(KeyIndex, "candidates", spy)
+    _, whole = both(lake, version, base)  # equal outcomes asserted there
+
+    assert outcomes(whole)["order_id__invalid__ref"] == ("failed", 1)  # o9
+    assert read == [[second]]  # o5's file alone, not o1..o4's
