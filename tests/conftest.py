@@ -468,3 +468,21 @@ def postgres() -> Iterator[Postgres]:
     finally:
         run(str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop")
         shutil.rmtree(base, ignore_errors=True)
+
+
+def record_candidates(monkeypatch: pytest.MonkeyPatch, table: str = "") -> list[list[str]]:
+    """From now on, the files the key index names as candidates (what a narrowed read
+    opens), one list per probe of a table whose URI ends with ``table`` (default: any)."""
+    from lakehouse.key_index import KeyIndex
+
+    named: list[list[str]] = []
+    candidates = KeyIndex.candidates
+
+    def recorded(self: KeyIndex, dt: Any, *args: Any, **kwargs: Any) -> list[str]:
+        held = candidates(self, dt, *args, **kwargs)
+        if dt.table_uri.rstrip("/").endswith(table):
+            named.append(held)
+        return held
+
+    monkeypatch.setattr(KeyIndex, "candidates", recorded)
+    return named

@@ -14,9 +14,8 @@ from deltalake import DeltaTable
 from lakehouse import delta, expectations
 from lakehouse.contracts import load_contract
 from lakehouse.expectations import Judgement, RowJudge
-from lakehouse.key_index import KeyIndex
 from lakehouse.storage import Lake, Layer
-from tests.conftest import put_table
+from tests.conftest import put_table, record_candidates
 
 ITEMS = load_contract(Layer.CLEANSED, "items")
 NOW = datetime(2026, 12, 5, tzinfo=UTC)
@@ -74,16 +73,7 @@ def two_files(lake: Lake) -> list[str]:
 def test_a_small_batch_reads_only_the_referenced_files_that_may_hold_its_values(
     lake: Lake, two_files: list[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    read: list[list[str]] = []
-    candidates = KeyIndex.candidates
-
-    def spy(self: KeyIndex, dt: Any, key: Any, *args: Any, **kwargs: Any) -> list[str]:
-        held = candidates(self, dt, key, *args, **kwargs)
-        if "orders" in dt.table_uri:
-            read.append(held)
-        return held
-
-    monkeypatch.setattr(KeyIndex, "candidates", spy)
+    read = record_candidates(monkeypatch, "cleansed/orders")
     batch = items(["i1", "i2"], ["o3", "o9"])  # o9 is in no order file
     with RowJudge(lake, ITEMS, NOW) as judging:
         narrowed = judging.judge(batch)

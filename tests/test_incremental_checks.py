@@ -28,10 +28,9 @@ from lakehouse.contracts import (
 )
 from lakehouse.incremental_checks import VerifiedBase, verify_in_two_parts, verify_since
 from lakehouse.increments import verify_rebuilt
-from lakehouse.key_index import KeyIndex
 from lakehouse.settings import LakehouseSettings
 from lakehouse.storage import Lake, Layer
-from tests.conftest import put_table
+from tests.conftest import put_table, record_candidates
 
 ITEMS = load_contract(Layer.CLEANSED, "items")
 STAMP = delta.Stamp("test", "cleansed/items")
@@ -336,19 +335,11 @@ def test_a_rebuilt_mart_slice_is_judged_by_its_rows_as_the_whole_candidate_is(
     version = lake.writable(Layer.MARTS, "orders").snapshot().append(unrelated, ORDERS)
     assert version is not None
     base = VerifiedBase(version, frozenset(c.name for c in contract.checks), MART_VERSIONS)
-    read_files: list[list[str]] = []
-    index_candidates = KeyIndex.candidates
-
-    def candidates(self: KeyIndex, *args: Any, **kwargs: Any) -> list[str]:
-        held = index_candidates(self, *args, **kwargs)
-        read_files.append(held)
-        return held
-
     con = duckdb.connect(str(database), read_only=True)
     try:
         whole = verify_registered(con, contract, MART_VERSIONS)
         with pytest.MonkeyPatch.context() as patch:
-            patch.setattr(KeyIndex, "candidates", candidates)
+            read_files = record_candidates(patch)
             increment = verify_rebuilt(con, database, lake, "orders", MART_VERSIONS, base)
     finally:
         con.close()
@@ -564,16 +555,7 @@ def test_a_referential_rule_on_new_rows_reads_only_the_referenced_files_holding_
         .snapshot()
         .append(items(["n1", "n2"], ["o5", "o9"]), STAMP)
     )
-    read: list[list[str]] = []
-    candidates = KeyIndex.candidates
-
-    def spy(self: KeyIndex, dt: Any, key: Any, *args: Any, **kwargs: Any) -> list[str]:
-        held = candidates(self, dt, key, *args, **kwargs)
-        if "orders" in dt.table_uri:
-            read.append(held)
-        return held
-
-    monkeypatch.setattr(KeyIndex, "candidates", spy)
+    read = record_candidates(monkeypatch, "cleansed/orders")
     _, whole = both(lake, version, base)  # equal outcomes asserted there
 
     assert outcomes(whole)["order_id__invalid__ref"] == ("failed", 1)  # o9
