@@ -32,7 +32,7 @@ from lakehouse.contracts import (
     load_contract,
     register_empty,
 )
-from lakehouse.key_index import expose_files_holding
+from lakehouse.incremental_checks import narrow_references
 from lakehouse.storage import Lake
 
 ROW_ID = "__row"
@@ -154,7 +154,7 @@ class RowJudge:
         self.con = duckdb.connect()
         self._batches = 0
         self._tables: dict[tuple[str, str], DeltaTable] = {}
-        self._narrowed: list[tuple[str, str]] = []
+        self._narrowed: list[tuple[str, DeltaTable]] = []
         try:
             self.con.execute("SET TimeZone = 'UTC'")
             self.versions = _register_references(
@@ -171,38 +171,10 @@ class RowJudge:
     def __exit__(self, *_: object) -> None:
         self.con.close()
 
-    def _narrow_references(self, batch: pl.DataFrame) -> None:
-        """Expose, of each referenced table, only the files that may hold a value the
-        batch's referencing columns hold (where every rule on it names the same column):
-        the rules' verdicts are the same, as every other file holds none of them."""
-        wanted: dict[tuple[str, str], tuple[str, list[str]]] = {}
-        mixed: set[tuple[str, str]] = set()
-        for rule in self.rules:
-            ref = rule.check.reference
-            column = rule.check.column
-            if ref is None or column is None or column not in batch.columns:
-                continue
-            ref_column = str(rule.check.body["valid_reference_data"]["column"])
-            table = (str(ref[0]), ref[1])
-            if table in wanted and wanted[table][0] != ref_column:
-                mixed.add(table)
-            wanted.setdefault(table, (ref_column, []))[1].append(column)
-        index = self.lake.key_index()
-        for table, (ref_column, columns) in sorted(wanted.items()):
-            dt = self._tables.get(table)
-            if dt is None or table in mixed:
-                continue
-            values = pl.concat(
-                [batch.select(pl.col(c).alias(ref_column)) for c in columns], how="vertical_relaxed"
-            ).drop_nulls()
-            view = f"{table[0]}.{table[1]}"
-            expose_files_holding(self.con, view, index, dt, ref_column, values)
-            self._narrowed.append(table)
-
     def _widen_references(self) -> None:
         """Every file of the referenced tables again (for the batches after a small one)."""
-        for table in self._narrowed:
-            delta.duckdb_view(self.con, f"{table[0]}.{table[1]}", self._tables[table])
+        for view, dt in self._narrowed:
+            delta.duckdb_view(self.con, view, dt)
         self._narrowed.clear()
 
     def _hold_references(self) -> None:
@@ -227,8 +199,6 @@ class RowJudge:
         """Split ``batch`` (typed rows in the contract's columns) by the row rules.
         ``describe_row(row) -> str`` names a row for the operator (file and row number)."""
         self._batches += 1
-        if self._batches == 1 and batch.height <= SMALL_BATCH_ROWS:
-            self._narrow_references(batch)
         if self._batches == 2:
             self._widen_references()
             self._hold_references()
@@ -241,6 +211,11 @@ class RowJudge:
         view = f"{contract.layer}.{contract.table}"
         # identifiers from the repo's contracts (soda_checks/), not data (bandit B608)
         con.execute(f"CREATE OR REPLACE VIEW {view} AS SELECT * FROM __batch")  # nosec B608
+        if self._batches == 1 and batch.height <= SMALL_BATCH_ROWS:
+            checks = [r.check for r in self.rules if r.check.column in batch.columns]
+            self._narrowed = narrow_references(
+                con, view, checks, lambda *table: self._tables.get(table), self.lake.key_index()
+            )
         for rule in self.rules:
             ids = [
                 r[0]

@@ -52,7 +52,7 @@ from lakehouse.contracts import (
     sample_rows,
     verify_registered,
 )
-from lakehouse.key_index import expose_files_holding
+from lakehouse.key_index import KeyIndex, expose_files_holding
 from lakehouse.storage import Lake, Layer
 
 
@@ -266,17 +266,19 @@ def _duplicates_across(
     )
 
 
-def _narrow_references(
+def narrow_references(
     con: duckdb.DuckDBPyConnection,
-    lake: Lake,
-    contract: Contract,
+    view: str,
     checks: list[CheckRef],
-    versions: Mapping[str, int],
+    table_at: Callable[[str, str], DeltaTable | None],
+    index: KeyIndex,
 ) -> list[tuple[str, DeltaTable]]:
-    """Expose, of each table the referential ``checks`` read, only the files that may hold
-    a value the added rows (``<layer>.<table>`` on ``con``) hold in the referencing columns
-    (where every check on it names the same referenced column): their verdicts are the
-    same. Returns each view narrowed with its whole version, to expose again after."""
+    """Expose, of each table the referential ``checks`` read (``table_at`` opens the
+    version they read; None: leave it), only the files that may hold a value that the
+    rows being judged (``view`` on ``con``) hold in the referencing columns, where every
+    check on it names the same referenced column: the checks' verdicts on those rows are
+    the same, as every other file holds none of the values. Returns each view narrowed
+    with its whole version, to expose again before the table is read whole."""
     wanted: dict[tuple[str, str], tuple[str, list[str]]] = {}
     mixed: set[tuple[str, str]] = set()
     for check in checks:
@@ -287,13 +289,11 @@ def _narrow_references(
         if ref in wanted and wanted[ref][0] != ref_column:
             mixed.add(ref)
         wanted.setdefault(ref, (ref_column, []))[1].append(check.column)
-    view = f"{contract.layer}.{contract.table}"
-    index = lake.key_index()
     narrowed = []
     for (layer, table), (ref_column, columns) in sorted(wanted.items()):
-        version = versions.get(f"{layer}/{table}", -1)
-        dt = None if version < 0 else lake.published_table(layer, table, version)
-        if dt is None or (layer, table) in mixed or f"{layer}.{table}" == view:
+        name = f"{layer}.{table}"
+        dt = None if (layer, table) in mixed or name == view else table_at(layer, table)
+        if dt is None:
             continue
         # identifiers from the repo's contracts (soda_checks/), not data (bandit B608)
         values = con.sql(
@@ -302,8 +302,8 @@ def _narrow_references(
                 for c in columns
             )
         ).to_arrow_table()
-        expose_files_holding(con, f"{layer}.{table}", index, dt, ref_column, values)
-        narrowed.append((f"{layer}.{table}", dt))
+        expose_files_holding(con, name, index, dt, ref_column, values)
+        narrowed.append((name, dt))
     return narrowed
 
 
@@ -343,9 +343,14 @@ def verify_since(
 
         narrowed: list[tuple[str, DeltaTable]] = []
 
+        def referenced(ref_layer: str, ref_table: str) -> DeltaTable | None:
+            pinned = versions.get(f"{ref_layer}/{ref_table}", -1)
+            return None if pinned < 0 else lake.published_table(ref_layer, ref_table, pinned)
+
         def show_added() -> duckdb.DuckDBPyConnection:
-            delta.duckdb_view(con, f"{contract.layer}.{table}", new, added)
-            narrowed.extend(_narrow_references(con, lake, contract, by_row, versions))
+            view = f"{contract.layer}.{table}"
+            delta.duckdb_view(con, view, new, added)
+            narrowed.extend(narrow_references(con, view, by_row, referenced, lake.key_index()))
             return con
 
         def show_whole() -> duckdb.DuckDBPyConnection:
