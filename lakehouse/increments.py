@@ -199,15 +199,12 @@ def _customer_count(lake: Lake, version: int) -> int:
 
 
 # -- in the scratch DuckDB: the published keyed marts, the slice to rebuild, its diff ------
-"""Where the models find what to rebuild (dbt/macros/changes.sql names these tables)."""
 BEFORE_SCHEMA = "lakehouse_before"
 """Each keyed mart's rows an increment rebuilds, as published before this build."""
 DELETED = "_lakehouse_deleted"
 
 # Every identifier in this module's SQL is one of these constants or a mart's name from
 # the dbt manifest, never data (bandit B608).
-_CUSTOMERS = "customer_id IN (SELECT customer_id FROM lakehouse_changes.customers)"
-_ORDERS = "order_id IN (SELECT order_id FROM lakehouse_changes.orders)"
 _TOUCHED = "lakehouse_touched"
 """Working views of ``load_increment``: the files of a table that may hold some keys."""
 _ORDERS_TOUCHED = f"""
@@ -238,19 +235,25 @@ def _later_orders(source: str, since: Any) -> str:
     )
 
 
-MART_SLICES: dict[str, tuple[str, str]] = {
-    "orders": ("order_id", _ORDERS),
-    "order_items": ("order_item_id", _ORDERS),
-    "customers": ("customer_id", _CUSTOMERS),
-}
-"""Each keyed mart's key and the rows an increment rebuilds (the models' own filters)."""
 _SLICED_BY: dict[str, tuple[str, str]] = {
     "orders": ("orders", "order_id"),
     "order_items": ("orders", "order_id"),
     "customers": ("customers", "customer_id"),
 }
-"""Each keyed mart's slice (``MART_SLICES``) as the changes table listing it and the
-column it names."""
+"""Each keyed mart's slice: the changes table listing what to rebuild, and the column of
+the mart (and of that table) it names."""
+
+
+def _listed(changes: str, column: str) -> str:
+    return f"{column} IN (SELECT {column} FROM {CHANGES_SCHEMA}.{changes})"  # nosec B608
+
+
+_ORDERS = _listed("orders", "order_id")
+_MART_KEYS = {"orders": "order_id", "order_items": "order_item_id", "customers": "customer_id"}
+MART_SLICES: dict[str, tuple[str, str]] = {
+    model: (key, _listed(*_SLICED_BY[model])) for model, key in _MART_KEYS.items()
+}
+"""Each keyed mart's key and the rows an increment rebuilds (the models' own filters)."""
 PUBLISHED_CLUSTER = "_lakehouse_published_cluster"
 
 
