@@ -288,7 +288,7 @@ def load_increment(
     con: duckdb.DuckDBPyConnection, lake: Lake, increment: Increment
 ) -> LoadedIncrement:
     """Make ``con``'s database ready for an incremental dbt build: the changed customers
-    and the orders to rebuild (``_ORDERS_TO_REBUILD``), each keyed mart's rows for them as
+    and the orders to rebuild (``_load_orders_to_rebuild``), each keyed mart's rows for them as
     published, and the tables dbt's incremental models update, as those rows alone
     (``assemble`` completes them after dbt), and the daily marts as published."""
     for schema in (MARTS_SCHEMA, CHANGES_SCHEMA, BEFORE_SCHEMA, PUBLISHED_SCHEMA):
@@ -308,18 +308,25 @@ def load_increment(
     con.register("changed", increment.customers.to_arrow())
     con.execute(f"CREATE OR REPLACE TABLE {CHANGES_SCHEMA}.customers AS FROM changed")
     con.unregister("changed")
+    cleansed = {
+        table: lake.published_table(Layer.CLEANSED, table, increment.pinned[table])
+        for table in ORDER_KEYED_CLEANSED
+    }
     con.execute(f"CREATE SCHEMA IF NOT EXISTS {_TOUCHED}")
-    _load_orders_to_rebuild(con, lake, increment, published)
+    _load_orders_to_rebuild(con, lake, increment, published["orders"], cleansed["orders"])
+    listed = {
+        changes: con.sql(f"SELECT {column} FROM {CHANGES_SCHEMA}.{changes}").to_arrow_table()  # nosec B608
+        for changes, column in set(_SLICED_BY.values())
+    }
     # Each mart's slice as published, read from the files that may hold its keys.
     for model, (_, where) in MART_SLICES.items():
         changes, column = _SLICED_BY[model]
-        keys = con.sql(f"SELECT {column} FROM {CHANGES_SCHEMA}.{changes}").to_arrow_table()  # nosec B608
         held = f"{_TOUCHED}.published_{model}"
-        _files_holding(con, held, lake, published[model], column, keys)
+        _files_holding(con, held, lake, published[model], column, listed[changes])
         rows = f"SELECT * FROM {held} WHERE {where}"  # nosec B608
         con.execute(f"CREATE OR REPLACE TABLE {BEFORE_SCHEMA}.{model} AS {rows}")
-    for table in ORDER_KEYED_CLEANSED:
-        _narrow_cleansed(con, lake, table, increment.pinned[table])
+    for table, dt in cleansed.items():
+        _narrow_cleansed(con, lake, table, dt, listed["orders"])
     con.execute(f"DROP SCHEMA {_TOUCHED} CASCADE")
     for model in SLICED:
         # Empty: the model's pre-hook would delete every row of the slice before it appends
@@ -328,25 +335,26 @@ def load_increment(
             f"CREATE OR REPLACE TABLE {MARTS_SCHEMA}.{model} AS "  # nosec B608
             f"FROM {BEFORE_SCHEMA}.{model} WHERE false"
         )
-    return LoadedIncrement(versions, _load_daily_marts(con, lake, versions))
+    return LoadedIncrement(versions, _load_daily_marts(con, lake, published["orders"]))
 
 
 def _load_orders_to_rebuild(
     con: duckdb.DuckDBPyConnection,
     lake: Lake,
     increment: Increment,
-    published: dict[str, DeltaTable],
+    published: DeltaTable,
+    cleansed: DeltaTable | None,
 ) -> None:
     """``lakehouse_changes.orders``: the orders whose own rows or items changed, and every
-    later order of their customers (as published and as now), whose number in the
+    later order of their customers (in the ``published`` orders mart and in ``cleansed``
+    orders at the pinned version), whose number in the
     customer's history (``customer_order_number``) may have moved; an order's other
     columns read only its own row and items. The changed orders are looked up in the files
     that may hold them (``lakehouse.key_index``), the later ones past a constant time."""
     direct = increment.orders.to_arrow()
     con.register("direct", direct)
     try:
-        cleansed = lake.published_table(Layer.CLEANSED, "orders", increment.pinned.get("orders"))
-        for name, dt in (("published_orders", published["orders"]), ("cleansed_orders", cleansed)):
+        for name, dt in (("published_orders", published), ("cleansed_orders", cleansed)):
             _files_holding(con, f"{_TOUCHED}.{name}", lake, dt, "order_id", direct)
         con.execute(f"CREATE OR REPLACE TABLE {_TOUCHED}.since AS {_ORDERS_TOUCHED}")
         # The customers of those orders are rebuilt too (an order whose items alone
@@ -373,12 +381,12 @@ ORDER_KEYED_CLEANSED = ("orders", "items")
 the orders it rebuilds (``cleansed_rows()`` in dbt/macros/changes.sql)."""
 
 
-def _narrow_cleansed(con: duckdb.DuckDBPyConnection, lake: Lake, table: str, version: int) -> None:
-    """``lakehouse_changes.cleansed_<table>``: the rows of the orders to rebuild in
-    cleansed/<table> at ``version``, read from the files that may hold them: a view over
-    those files where DuckDB reads them in place, else (S3) a copy of the rows."""
-    dt = lake.published_table(Layer.CLEANSED, table, version)
-    keys = con.sql(f"SELECT order_id FROM {CHANGES_SCHEMA}.orders").to_arrow_table()  # nosec B608
+def _narrow_cleansed(
+    con: duckdb.DuckDBPyConnection, lake: Lake, table: str, dt: DeltaTable | None, keys: pa.Table
+) -> None:
+    """``lakehouse_changes.cleansed_<table>``: the rows of the orders to rebuild (``keys``)
+    in cleansed/<table> (``dt``, the pinned version), read from the files that may hold
+    them: a view over those files where DuckDB reads them in place, else (S3) a copy."""
     held = f"{_TOUCHED}.cleansed_{table}_files"
     files = _files_holding(con, held, lake, dt, "order_id", keys)
     name = f"{CHANGES_SCHEMA}.{NARROWED}{table}"
@@ -403,12 +411,11 @@ def _files_holding(
 
 
 def _load_daily_marts(
-    con: duckdb.DuckDBPyConnection, lake: Lake, keyed: dict[str, int]
+    con: duckdb.DuckDBPyConnection, lake: Lake, orders: DeltaTable
 ) -> tuple[str, ...]:
     """Each daily mart as published, for dbt to rebuild its changed days in, when it was
-    built from what the keyed marts were (else dbt builds it whole: no days go missing)."""
-    orders = lake.published_table(Layer.MARTS, "orders", keyed["orders"])
-    assert orders is not None
+    built from what the keyed marts (the published ``orders`` mart) were (else dbt builds
+    it whole: no days go missing)."""
     inputs = delta.latest_value(orders, MART_INPUTS_KEY, orders.version())
     loaded = []
     for model in DAILY_MARTS:
