@@ -137,20 +137,16 @@ def expose_files_holding(
     index: KeyIndex,
     dt: DeltaTable,
     column: str,
-    values: Any,
+    values: pa.Table,
 ) -> list[str]:
     """Expose as the view ``name`` only the files of ``dt`` whose ``column`` may hold one
-    of ``values`` (an Arrow table or polars frame of one column, any name): a query for
-    those values there answers as over the whole table, as every other file holds none.
-    Empty, with ``dt``'s columns, when no file may. Returns those files."""
+    of ``values`` (one column, any name): a query for those values there answers as over
+    the whole table, as every other file holds none. Empty, with ``dt``'s columns, when no
+    file may. Returns those files."""
     files = sorted(delta.file_paths(dt))
     held: list[str] = []
-    if files and len(values):
-        if isinstance(values, pa.Table):
-            values = values.rename_columns([column])
-        else:
-            values = values.rename({values.columns[0]: column})
-        probe = index.probe_hashes(dt, values, [column], typed_as=files[0])
+    if files and values.num_rows:
+        probe = index.probe_hashes(dt, values.rename_columns([column]), [column], typed_as=files[0])
         held = index.candidates(dt, [column], probe, files)
     delta.duckdb_view(con, name, dt, held)
     return held
