@@ -37,9 +37,11 @@ os.environ.pop("AWS_SESSION_TOKEN", None)
 
 import boto3
 import dagster as dg
+import polars as pl
 import pytest
 
 from lakehouse import delta
+from lakehouse.contracts import load_contract
 from lakehouse.definitions import build_definitions
 from lakehouse.defs.resources import LakehouseResource
 from lakehouse.landing import land_files
@@ -486,3 +488,24 @@ def record_candidates(monkeypatch: pytest.MonkeyPatch, table: str = "") -> list[
 
     monkeypatch.setattr(KeyIndex, "candidates", recorded)
     return named
+
+
+def cleansed_items(
+    ids: list[str | None], orders: list[str], products: list[str] | None = None
+) -> pl.DataFrame:
+    """Rows of cleansed/items exactly as its contract declares the columns (tests of checks)."""
+    n = len(ids)
+    return pl.DataFrame(
+        {
+            "order_item_id": ids,
+            "order_id": orders,
+            "product_id": products or ["p1"] * n,
+            "_source_file_uri": ["landing/items/day.csv"] * n,
+            "_source_file_fingerprint": ["f"] * n,
+            "_source_row_number": list(range(n)),
+            "_ingested_at": [datetime(2026, 12, 1, tzinfo=UTC)] * n,
+            "_ingest_run_id": ["run"] * n,
+            "_row_hash": [f"h{i}" for i in range(n)],
+        },
+        schema=load_contract("cleansed", "items").polars_schema(),
+    )

@@ -15,28 +15,10 @@ from lakehouse import delta, expectations
 from lakehouse.contracts import load_contract
 from lakehouse.expectations import Judgement, RowJudge
 from lakehouse.storage import Lake, Layer
-from tests.conftest import put_table, record_candidates
+from tests.conftest import cleansed_items, put_table, record_candidates
 
 ITEMS = load_contract(Layer.CLEANSED, "items")
 NOW = datetime(2026, 12, 5, tzinfo=UTC)
-
-
-def items(ids: list[str], orders: list[str]) -> pl.DataFrame:
-    n = len(ids)
-    return pl.DataFrame(
-        {
-            "order_item_id": ids,
-            "order_id": orders,
-            "product_id": ["p1"] * n,
-            "_source_file_uri": ["landing/items/day.csv"] * n,
-            "_source_file_fingerprint": ["f"] * n,
-            "_source_row_number": list(range(n)),
-            "_ingested_at": [NOW] * n,
-            "_ingest_run_id": ["run"] * n,
-            "_row_hash": [f"h{i}" for i in ids],
-        },
-        schema=ITEMS.polars_schema(),
-    )
 
 
 def verdicts(judgement: Judgement) -> dict[str, Any]:
@@ -74,11 +56,11 @@ def test_a_small_batch_reads_only_the_referenced_files_that_may_hold_its_values(
     lake: Lake, two_files: list[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     read = record_candidates(monkeypatch, "cleansed/orders")
-    batch = items(["i1", "i2"], ["o3", "o9"])  # o9 is in no order file
+    batch = cleansed_items(["i1", "i2"], ["o3", "o9"])  # o9 is in no order file
     with RowJudge(lake, ITEMS, NOW) as judging:
         narrowed = judging.judge(batch)
         # a second batch reads every file again: o1 is in the first file, not read above
-        later = judging.judge(items(["i3"], ["o1"]))
+        later = judging.judge(cleansed_items(["i3"], ["o1"]))
     monkeypatch.setattr(expectations, "SMALL_BATCH_ROWS", 0)
     with RowJudge(lake, ITEMS, NOW) as judging:
         whole = judging.judge(batch)

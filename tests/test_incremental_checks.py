@@ -30,7 +30,7 @@ from lakehouse.incremental_checks import VerifiedBase, verify_in_two_parts, veri
 from lakehouse.increments import verify_rebuilt
 from lakehouse.settings import LakehouseSettings
 from lakehouse.storage import Lake, Layer
-from tests.conftest import put_table, record_candidates
+from tests.conftest import cleansed_items, put_table, record_candidates
 
 ITEMS = load_contract(Layer.CLEANSED, "items")
 STAMP = delta.Stamp("test", "cleansed/items")
@@ -44,33 +44,12 @@ def publish_latest(lake: Lake, table: str) -> None:
     snapshot.mark(ORDERS, txns={delta.PUBLISHED: snapshot.version})
 
 
-def items(
-    ids: list[str | None], orders: list[str], products: list[str] | None = None
-) -> pl.DataFrame:
-    """Rows of cleansed/items exactly as its contract declares the columns."""
-    n = len(ids)
-    return pl.DataFrame(
-        {
-            "order_item_id": ids,
-            "order_id": orders,
-            "product_id": products or ["p1"] * n,
-            "_source_file_uri": ["landing/items/day.csv"] * n,
-            "_source_file_fingerprint": ["f"] * n,
-            "_source_row_number": list(range(n)),
-            "_ingested_at": [datetime(2026, 12, 1, tzinfo=UTC)] * n,
-            "_ingest_run_id": ["run"] * n,
-            "_row_hash": [f"h{i}" for i in range(n)],
-        },
-        schema=ITEMS.polars_schema(),
-    )
-
-
 def published_lake(lake: Lake) -> VerifiedBase:
     """orders o1..o4, products p1..p2, and ten items over them: a version that passed."""
     put_table(lake, "cleansed", "orders", pl.DataFrame({"order_id": ["o1", "o2", "o3", "o4"]}))
     put_table(lake, "cleansed", "products", pl.DataFrame({"product_id": ["p1", "p2"]}))
     version = put_table(
-        lake, "cleansed", "items", items([f"i{i}" for i in range(10)], ["o1", "o2"] * 5)
+        lake, "cleansed", "items", cleansed_items([f"i{i}" for i in range(10)], ["o1", "o2"] * 5)
     )
     whole = verify(lake, Layer.CLEANSED, "items", version)
     assert whole.passed and not whole.failed
@@ -102,22 +81,25 @@ def both(lake: Lake, version: int, base: VerifiedBase) -> tuple[Verification, Ve
 
 
 APPENDS: dict[str, tuple[Callable[[], pl.DataFrame], set[str]]] = {
-    "clean rows": (lambda: items(["n1", "n2"], ["o3", "o4"], ["p2", "p1"]), set()),
-    "a missing key": (lambda: items([None, "n2"], ["o3", "o4"]), {"order_item_id__missing"}),
+    "clean rows": (lambda: cleansed_items(["n1", "n2"], ["o3", "o4"], ["p2", "p1"]), set()),
+    "a missing key": (
+        lambda: cleansed_items([None, "n2"], ["o3", "o4"]),
+        {"order_item_id__missing"},
+    ),
     "an order that does not exist": (
-        lambda: items(["n1", "n2"], ["o3", "o9"]),
+        lambda: cleansed_items(["n1", "n2"], ["o3", "o9"]),
         {"order_id__invalid__ref"},
     ),
     "a key the table already holds": (
-        lambda: items(["n1", "i3"], ["o3", "o4"]),
+        lambda: cleansed_items(["n1", "i3"], ["o3", "o4"]),
         {"order_item_id__duplicate"},
     ),
     "a key twice among the new rows": (
-        lambda: items(["n1", "n1"], ["o3", "o4"]),
+        lambda: cleansed_items(["n1", "n1"], ["o3", "o4"]),
         {"order_item_id__duplicate"},
     ),
     "a key the table holds, twice among the new rows": (
-        lambda: items(["i3", "i3"], ["o3", "o4"]),
+        lambda: cleansed_items(["i3", "i3"], ["o3", "o4"]),
         {"order_item_id__duplicate"},
     ),
 }
@@ -154,7 +136,11 @@ def test_a_key_gone_from_the_referenced_table_sends_its_rule_to_the_whole_versio
     orders = lake.writable(Layer.CLEANSED, "orders").snapshot()
     orders.delete("order_id = 'o1'", ORDERS)
     publish_latest(lake, "orders")
-    version = lake.writable(Layer.CLEANSED, "items").snapshot().append(items(["n1"], ["o3"]), STAMP)
+    version = (
+        lake.writable(Layer.CLEANSED, "items")
+        .snapshot()
+        .append(cleansed_items(["n1"], ["o3"]), STAMP)
+    )
 
     increment, whole = both(lake, version, base)
 
@@ -177,7 +163,11 @@ def test_a_rewritten_referenced_table_that_kept_its_keys_still_reads_only_the_ne
         insert={"order_id": "s.order_id"},
     )
     publish_latest(lake, "orders")
-    version = lake.writable(Layer.CLEANSED, "items").snapshot().append(items(["n1"], ["o5"]), STAMP)
+    version = (
+        lake.writable(Layer.CLEANSED, "items")
+        .snapshot()
+        .append(cleansed_items(["n1"], ["o5"]), STAMP)
+    )
 
     increment, whole = both(lake, version, base)
 
@@ -189,7 +179,7 @@ def test_a_merge_into_the_table_is_judged_by_the_files_it_wrote(lake: Lake) -> N
     base = published_lake(lake)
     snapshot = lake.writable(Layer.CLEANSED, "items").snapshot()
     snapshot.merge(
-        items(["i1", "n1"], ["o9", "o3"]),
+        cleansed_items(["i1", "n1"], ["o9", "o3"]),
         STAMP,
         on=["order_item_id"],
         update={"order_id": "s.order_id"},
@@ -207,10 +197,14 @@ def test_a_merge_into_the_table_is_judged_by_the_files_it_wrote(lake: Lake) -> N
 def test_a_check_that_did_not_pass_on_the_base_reads_the_whole_version(lake: Lake) -> None:
     put_table(lake, "cleansed", "orders", pl.DataFrame({"order_id": ["o1"]}))
     put_table(lake, "cleansed", "products", pl.DataFrame({"product_id": ["p1"]}))
-    first = put_table(lake, "cleansed", "items", items(["i1", None], ["o1", "o1"]))
+    first = put_table(lake, "cleansed", "items", cleansed_items(["i1", None], ["o1", "o1"]))
     base = base_of(verify(lake, Layer.CLEANSED, "items", first), first)
     assert "order_item_id__missing" not in base.passed
-    version = lake.writable(Layer.CLEANSED, "items").snapshot().append(items(["n1"], ["o1"]), STAMP)
+    version = (
+        lake.writable(Layer.CLEANSED, "items")
+        .snapshot()
+        .append(cleansed_items(["n1"], ["o1"]), STAMP)
+    )
 
     increment, _ = both(lake, version, base)
 
@@ -230,12 +224,18 @@ def test_judging_a_written_version_reads_only_what_it_added_after_a_stored_verdi
 ) -> None:
     """The path cleansing takes: ``publish.judge`` on a version written over a published one."""
     published_lake(lake)
-    first = publish.judge(lake, Layer.CLEANSED, "items", *_written(lake, items(["n1"], ["o3"])))
+    first = publish.judge(
+        lake, Layer.CLEANSED, "items", *_written(lake, cleansed_items(["n1"], ["o3"]))
+    )
     assert first.published and first.scope == ""  # no stored verdict yet: whole
-    second = publish.judge(lake, Layer.CLEANSED, "items", *_written(lake, items(["n2"], ["o4"])))
+    second = publish.judge(
+        lake, Layer.CLEANSED, "items", *_written(lake, cleansed_items(["n2"], ["o4"]))
+    )
     assert second.published
     assert second.scope.startswith("11 of 11 checks read the 1 file(s) added since")
-    rejected = publish.judge(lake, Layer.CLEANSED, "items", *_written(lake, items(["n2"], ["o4"])))
+    rejected = publish.judge(
+        lake, Layer.CLEANSED, "items", *_written(lake, cleansed_items(["n2"], ["o4"]))
+    )
     assert not rejected.published
     assert [c.name for c in rejected.blocking_failures] == ["order_item_id__duplicate"]
     stored = publish.load_verdict(lake, Layer.CLEANSED, "items")
@@ -418,7 +418,7 @@ def test_a_lower_bound_or_freshness_the_new_rows_miss_is_read_on_the_whole_versi
     table holding more rows, or newer ones, passes too); otherwise the whole version
     decides, as a whole verification would."""
     base = published_lake(lake)  # ten rows ingested 2026-12-01
-    fresh = items(["n1", "n2"], ["o3", "o4"]).with_columns(
+    fresh = cleansed_items(["n1", "n2"], ["o3", "o4"]).with_columns(
         pl.lit(datetime(2026, 12, 3, tzinfo=UTC)).alias("_ingested_at")
     )
     version = lake.writable(Layer.CLEANSED, "items").snapshot().append(fresh, STAMP)
@@ -553,7 +553,7 @@ def test_a_referential_rule_on_new_rows_reads_only_the_referenced_files_holding_
     version = (
         lake.writable(Layer.CLEANSED, "items")
         .snapshot()
-        .append(items(["n1", "n2"], ["o5", "o9"]), STAMP)
+        .append(cleansed_items(["n1", "n2"], ["o5", "o9"]), STAMP)
     )
     read = record_candidates(monkeypatch, "cleansed/orders")
     _, whole = both(lake, version, base)  # equal outcomes asserted there
