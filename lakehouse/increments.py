@@ -17,7 +17,7 @@ everything is cheaper, asks for a full build, with the reason.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -68,13 +68,11 @@ class Increment:
     base: dict[str, int]
     customers: pl.DataFrame  # one column, customer_id
     of_total: int
-    orders: pl.DataFrame = field(
-        default_factory=lambda: pl.DataFrame(schema={"order_id": pl.String})
-    )
+    orders: pl.DataFrame
     """The orders whose own rows or items changed (one column, order_id); ``load_increment``
     adds the later orders of their customers, whose place in the customer's history may
     have moved."""
-    pinned: dict[str, int] = field(default_factory=dict)
+    pinned: dict[str, int]
     """The cleansed versions the build reads (what ``orders`` changed in)."""
 
     def describe(self) -> str:
