@@ -143,6 +143,32 @@ def test_the_manifest_is_parsed_once_per_version_of_the_file(tmp_path: Path) -> 
     assert read_manifest(manifest) == {"nodes": {"model.x": {}}}
 
 
+def test_the_dbt_state_saved_is_the_parse_of_the_code_that_ran(tmp_path: Path, lake: Lake) -> None:
+    """A build saves the project's parse as the state branches compare with (dbt writes no
+    manifest of its own), but not a parse older than a project file: it may describe code
+    other than what ran, and the state saved before stays."""
+    import os
+
+    from lakehouse.marts import save_dbt_state
+    from lakehouse.pins import DBT_STATE
+
+    project = tmp_path / "dbt"
+    (project / "models").mkdir(parents=True)
+    (project / "target").mkdir()
+    model, manifest = project / "models" / "orders.sql", project / "target" / "manifest.json"
+    model.write_text("select 1")
+    manifest.write_text('{"parsed": 1}')
+    os.utime(model, (1_000_000, 1_000_000))  # the parse is newer than the SQL
+    assert save_dbt_state(lake, manifest)
+    assert lake.read_object(lake.uri(DBT_STATE)) == b'{"parsed": 1}'
+
+    manifest.write_text('{"parsed": 2}')
+    os.utime(manifest, (1_000_000, 1_000_000))
+    model.write_text("select 2")  # edited after the parse
+    assert not save_dbt_state(lake, manifest)
+    assert lake.read_object(lake.uri(DBT_STATE)) == b'{"parsed": 1}'
+
+
 def test_dbt_reads_cleansed_in_place_on_a_folder_and_from_a_copy_on_s3(lake: Lake) -> None:
     """On a folder, the DuckDB file dbt reads holds views over the pinned Delta version's
     Parquet files (no copy per run); on S3, where DuckDB cannot read without downloading

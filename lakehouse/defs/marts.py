@@ -268,7 +268,9 @@ def _build_marts(
         dbt_executable=dbt_executable(),
         target=lake.environment.dbt_target,
     )
-    args = ["build"]
+    # No manifest.json or run_results.json: writing them is a second of serialization on
+    # every build, and nothing reads them (the state saved below is the project's parse).
+    args = ["build", "--no-write-json"]
     building = {key.path[-1] for key in context.selected_asset_keys}
     slim = slim_selection(workspace)
     if slim is not None:
@@ -313,7 +315,7 @@ def _build_marts(
     events = list(invocation.stream())
     if invocation.is_successful() and not lake.is_branch:
         # The state a branch's slim build compares its code with (state:modified+).
-        save_dbt_state(lake, invocation.target_path / "manifest.json")
+        save_dbt_state(lake, dbt_project.manifest_path)
     fault_point("marts.during_dbt")
     if built_on and invocation.is_successful():
         with workspace.database(MARTS_SCHEMA) as rw:
