@@ -214,6 +214,34 @@ def failing_predicate(check: CheckRef, now: datetime) -> str | None:
     return None
 
 
+def failing_row_ids_query(check: CheckRef, view: str, row_id: str, now: datetime) -> str | None:
+    """SQL selecting ``row_id`` of the rows of ``view`` that fail a row-level ``check``
+    (None where ``failing_predicate`` is None): the rows ``failing_predicate`` selects.
+
+    A check of references alone is an anti join instead. ``NOT IN (subquery)`` makes
+    DuckDB build its hash table on the referenced table, for every batch judged (a chunk
+    of a million items against ten million orders: twice the time); an anti join builds
+    on the smaller side. With nulls left out on both sides the two select the same rows.
+    """
+    col, body = check.column, check.body
+    ref = body.get("valid_reference_data")
+    if check.type == "invalid" and col and ref and not (set(body) & _VALUE_RULES):
+        ref_layer, ref_table = parse_dataset(ref["dataset"])
+        # identifiers from the repo's contracts (soda_checks/), not data (bandit B608)
+        return (
+            f'SELECT __judged."{row_id}" FROM (SELECT "{row_id}", "{col}" FROM {view} '  # nosec B608
+            f'WHERE "{col}" IS NOT NULL) AS __judged ANTI JOIN {ref_layer}.{ref_table} '
+            f'AS __referenced ON __referenced."{ref["column"]}" = __judged."{col}"'
+        )
+    predicate = failing_predicate(check, now)
+    # identifiers from the repo's contracts (soda_checks/), not data (bandit B608)
+    return None if predicate is None else f"SELECT {row_id} FROM {view} WHERE {predicate}"  # nosec B608
+
+
+_VALUE_RULES = frozenset({"valid_min", "valid_max", "valid_values"})
+"""What an ``invalid`` check may judge besides references (``failing_predicate``)."""
+
+
 def failing_rows_query(check: CheckRef, view: str, now: datetime | None = None) -> str | None:
     """SQL selecting the rows that fail ``check`` in ``view``, where the check type allows it.
 

@@ -4,7 +4,7 @@ Each check of a cleansed contract declares what a violation does (``attributes: 
 ...}``; see ``contracts.Action``): ``warn`` publishes the row and counts it, ``quarantine``
 sets the row aside in ``quarantine/<table>`` with the rule and the reason while the other
 rows publish, ``fail`` stops the whole batch. Rules are judged with the very SQL condition
-that selects a check's failing rows (``contracts.failing_predicate``), so what is set
+that selects a check's failing rows (``contracts.failing_row_ids_query``), so what is set
 aside here is exactly what the contract would count after the write.
 
 References are judged against the published versions of the tables they name; a row that
@@ -28,7 +28,7 @@ from lakehouse.contracts import (
     Action,
     CheckRef,
     Contract,
-    failing_predicate,
+    failing_row_ids_query,
     load_contract,
     register_empty,
 )
@@ -45,7 +45,9 @@ SAMPLE_ROWS = 5
 @dataclass(frozen=True)
 class Rule:
     check: CheckRef
-    predicate: str
+    query: str
+    """Selects the ``ROW_ID`` of the failing rows of the batch, a view under the contract's
+    own name (``batch_view``)."""
 
     @property
     def name(self) -> str:
@@ -59,13 +61,18 @@ class Rule:
         return self.check.description or self.check.name
 
 
+def batch_view(contract: Contract) -> str:
+    """The batch being judged, as its rules name it: under the table's own name."""
+    return f"{contract.layer}.{contract.table}"
+
+
 def row_rules(contract: Contract, now: datetime) -> list[Rule]:
     """The contract's checks that can judge one row at a time, in declaration order."""
-    rules = []
+    rules, view = [], batch_view(contract)
     for check in contract.checks:
-        predicate = failing_predicate(check, now) if check.row_level else None
-        if predicate is not None:
-            rules.append(Rule(check, predicate))
+        query = failing_row_ids_query(check, view, ROW_ID, now) if check.row_level else None
+        if query is not None:
+            rules.append(Rule(check, query))
     return rules
 
 
@@ -208,7 +215,7 @@ class RowJudge:
         violations: list[Violation] = []
         # Arrow string views: DuckDB reads the batch where polars holds it, without a copy.
         con.register("__batch", numbered.to_arrow(compat_level=pl.CompatLevel.newest()))
-        view = f"{contract.layer}.{contract.table}"
+        view = batch_view(contract)
         # identifiers from the repo's contracts (soda_checks/), not data (bandit B608)
         con.execute(f"CREATE OR REPLACE VIEW {view} AS SELECT * FROM __batch")  # nosec B608
         if self._batches == 1 and batch.height <= SMALL_BATCH_ROWS:
@@ -217,13 +224,7 @@ class RowJudge:
                 con, view, checks, lambda *table: self._tables.get(table), self.lake.key_index()
             )
         for rule in self.rules:
-            ids = [
-                r[0]
-                for r in con.execute(
-                    # identifiers from the repo's contracts (soda_checks/), not data (bandit B608)
-                    f"SELECT {ROW_ID} FROM {view} WHERE {rule.predicate}"  # nosec B608
-                ).fetchall()
-            ]
+            ids = [r[0] for r in con.execute(rule.query).fetchall()]
             if not ids:
                 continue
             for i in ids:

@@ -69,3 +69,45 @@ def test_a_small_batch_reads_only_the_referenced_files_that_may_hold_its_values(
     assert verdicts(narrowed) == verdicts(whole)
     assert verdicts(narrowed)["quarantined"] == ["i2"]
     assert verdicts(later) == {"passed": ["i3"], "quarantined": [], "violations": []}
+
+
+def test_a_reference_rule_as_an_anti_join_selects_the_rows_its_predicate_does() -> None:
+    """The anti join a check of references is judged with (``failing_row_ids_query``) sets
+    aside exactly the rows ``failing_predicate`` selects, nulls on either side included;
+    a check that also bounds its values keeps the predicate."""
+    import duckdb
+
+    from lakehouse.contracts import CheckRef, failing_predicate, failing_row_ids_query
+
+    items = load_contract(Layer.CLEANSED, "items")
+    [reference] = [c for c in items.checks if c.name == "order_id__invalid__ref"]
+    now = datetime.now(UTC)
+    con = duckdb.connect()
+    con.execute("CREATE SCHEMA cleansed")
+    con.execute(
+        "CREATE TABLE cleansed.orders AS SELECT * FROM (VALUES ('o1'), ('o2'), (NULL)) t(order_id)"
+    )
+    con.execute(
+        "CREATE TABLE cleansed.items AS SELECT * FROM "
+        "(VALUES (0, 'o1'), (1, 'o3'), (2, NULL), (3, 'o2'), (4, 'o4'), (5, 'o3')) t(__row, order_id)"
+    )
+    query = failing_row_ids_query(reference, "cleansed.items", "__row", now)
+    assert query is not None and "ANTI JOIN" in query
+    by_join = sorted(r[0] for r in con.execute(query).fetchall())
+    by_predicate = sorted(
+        r[0]
+        for r in con.execute(
+            f"SELECT __row FROM cleansed.items WHERE {failing_predicate(reference, now)}"
+        ).fetchall()
+    )
+    assert by_join == by_predicate == [1, 4, 5]
+
+    bounded = CheckRef(
+        "invalid",
+        "order_id",
+        body={**reference.body, "valid_values": ["o1", "o2", "o3"]},
+        layer=reference.layer,
+    )
+    query = failing_row_ids_query(bounded, "cleansed.items", "__row", now)
+    assert query is not None and "ANTI JOIN" not in query
+    assert sorted(r[0] for r in con.execute(query).fetchall()) == [1, 4, 5]
