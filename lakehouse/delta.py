@@ -30,6 +30,7 @@ import random
 import time
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import duckdb
@@ -332,17 +333,39 @@ def polars_options(storage_options: Mapping[str, str]) -> dict[str, Any] | None:
     return out
 
 
+def _add_actions(dt: DeltaTable, files: Collection[str] | None = None) -> pa.Table:
+    """The snapshot's data files with their statistics (only ``files``, if given)."""
+    actions = pa.table(dt.get_add_actions(flatten=True))
+    if files is None:
+        return actions
+    return actions.filter(pc.is_in(actions.column("path"), pa.array(list(files), pa.string())))
+
+
 def row_count(dt: DeltaTable, files: Collection[str] | None = None) -> int:
     """Rows in the snapshot (or in those of its ``files``, as ``file_paths`` names them),
     from the log's file statistics (no data is read)."""
-    actions = pa.table(dt.get_add_actions(flatten=True))
-    if files is not None:
-        actions = actions.filter(
-            pc.is_in(actions.column("path"), pa.array(list(files), pa.string()))
-        )
+    actions = _add_actions(dt, files)
     if actions.num_rows == 0:
         return 0
     return int(pc.sum(actions.column("num_records")).as_py() or 0)
+
+
+def newest(dt: DeltaTable, column: str, files: Collection[str] | None = None) -> Any | None:
+    """An upper bound of ``column``'s largest value in the snapshot (or in those of its
+    ``files``), from the log's file statistics (no data is read); None when a file has no
+    statistic for it. The log keeps timestamps to the millisecond, so a timestamp's bound
+    is the statistic plus one millisecond."""
+    actions = _add_actions(dt, files)
+    name = f"max.{column}"
+    if actions.num_rows == 0 or name not in actions.column_names:
+        return None
+    values = actions.column(name)
+    if values.null_count:
+        return None
+    largest = pc.max(values).as_py()
+    if pa.types.is_timestamp(values.type):
+        largest += timedelta(milliseconds=1)
+    return largest
 
 
 def commit_info(dt: DeltaTable, version: int | None = None) -> dict[str, Any]:

@@ -34,6 +34,7 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
+from typing import Any
 
 import duckdb
 import pyarrow as pa
@@ -179,6 +180,7 @@ def verify_in_two_parts(
     kept: str | None,
     scope: str,
     show_whole: Callable[[], duckdb.DuckDBPyConnection] | None = None,
+    kept_newest: Callable[[str], Any | None] | None = None,
     now: datetime | None = None,
 ) -> Verification:
     """Run ``by_row`` on the connection ``show_added`` gives, where ``<layer>.<table>`` is the
@@ -187,6 +189,9 @@ def verify_in_two_parts(
     ``con``'s ``<layer>.<table>``, the whole version (``show_whole`` exposes it again where
     ``show_added`` replaced it), except those the added rows decide: a row count's lower
     bound and freshness that pass on them, and the schema when both have the same columns.
+    Freshness they miss is decided there too when ``kept_newest(column)``, an upper bound
+    of the kept rows' newest value (Delta statistics; None: unknown), is older than the
+    added rows' newest: the whole table's newest value is then the added rows'.
     One ``Verification``, in the contract's order of checks."""
     now = now or datetime.now(UTC)
     view = f"{contract.layer}.{contract.table}"
@@ -203,7 +208,12 @@ def verify_in_two_parts(
     decided = {
         o.check.name: _decided_on_added(o)
         for o in added.outcomes
-        if o.check in decidable and (o.outcome is Outcome.PASSED or o.check.type == "schema")
+        if o.check in decidable
+        and (
+            o.outcome is Outcome.PASSED
+            or o.check.type == "schema"
+            or _newest_is_added(on_added, view, o.check, kept_newest)
+        )
     }
     outcomes = [
         _duplicates_across(on_added, o, view, kept)
@@ -228,14 +238,37 @@ def verify_in_two_parts(
     )
 
 
+def _newest_is_added(
+    con: duckdb.DuckDBPyConnection,
+    view: str,
+    check: CheckRef,
+    kept_newest: Callable[[str], Any | None] | None,
+) -> bool:
+    """Whether a freshness ``check``'s column is newest in the added rows (``view`` on
+    ``con``): newer than ``kept_newest``'s bound of the kept rows' newest value."""
+    column = check.body.get("column")
+    if check.type != "freshness" or kept_newest is None or not column:
+        return False
+    bound = kept_newest(str(column))
+    if bound is None:
+        return False
+    # identifiers from the repo's contracts (soda_checks/), not data (bandit B608)
+    [(added,)] = con.execute(f"SELECT max({delta.identifiers(str(column))}) FROM {view}").fetchall()  # nosec B608
+    try:
+        return added is not None and bound < added
+    except TypeError:  # not comparable (a timestamp against a date, say): read the whole
+        return False
+
+
 def _decided_on_added(outcome: CheckOutcome) -> CheckOutcome:
     """A check the added rows decide for the whole table: its figures are the added rows',
     and say so."""
-    why = (
-        "the added rows, which have the whole table's columns"
-        if outcome.check.type == "schema"
-        else "the added rows (passing there, it passes on the whole table)"
-    )
+    if outcome.check.type == "schema":
+        why = "the added rows, which have the whole table's columns"
+    elif outcome.outcome is Outcome.PASSED:
+        why = "the added rows (passing there, it passes on the whole table)"
+    else:
+        why = "the added rows (they hold the table's newest value)"
     return replace(
         outcome,
         diagnostics={
@@ -359,6 +392,11 @@ def verify_since(
                 delta.duckdb_view(con, view, dt)
             return con
 
+        every_kept = kept
+
+        def kept_newest(column: str) -> Any | None:
+            return delta.newest(new, column, every_kept) if every_kept else None
+
         # A duplicate of an added key can only be in a kept file whose key hashes hold
         # the added keys' hashes (lakehouse.key_index): usually none is read.
         keys = [list(c.key_columns) for c in by_row if c.type == "duplicate"]
@@ -379,6 +417,7 @@ def verify_since(
             by_row,
             show_added=show_added,
             show_whole=show_whole,
+            kept_newest=kept_newest,
             kept=kept_view,
             scope=(
                 f"the {len(added)} file(s) added since v{base.version} "

@@ -471,12 +471,17 @@ def verify_rebuilt(
         kept = f"scratch.{MARTS_SCHEMA}.{model}__kept"
         if any(c.type == "duplicate" for c in by_row):
             kept = _kept_holding_rebuilt_keys(added, lake, model, base.version) or kept
+        published = lake.published_table(Layer.MARTS, model, base.version)
         return verify_in_two_parts(
             con,
             contract,
             versions,
             by_row,
             show_added=lambda: added,
+            # the kept rows are published ones: the published version's newest bounds theirs
+            kept_newest=lambda column: (
+                None if published is None else delta.newest(published, column)
+            ),
             kept=kept,
             scope=f"the {rebuilt} rows rebuilt for the changes over v{base.version}",
         )

@@ -487,6 +487,71 @@ def test_a_lower_bound_or_freshness_the_new_rows_miss_is_read_on_the_whole_versi
     assert increment.scope == "2 of 4 checks read the new rows"
 
 
+@pytest.mark.parametrize(
+    ("delivered", "read"),
+    [
+        (datetime(2026, 12, 3, tzinfo=UTC), ["added"]),  # newer than every kept row
+        (datetime(2026, 11, 30, tzinfo=UTC), ["added", "whole"]),  # a late, older delivery
+    ],
+)
+def test_freshness_the_new_rows_miss_is_theirs_when_they_hold_the_newest_value(
+    lake: Lake, tmp_path: Path, delivered: datetime, read: list[str]
+) -> None:
+    """A freshness check the added rows fail is decided on them when the kept rows'
+    newest value (bounded by the Delta statistics) is older than theirs: the whole table's
+    newest value is the added rows'. A delivery older than the kept rows reads the whole
+    version. Either way the verdict is the whole verification's."""
+    base = published_lake(lake)  # ten rows ingested 2026-12-01
+    late = cleansed_items(["n1", "n2"], ["o3", "o4"]).with_columns(
+        pl.lit(delivered).alias("_ingested_at")
+    )
+    version = lake.writable(Layer.CLEANSED, "items").snapshot().append(late, STAMP)
+    stale = {"column": "_ingested_at", "now_variable": "NOW", "qualifier": "stale"}
+    contract = _items_contract_with(
+        tmp_path, [{"freshness": {**stale, "threshold": {"unit": "hour", "must_be_less_than": 10}}}]
+    )
+    now = datetime(2026, 12, 4, 2, tzinfo=UTC)
+    new = lake.published_table(Layer.CLEANSED, "items", version)
+    old = lake.published_table(Layer.CLEANSED, "items", base.version)
+    assert new is not None and old is not None
+    kept = delta.file_paths(new) & delta.file_paths(old)
+    con = duckdb.connect()
+    try:
+        versions = register_inputs(con, lake, contract, version)
+        whole = verify_registered(con, contract, versions, now=now)
+        seen: list[str] = []
+
+        def show(files: set[str] | None) -> duckdb.DuckDBPyConnection:
+            seen.append("added" if files else "whole")
+            delta.duckdb_view(con, "cleansed.items", new, files)
+            return con
+
+        increment = verify_in_two_parts(
+            con,
+            contract,
+            versions,
+            [],
+            show_added=lambda: show(delta.file_paths(new) - kept),
+            show_whole=lambda: show(None),
+            kept_newest=lambda column: delta.newest(new, column, kept),
+            kept=None,
+            scope="the new rows",
+            now=now,
+        )
+    finally:
+        con.close()
+
+    assert outcomes(increment) == outcomes(whole) == {"freshness__stale": ("failed", None)}
+    assert seen == read
+    [outcome] = increment.outcomes
+    if read == ["added"]:
+        assert outcome.diagnostics["decided_on"] == (
+            "the added rows (they hold the table's newest value)"
+        )
+    else:
+        assert "decided_on" not in outcome.diagnostics
+
+
 def cleansed_orders(ids: list[str], at: datetime) -> pl.DataFrame:
     """Rows of cleansed/orders exactly as its contract declares the columns."""
     n = len(ids)
