@@ -411,6 +411,44 @@ def _items_contract_with(tmp_path: Path, checks: list[dict[str, Any]]) -> Contra
     return Contract(Layer.CLEANSED, "items", path, doc)
 
 
+def _whole_and_in_two_parts(
+    lake: Lake, contract: Contract, base: int, version: int, *, bound_kept_newest: bool = False
+) -> tuple[Verification, Verification, list[str]]:
+    """cleansed/items at ``version`` verified whole and in two parts over ``base`` (no
+    check judged by row), at 2026-12-04 02:00 UTC; with which rows each part read."""
+    now = datetime(2026, 12, 4, 2, tzinfo=UTC)
+    new = lake.published_table(Layer.CLEANSED, "items", version)
+    old = lake.published_table(Layer.CLEANSED, "items", base)
+    assert new is not None and old is not None
+    kept = delta.file_paths(new) & delta.file_paths(old)
+    seen: list[str] = []
+    con = duckdb.connect()
+    try:
+        versions = register_inputs(con, lake, contract, version)
+        whole = verify_registered(con, contract, versions, now=now)
+
+        def show(files: set[str] | None) -> duckdb.DuckDBPyConnection:
+            seen.append("added" if files else "whole")
+            delta.duckdb_view(con, "cleansed.items", new, files)
+            return con
+
+        increment = verify_in_two_parts(
+            con,
+            contract,
+            versions,
+            [],
+            show_added=lambda: show(delta.file_paths(new) - kept),
+            show_whole=lambda: show(None),
+            kept_newest=(lambda c: delta.newest(new, c, kept)) if bound_kept_newest else None,
+            kept=None,
+            scope="the new rows",
+            now=now,
+        )
+    finally:
+        con.close()
+    return whole, increment, seen
+
+
 def test_a_lower_bound_or_freshness_the_new_rows_miss_is_read_on_the_whole_version(
     lake: Lake, tmp_path: Path
 ) -> None:
@@ -440,36 +478,7 @@ def test_a_lower_bound_or_freshness_the_new_rows_miss_is_read_on_the_whole_versi
             },
         ],
     )
-    now = datetime(2026, 12, 4, 2, tzinfo=UTC)
-    new = lake.published_table(Layer.CLEANSED, "items", version)
-    assert new is not None
-    added = delta.file_paths(new) - delta.file_paths(
-        lake.published_table(Layer.CLEANSED, "items", base.version)
-    )
-    con = duckdb.connect()
-    try:
-        versions = register_inputs(con, lake, contract, version)
-        whole = verify_registered(con, contract, versions, now=now)
-        seen: list[str] = []
-
-        def show(files: set[str] | None) -> duckdb.DuckDBPyConnection:
-            seen.append("added" if files else "whole")
-            delta.duckdb_view(con, "cleansed.items", new, files)
-            return con
-
-        increment = verify_in_two_parts(
-            con,
-            contract,
-            versions,
-            [],
-            show_added=lambda: show(added),
-            show_whole=lambda: show(None),
-            kept=None,
-            scope="the new rows",
-            now=now,
-        )
-    finally:
-        con.close()
+    whole, increment, seen = _whole_and_in_two_parts(lake, contract, base.version, version)
 
     assert outcomes(increment) == outcomes(whole)
     assert outcomes(whole) == {
@@ -510,36 +519,9 @@ def test_freshness_the_new_rows_miss_is_theirs_when_they_hold_the_newest_value(
     contract = _items_contract_with(
         tmp_path, [{"freshness": {**stale, "threshold": {"unit": "hour", "must_be_less_than": 10}}}]
     )
-    now = datetime(2026, 12, 4, 2, tzinfo=UTC)
-    new = lake.published_table(Layer.CLEANSED, "items", version)
-    old = lake.published_table(Layer.CLEANSED, "items", base.version)
-    assert new is not None and old is not None
-    kept = delta.file_paths(new) & delta.file_paths(old)
-    con = duckdb.connect()
-    try:
-        versions = register_inputs(con, lake, contract, version)
-        whole = verify_registered(con, contract, versions, now=now)
-        seen: list[str] = []
-
-        def show(files: set[str] | None) -> duckdb.DuckDBPyConnection:
-            seen.append("added" if files else "whole")
-            delta.duckdb_view(con, "cleansed.items", new, files)
-            return con
-
-        increment = verify_in_two_parts(
-            con,
-            contract,
-            versions,
-            [],
-            show_added=lambda: show(delta.file_paths(new) - kept),
-            show_whole=lambda: show(None),
-            kept_newest=lambda column: delta.newest(new, column, kept),
-            kept=None,
-            scope="the new rows",
-            now=now,
-        )
-    finally:
-        con.close()
+    whole, increment, seen = _whole_and_in_two_parts(
+        lake, contract, base.version, version, bound_kept_newest=True
+    )
 
     assert outcomes(increment) == outcomes(whole) == {"freshness__stale": ("failed", None)}
     assert seen == read
