@@ -3,9 +3,9 @@
 Each check of a cleansed contract declares what a violation does (``attributes: {action:
 ...}``; see ``contracts.Action``): ``warn`` publishes the row and counts it, ``quarantine``
 sets the row aside in ``quarantine/<table>`` with the rule and the reason while the other
-rows publish, ``fail`` stops the whole batch. Rules are judged with the very SQL condition
-that selects a check's failing rows (``contracts.failing_row_ids_query``), so what is set
-aside here is exactly what the contract would count after the write.
+rows publish, ``fail`` stops the whole batch. Rules are judged with SQL that selects
+exactly a check's failing rows (``contracts.failing_row_ids_query``), so what is set aside
+here is exactly what the contract would count after the write.
 
 References are judged against the published versions of the tables they name; a row that
 fails only because its reference has not arrived yet (a late customer, store, product or

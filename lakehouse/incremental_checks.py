@@ -16,8 +16,11 @@ row count or freshness that they pass (the whole table has those rows and more),
 schema when they have the whole version's columns. A rule failing rows dated after
 ``NOW`` is per row too: a row it passed once, it passes at any later ``NOW``.
 
-Everything else reads the whole version: other table-level checks, a bound or freshness
-the added rows miss, rules with a threshold (a share of failing rows is not a per-row
+Freshness the added rows miss is theirs too when they hold the table's newest value (the
+kept rows' newest, bounded from the Delta log's file statistics, is older).
+
+Everything else reads the whole version: other table-level checks, a bound the added rows
+miss, freshness they miss while a kept row may be newer, rules with a threshold (a share of failing rows is not a per-row
 verdict), rules naming another variable, and any check that did not pass
 on the verified version. The result is the same ``Verification`` a whole run gives, with
 ``scope`` saying which rows were read; ``None`` means it cannot be decided this way (no
@@ -212,7 +215,7 @@ def verify_in_two_parts(
         and (
             o.outcome is Outcome.PASSED
             or o.check.type == "schema"
-            or _newest_is_added(on_added, view, o.check, kept_newest)
+            or _newest_is_added(on_added, view, contract, o.check, kept_newest)
         )
     }
     outcomes = [
@@ -241,13 +244,17 @@ def verify_in_two_parts(
 def _newest_is_added(
     con: duckdb.DuckDBPyConnection,
     view: str,
+    contract: Contract,
     check: CheckRef,
     kept_newest: Callable[[str], Any | None] | None,
 ) -> bool:
     """Whether a freshness ``check``'s column is newest in the added rows (``view`` on
-    ``con``): newer than ``kept_newest``'s bound of the kept rows' newest value."""
+    ``con``): newer than ``kept_newest``'s bound of the kept rows' newest value. Not for
+    a check or contract with a filter (the newest value it measures is a filtered one)."""
     column = check.body.get("column")
     if check.type != "freshness" or kept_newest is None or not column:
+        return False
+    if "filter" in check.body or "filter" in contract.doc:
         return False
     bound = kept_newest(str(column))
     if bound is None:

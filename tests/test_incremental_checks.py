@@ -497,25 +497,29 @@ def test_a_lower_bound_or_freshness_the_new_rows_miss_is_read_on_the_whole_versi
 
 
 @pytest.mark.parametrize(
-    ("delivered", "read"),
+    ("delivered", "check_filter", "read"),
     [
-        (datetime(2026, 12, 3, tzinfo=UTC), ["added"]),  # newer than every kept row
-        (datetime(2026, 11, 30, tzinfo=UTC), ["added", "whole"]),  # a late, older delivery
+        (datetime(2026, 12, 3, tzinfo=UTC), None, ["added"]),  # newer than every kept row
+        (datetime(2026, 11, 30, tzinfo=UTC), None, ["added", "whole"]),  # late and older
+        # filtered: the newest value it measures may be a kept row's whatever the bound
+        (datetime(2026, 12, 3, tzinfo=UTC), "order_id <> 'o3'", ["added", "whole"]),
     ],
 )
 def test_freshness_the_new_rows_miss_is_theirs_when_they_hold_the_newest_value(
-    lake: Lake, tmp_path: Path, delivered: datetime, read: list[str]
+    lake: Lake, tmp_path: Path, delivered: datetime, check_filter: str | None, read: list[str]
 ) -> None:
     """A freshness check the added rows fail is decided on them when the kept rows'
     newest value (bounded by the Delta statistics) is older than theirs: the whole table's
     newest value is the added rows'. A delivery older than the kept rows reads the whole
-    version. Either way the verdict is the whole verification's."""
+    version, as does a filtered check. Either way the verdict is the whole verification's."""
     base = published_lake(lake)  # ten rows ingested 2026-12-01
     late = cleansed_items(["n1", "n2"], ["o3", "o4"]).with_columns(
         pl.lit(delivered).alias("_ingested_at")
     )
     version = lake.writable(Layer.CLEANSED, "items").snapshot().append(late, STAMP)
-    stale = {"column": "_ingested_at", "now_variable": "NOW", "qualifier": "stale"}
+    stale: dict[str, Any] = {"column": "_ingested_at", "now_variable": "NOW", "qualifier": "stale"}
+    if check_filter is not None:
+        stale["filter"] = check_filter
     contract = _items_contract_with(
         tmp_path, [{"freshness": {**stale, "threshold": {"unit": "hour", "must_be_less_than": 10}}}]
     )
