@@ -468,10 +468,10 @@ def verify_rebuilt(
             source = f"{table}__rebuilt" if (layer, table) == (Layer.MARTS, model) else table
             added.execute(f"CREATE SCHEMA IF NOT EXISTS {layer}")
             added.execute(f"CREATE VIEW {layer}.{table} AS FROM scratch.{layer}.{source}")
-        kept = f"scratch.{MARTS_SCHEMA}.{model}__kept"
-        if any(c.type == "duplicate" for c in by_row):
-            kept = _kept_holding_rebuilt_keys(added, lake, model, base.version) or kept
         published = lake.published_table(Layer.MARTS, model, base.version)
+        kept = f"scratch.{MARTS_SCHEMA}.{model}__kept"
+        if published is not None and any(c.type == "duplicate" for c in by_row):
+            kept = _kept_holding_rebuilt_keys(added, lake, model, published) or kept
         return verify_in_two_parts(
             con,
             contract,
@@ -490,17 +490,16 @@ def verify_rebuilt(
 
 
 def _kept_holding_rebuilt_keys(
-    added: duckdb.DuckDBPyConnection, lake: Lake, model: str, version: int
+    added: duckdb.DuckDBPyConnection, lake: Lake, model: str, dt: DeltaTable
 ) -> str | None:
     """A view of the kept rows that a duplicate check of the rebuilt rows must read: those
-    in the published files whose key hashes hold a rebuilt key (``lakehouse.key_index``;
-    the rest cannot repeat one), less the rebuilt slice's own published rows (``before``:
-    keys are unique in the verified version, so a key is kept or in the slice). None: read
-    every kept row."""
+    in the files of the published version ``dt`` whose key hashes hold a rebuilt key
+    (``lakehouse.key_index``; the rest cannot repeat one), less the rebuilt slice's own
+    published rows (``before``: keys are unique in the verified version, so a key is kept
+    or in the slice). None: read every kept row."""
     key = MART_SLICES[model][0]
-    dt = lake.published_table(Layer.MARTS, model, version)
-    files = [] if dt is None else sorted(delta.file_paths(dt))
-    if dt is None or not files:
+    files = sorted(delta.file_paths(dt))
+    if not files:
         return None
     q = delta.identifiers(key)
     rebuilt = added.sql(
