@@ -73,6 +73,15 @@ def parse(project_dir: Path = DBT_PROJECT_DIR) -> None:
     )
 
 
+def parse_is_current(project_dir: Path = DBT_PROJECT_DIR) -> bool:
+    """Whether the project has a manifest, and no file dbt parses is newer than it or the
+    saved parse: the manifest describes the code as it is."""
+    target = project_dir / "target"
+    manifest, parsed = target / MANIFEST.name, target / PARSED.name
+    saved = [p.stat().st_mtime for p in (manifest, parsed) if p.exists()]
+    return manifest.exists() and not project_changed_since(min(saved), project_dir)
+
+
 def ensure_parsed(project_dir: Path = DBT_PROJECT_DIR) -> bool:
     """Parse the project when it has no manifest or a file dbt parses is newer than the
     manifest or the saved parse, and say whether it did.
@@ -83,18 +92,13 @@ def ensure_parsed(project_dir: Path = DBT_PROJECT_DIR) -> bool:
     changed (file times only); one process parses at a time, and one that waited for
     another's parse uses it."""
     target = project_dir / "target"
-    manifest, parsed = target / MANIFEST.name, target / PARSED.name
-
-    def current() -> bool:
-        saved = [p.stat().st_mtime for p in (manifest, parsed) if p.exists()]
-        return manifest.exists() and not project_changed_since(min(saved), project_dir)
-
-    if current():
+    parsed = target / PARSED.name
+    if parse_is_current(project_dir):
         return False
     target.mkdir(parents=True, exist_ok=True)
     with (target / ".parse.lock").open("w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        if current():
+        if parse_is_current(project_dir):
             return False
         parse(project_dir)
         if parsed.exists():

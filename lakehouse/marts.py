@@ -325,12 +325,10 @@ def save_dbt_state(lake: Lake, manifest_path: Path) -> bool:
     """Save the project's parse as the state branches compare their dbt code with, unless
     a project file changed since that parse (then it may not be the code that just ran:
     the state saved last stays). Says whether it saved."""
-    from lakehouse.dbt_prepared import project_changed_since
+    from lakehouse.dbt_prepared import parse_is_current
     from lakehouse.pins import DBT_STATE
 
-    if not manifest_path.exists() or project_changed_since(
-        manifest_path.stat().st_mtime, manifest_path.parent.parent
-    ):
+    if not parse_is_current(manifest_path.parent.parent):  # <project>/target/manifest.json
         return False
     lake.write_object(lake.uri(DBT_STATE), manifest_path.read_bytes())
     return True
