@@ -20,9 +20,9 @@ Freshness the added rows miss is theirs too when they hold the table's newest va
 kept rows' newest, bounded from the Delta log's file statistics, is older).
 
 Everything else reads the whole version: other table-level checks, a bound the added rows
-miss, freshness they miss while a kept row may be newer, rules with a threshold (a share of failing rows is not a per-row
-verdict), rules naming another variable, and any check that did not pass
-on the verified version. The result is the same ``Verification`` a whole run gives, with
+miss, freshness they miss while a kept row may be newer, rules with a threshold (a share
+of failing rows is not a per-row verdict), rules naming another variable, and any check
+that did not pass on the verified version. The result is the same ``Verification`` a whole run gives, with
 ``scope`` saying which rows were read; ``None`` means it cannot be decided this way (no
 verified base, nothing added, deletion vectors) and the caller verifies the whole version.
 
