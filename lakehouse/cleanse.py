@@ -23,10 +23,9 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
-import duckdb
 import polars as pl
 
-from lakehouse import delta, publish, quarantine
+from lakehouse import delta, duck, publish, quarantine
 from lakehouse.contracts import Action, Contract, load_contract
 from lakehouse.expectations import (
     HELD_FOR,
@@ -172,13 +171,10 @@ def row_hash(df: pl.DataFrame, columns: list[str]) -> pl.Series:
         ).alias("joined")
     )
     # DuckDB's sha256 is hashlib's digest (same hex), computed natively in row order.
-    con = duckdb.connect()
-    try:
+    with duck.session() as con:
         # Arrow string views: DuckDB reads polars' strings in place, without a copy.
         con.register("rows_to_hash", joined.to_arrow(compat_level=pl.CompatLevel.newest()))
         hashed = con.sql("SELECT sha256(joined) AS h FROM rows_to_hash").pl()
-    finally:
-        con.close()
     return hashed.to_series().cast(pl.String).alias(ROW_HASH)
 
 

@@ -22,7 +22,7 @@ import polars as pl
 import yaml
 from deltalake.exceptions import DeltaError
 
-from lakehouse import delta
+from lakehouse import delta, duck
 from lakehouse.settings import PROJECT_DIR
 from lakehouse.storage import Lake, Layer
 
@@ -469,13 +469,10 @@ def verify(
     ``FileNotFoundError`` when there is no such table or version.
     """
     contract = load_contract(layer, table)
-    con = duckdb.connect()
-    try:
-        con.execute("SET TimeZone = 'UTC'")
+    # Soda looks tables up in the catalog by name: a database of its own (lakehouse.duck)
+    with duck.session(own_database=True) as con:
         versions = register_inputs(con, lake, contract, version, reference_versions)
         return verify_registered(con, contract, versions, now=now)
-    finally:
-        con.close()
 
 
 def register_inputs(
@@ -590,20 +587,19 @@ def validate_contract(contract: Contract) -> list[str]:
         refs = [load_contract(layer, table) for layer, table in contract.references]
     except (ValueError, KeyError, FileNotFoundError) as exc:
         return [f"{where}: {exc}"]
-    con = duckdb.connect()
-    try:
-        for ref in {(c.layer, c.table): c for c in (contract, *refs)}.values():
-            register_empty(con, ref)
-        contracts, duckdb_source = _soda()
-        result = contracts.verify_contract_locally(
-            data_sources=[duckdb_source.from_existing_cursor(con, name=DATA_SOURCE)],
-            contract_file_path=str(contract.path),
-            variables={NOW_VARIABLE: datetime.now(UTC).isoformat()},
-        )
-    except Exception as exc:  # Soda's own parse errors come in many types
-        return [f"{where}: Soda cannot run it: {exc}"]
-    finally:
-        con.close()
+    # Soda looks tables up in the catalog by name: a database of its own (lakehouse.duck)
+    with duck.session(own_database=True) as con:
+        try:
+            for ref in {(c.layer, c.table): c for c in (contract, *refs)}.values():
+                register_empty(con, ref)
+            contracts, duckdb_source = _soda()
+            result = contracts.verify_contract_locally(
+                data_sources=[duckdb_source.from_existing_cursor(con, name=DATA_SOURCE)],
+                contract_file_path=str(contract.path),
+                variables={NOW_VARIABLE: datetime.now(UTC).isoformat()},
+            )
+        except Exception as exc:  # Soda's own parse errors come in many types
+            return [f"{where}: Soda cannot run it: {exc}"]
     problems = []
     if result.has_errors:
         problems.append(f"{where}: Soda reported errors: {result.get_errors_str()}")

@@ -41,6 +41,8 @@ import pyarrow.dataset as pads
 from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
 from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundError
 
+from lakehouse import duck
+
 if TYPE_CHECKING:
     from lakehouse.key_index import KeyIndex
 
@@ -523,16 +525,13 @@ class Snapshot:
             held = index.candidates(self.dt, keys.columns, probe, files)
             if not held:
                 return False
-            con = duckdb.connect()
-            try:
+            with duck.session() as con:
                 duckdb_view(con, "held", self.dt, held)
                 con.register("probe", keys)
                 columns = identifiers(*keys.columns)
                 # identifiers from lakehouse.sources, not data (bandit B608)
                 query = f"SELECT 1 FROM held SEMI JOIN probe USING ({columns}) LIMIT 1"  # nosec B608
                 return bool(con.execute(query).fetchall())
-            finally:
-                con.close()
         present = (
             pl.scan_delta(
                 self.target.uri,

@@ -13,7 +13,7 @@ from typing import Any
 
 import duckdb
 
-from lakehouse import delta
+from lakehouse import delta, duck
 from lakehouse.marts import mart_keys
 from lakehouse.storage import Lake, Layer
 
@@ -246,9 +246,7 @@ def diff_branch(lake: Lake, manifest_path: Path) -> DiffReport:
         | {t.split("/", 1)[1] for t in pins.tables if t.startswith(f"{Layer.MARTS.value}/")}
     )
     marts = []
-    con = duckdb.connect()
-    try:
-        con.execute("SET TimeZone = 'UTC'").fetchall()
+    with duck.session() as con:
         for model in models:
             prod_version = pins.tables.get(f"{Layer.MARTS.value}/{model}")
             prod = (
@@ -286,8 +284,6 @@ def diff_branch(lake: Lake, manifest_path: Path) -> DiffReport:
             )
             result.prod_version, result.branch_version = prod_version, branch.version()
             marts.append(result)
-    finally:
-        con.close()
     return DiffReport(
         branch=lake.environment.branch or "",
         prod_root=lake.prod_root,

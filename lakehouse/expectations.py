@@ -15,6 +15,7 @@ order) is *held*: it is judged again on every run and released once the referenc
 from __future__ import annotations
 
 from collections.abc import Mapping
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -23,7 +24,7 @@ import duckdb
 import polars as pl
 from deltalake import DeltaTable
 
-from lakehouse import delta
+from lakehouse import delta, duck
 from lakehouse.contracts import (
     Action,
     CheckRef,
@@ -158,25 +159,25 @@ class RowJudge:
         self.contract = contract
         self.rules = row_rules(contract, now)
         self.lake = lake
-        self.con = duckdb.connect()
+        self._session = ExitStack()
+        self.con = self._session.enter_context(duck.session())
         self._batches = 0
         self._tables: dict[tuple[str, str], DeltaTable] = {}
         self._narrowed: list[tuple[str, DeltaTable]] = []
         try:
-            self.con.execute("SET TimeZone = 'UTC'")
             self.versions = _register_references(
                 self.con, lake, self.rules, reference_versions or {}, self._tables
             )
             self.con.execute(f"CREATE SCHEMA IF NOT EXISTS {contract.layer}")
         except BaseException:
-            self.con.close()
+            self._session.close()
             raise
 
     def __enter__(self) -> RowJudge:
         return self
 
     def __exit__(self, *_: object) -> None:
-        self.con.close()
+        self._session.close()
 
     def _widen_references(self) -> None:
         """Every file of the referenced tables again (for the batches after a small one)."""

@@ -44,7 +44,7 @@ import pyarrow as pa
 from deltalake import DeltaTable
 from deltalake.exceptions import DeltaError
 
-from lakehouse import delta
+from lakehouse import delta, duck
 from lakehouse.contracts import (
     CheckOutcome,
     CheckRef,
@@ -113,20 +113,18 @@ def _references_only_grew(
     if not removed:
         return True
     column = delta.identifiers(str(check.body["valid_reference_data"]["column"]))
-    con = duckdb.connect()
-    try:
-        delta.duckdb_view(con, "removed", old, removed)
-        # identifiers from the repo's contracts (soda_checks/), not data (bandit B608)
-        gone = f"SELECT {column} FROM removed WHERE {column} IS NOT NULL"  # nosec B608
-        added = new_files - old_files
-        if added:
-            delta.duckdb_view(con, "added", new, added)
-            gone += f" EXCEPT SELECT {column} FROM added"  # nosec B608
-        return _count(con, gone) == 0
-    except (duckdb.Error, OSError, pa.ArrowException):  # a removed file already vacuumed
-        return False
-    finally:
-        con.close()
+    with duck.session() as con:
+        try:
+            delta.duckdb_view(con, "removed", old, removed)
+            # identifiers from the repo's contracts (soda_checks/), not data (bandit B608)
+            gone = f"SELECT {column} FROM removed WHERE {column} IS NOT NULL"  # nosec B608
+            added = new_files - old_files
+            if added:
+                delta.duckdb_view(con, "added", new, added)
+                gone += f" EXCEPT SELECT {column} FROM added"  # nosec B608
+            return _count(con, gone) == 0
+        except (duckdb.Error, OSError, pa.ArrowException):  # a removed file already vacuumed
+            return False
 
 
 def _count(con: duckdb.DuckDBPyConnection, query: str) -> int:
@@ -373,9 +371,8 @@ def verify_since(
     added, kept = new_files - old_files, new_files & old_files
     if not added:
         return None
-    con = duckdb.connect()
-    try:
-        con.execute("SET TimeZone = 'UTC'")
+    # Soda looks tables up in the catalog by name: a database of its own (lakehouse.duck)
+    with duck.session(own_database=True) as con:
         versions = register_inputs(con, lake, contract, version, reference_versions)
         by_row = checks_by_row(lake, contract, base, versions)
         if not by_row:
@@ -432,5 +429,3 @@ def verify_since(
             ),
             now=now,
         )
-    finally:
-        con.close()

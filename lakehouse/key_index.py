@@ -28,7 +28,7 @@ import numpy as np
 import pyarrow as pa
 from deltalake import DeltaTable
 
-from lakehouse import delta
+from lakehouse import delta, duck
 from lakehouse.storage import save_cache_file
 
 
@@ -55,14 +55,11 @@ class KeyIndex:
                 return stored
         except (OSError, ValueError):  # none yet, or damaged: computed again
             pass
-        con = duckdb.connect()
-        try:
+        with duck.session() as con:
             delta.duckdb_view(con, "indexed", dt, [file])
             # identifiers from the repo's contracts and sources, not data (bandit B608)
             query = f"SELECT hash({delta.identifiers(*key)}) FROM indexed WHERE {_not_null(key)}"  # nosec B608
             hashes = np.sort(_first_column(con.execute(query).fetchnumpy()))
-        finally:
-            con.close()
         save_cache_file(path, lambda fh: np.save(fh, hashes, allow_pickle=False))
         return hashes
 
@@ -79,8 +76,7 @@ class KeyIndex:
         """The distinct hashes of ``keys`` (an Arrow table or polars frame of the key
         columns), each column cast first to its type in ``typed_as`` (a data file of
         ``dt``), so a key hashes as the table's own copy of it does."""
-        con = duckdb.connect()
-        try:
+        with duck.session() as con:
             con.register("probe", keys)
             delta.duckdb_view(con, "typed", dt, [typed_as])
             types = dict(
@@ -95,8 +91,6 @@ class KeyIndex:
                 f"WHERE {_not_null(key)}"
             )
             hashes = np.sort(_first_column(con.execute(query).fetchnumpy()))
-        finally:
-            con.close()
         return hashes
 
     def candidates(

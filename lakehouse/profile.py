@@ -18,7 +18,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from deltalake import DeltaTable
 
-from lakehouse import delta
+from lakehouse import delta, duck
 from lakehouse.contracts import load_contract, register
 from lakehouse.sources import INGEST_RUN_ID, LINEAGE_COLUMNS, SOURCE_ROW_NUMBER, Source
 from lakehouse.storage import Lake, Layer, save_cache_file
@@ -122,8 +122,7 @@ def _summarize(
 ) -> dict[str, FileSummary]:
     """Read ``numeric`` and ``keys`` of each of ``files`` (only those columns)."""
     out: dict[str, FileSummary] = {}
-    con = duckdb.connect()
-    try:
+    with duck.session() as con:
         for file in files:
             delta.duckdb_view(con, "summarized", dt, [file])
             summary = FileSummary({}, {}, {})
@@ -154,8 +153,6 @@ def _summarize(
                     registers[register] = rank
                 summary.registers[column] = registers.tobytes()
             out[file] = summary
-    finally:
-        con.close()
     return out
 
 
@@ -217,13 +214,10 @@ def column_profile(
         if name in keys:
             key_columns_here.append(name)
     if exprs:
-        con = duckdb.connect()
-        try:
+        with duck.session() as con:
             delta.duckdb_view(con, "profiled", dt)  # read: only the columns named here
             # identifiers from the table's own schema, not data (bandit B608)
             row = con.execute(f"SELECT {', '.join(exprs)} FROM profiled").fetchone()  # nosec B608
-        finally:
-            con.close()
         assert row is not None
         for name, value in zip(names, row, strict=True):
             column, _, metric = name.rpartition("/")
@@ -315,12 +309,9 @@ def raw_schema_drift(source: Source, actual: dict[str, str]) -> SchemaDrift:
 
 
 def duckdb_schema(lake: Lake, layer: Layer, table: str, version: int) -> dict[str, str]:
-    con = duckdb.connect()
-    try:
+    with duck.session() as con:
         register(con, lake, layer, table, version)
         return {
             str(r[0]): str(r[1]).lower()
             for r in con.execute(f"DESCRIBE {layer}.{table}").fetchall()
         }
-    finally:
-        con.close()

@@ -14,7 +14,7 @@ import dagster as dg
 import polars as pl
 import pytest
 
-from lakehouse import contracts, delta
+from lakehouse import contracts, delta, duck
 from lakehouse.catalog import mart_names
 from lakehouse.cli import main
 from lakehouse.contracts import (
@@ -103,6 +103,21 @@ def test_every_contract_passes_on_the_sample_data(built_lake: Lake) -> None:
             assert not_passed == {"freshness": Outcome.WARN}
         else:
             assert not_passed == {}, v.report()
+
+
+def test_a_verification_sees_no_other_sessions_tables(built_lake: Lake) -> None:
+    """Soda's schema check finds a table's columns in the catalog by schema and name:
+    another DuckDB session of the process holding tables of the same names (a row judge
+    mid-load, say) must not add its columns to them."""
+    with duck.session() as other:
+        for table in ("orders", "customers", "stores"):
+            schema = "marts" if table == "orders" else "cleansed"
+            other.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
+            other.execute(f"CREATE TABLE {schema}.{table} AS SELECT 1 AS stray_column")
+        v = verify(built_lake, Layer.MARTS, "orders")
+    outcomes = {o.check.name: o.outcome for o in v.outcomes}
+    assert outcomes["schema"] is Outcome.PASSED, v.report()
+    assert {o for name, o in outcomes.items() if name != "freshness"} == {Outcome.PASSED}
 
 
 def test_freshness_measures_the_latest_order(built_lake: Lake) -> None:

@@ -1,0 +1,90 @@
+"""DuckDB sessions: each starts empty, sees nothing of another, and leaves nothing behind."""
+
+from __future__ import annotations
+
+import multiprocessing
+import threading
+
+import duckdb
+import pytest
+
+from lakehouse import duck
+
+
+def _names(con: duckdb.DuckDBPyConnection) -> set[str]:
+    return {r[0] for r in con.execute("SELECT table_name FROM duckdb_tables()").fetchall()} | {
+        r[0]
+        for r in con.execute("SELECT view_name FROM duckdb_views() WHERE NOT internal").fetchall()
+    }
+
+
+def test_sessions_do_not_see_each_others_tables_and_leave_none_behind() -> None:
+    with duck.session() as first, duck.session() as second:
+        first.execute("CREATE SCHEMA marts")
+        first.execute("CREATE TABLE marts.orders AS SELECT 1 AS order_id")
+        second.execute("CREATE SCHEMA marts")
+        second.execute("CREATE TABLE marts.orders AS SELECT 2 AS order_id")
+        assert first.execute("SELECT order_id FROM marts.orders").fetchall() == [(1,)]
+        assert second.execute("SELECT order_id FROM marts.orders").fetchall() == [(2,)]
+        attached = {
+            r[0] for r in first.execute("SELECT database_name FROM duckdb_databases()").fetchall()
+        }
+    with duck.session() as later:
+        assert _names(later) == set()
+        now_attached = {
+            r[0] for r in later.execute("SELECT database_name FROM duckdb_databases()").fetchall()
+        }
+    # the two sessions' catalogs are gone; the later one's own is the only new name
+    assert len(attached - now_attached) == 2
+
+
+def test_a_session_reads_timestamps_in_utc_and_survives_being_closed_by_its_user() -> None:
+    with duck.session() as con:
+        zone = con.execute("SELECT current_setting('TimeZone')").fetchone()
+        con.close()  # Soda, handed the cursor, may close it
+    assert zone is not None and zone[0] in {"UTC", "Etc/UTC"}
+
+
+def test_an_error_inside_a_session_drops_its_catalog_too() -> None:
+    with pytest.raises(duckdb.CatalogException), duck.session() as con:
+        con.execute("CREATE TABLE kept_by_mistake AS SELECT 1 AS x")
+        con.execute("SELECT * FROM no_such_table")
+    with duck.session() as con:
+        assert "kept_by_mistake" not in _names(con)
+
+
+def test_sessions_in_threads_work_side_by_side() -> None:
+    errors: list[BaseException] = []
+
+    def work(n: int) -> None:
+        try:
+            for _ in range(20):
+                with duck.session() as con:
+                    con.execute(f"CREATE TABLE t AS SELECT range AS x FROM range({n})")
+                    assert con.execute("SELECT count(*) FROM t").fetchall() == [(n,)]
+        except BaseException as exc:  # reported to the main thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(n,)) for n in (10, 20, 30)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+
+
+def _count_in_child(queue: multiprocessing.Queue[int]) -> None:
+    with duck.session() as con:
+        queue.put(con.execute("SELECT count(*) FROM range(7)").fetchall()[0][0])
+
+
+def test_a_forked_child_opens_its_own_database() -> None:
+    with duck.session() as con:  # the parent's database exists before the fork
+        con.execute("SELECT 1").fetchall()
+    context = multiprocessing.get_context("fork")
+    queue: multiprocessing.Queue[int] = context.Queue()
+    child = context.Process(target=_count_in_child, args=(queue,))
+    child.start()
+    child.join(timeout=60)
+    assert child.exitcode == 0
+    assert queue.get(timeout=5) == 7
