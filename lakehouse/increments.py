@@ -30,7 +30,12 @@ from deltalake.exceptions import DeltaError
 
 from lakehouse import delta
 from lakehouse.contracts import Verification, load_contract
-from lakehouse.incremental_checks import VerifiedBase, checks_by_row, verify_in_two_parts
+from lakehouse.incremental_checks import (
+    VerifiedBase,
+    checks_by_row,
+    narrow_references,
+    verify_in_two_parts,
+)
 from lakehouse.key_index import expose_files_holding
 from lakehouse.marts import (
     CHANGES_SCHEMA,
@@ -468,6 +473,18 @@ def verify_rebuilt(
             source = f"{table}__rebuilt" if (layer, table) == (Layer.MARTS, model) else table
             added.execute(f"CREATE SCHEMA IF NOT EXISTS {layer}")
             added.execute(f"CREATE VIEW {layer}.{table} AS FROM scratch.{layer}.{source}")
+
+        def pinned_cleansed(layer: str, table: str) -> DeltaTable | None:
+            """The cleansed version dbt built from (a mart referenced is the assembled one)."""
+            version = versions.get(f"{layer}/{table}", -1)
+            if layer != Layer.CLEANSED.value or version < 0:
+                return None
+            return lake.published_table(layer, table, version)
+
+        # of a large referenced table, only the files that may hold the rebuilt rows' values
+        narrow_references(
+            added, f"{MARTS_SCHEMA}.{model}", by_row, pinned_cleansed, lake.key_index()
+        )
         published = lake.published_table(Layer.MARTS, model, base.version)
         kept = f"scratch.{MARTS_SCHEMA}.{model}__kept"
         if published is not None and any(c.type == "duplicate" for c in by_row):

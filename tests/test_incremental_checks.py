@@ -363,6 +363,43 @@ def test_a_rebuilt_mart_slice_is_judged_by_its_rows_as_the_whole_candidate_is(
     assert read_files == [sorted(delta.file_paths(first)) if holds else []]
 
 
+@pytest.mark.parametrize("customer", ["c2", "c9"])
+def test_a_rebuilt_slice_reads_only_the_referenced_files_holding_its_values(
+    tmp_path: Path,
+    local_settings: LakehouseSettings,
+    monkeypatch: pytest.MonkeyPatch,
+    customer: str,
+) -> None:
+    """The customers a rebuilt slice names are looked up in the files of the cleansed
+    version dbt built from that may hold them, not in every file: the verdict is the same
+    (c2 is held, c9 is not)."""
+    lake = Lake(local_settings)
+    database = scratch_database(tmp_path, KEPT, [{"id": "n1", "customer": customer, "subtotal": 3}])
+    put_table(lake, Layer.CLEANSED, "customers", pl.DataFrame({"customer_id": ["c1", "c2"]}))
+    first = lake.published_table(Layer.CLEANSED, "customers")
+    assert first is not None
+    customers = lake.writable(Layer.CLEANSED, "customers").snapshot()
+    later = customers.append(pl.DataFrame({"customer_id": ["c7"]}), STAMP)
+    assert later is not None
+    versions = {**MART_VERSIONS, "cleansed/customers": later}
+    contract = load_contract(Layer.MARTS, "orders")
+    published = put_table(lake, Layer.MARTS, "orders", pl.DataFrame({"order_id": ["o0"]}))
+    base = VerifiedBase(published, frozenset(c.name for c in contract.checks), versions)
+    con = duckdb.connect(str(database), read_only=True)
+    try:
+        whole = verify_registered(con, contract, versions)
+        read = record_candidates(monkeypatch, "cleansed/customers")
+        increment = verify_rebuilt(con, database, lake, "orders", versions, base)
+    finally:
+        con.close()
+
+    assert increment is not None
+    assert outcomes(increment) == outcomes(whole)
+    failing = {o.check.name for o in whole.failed}
+    assert failing == (set() if customer == "c2" else {"customer_id__invalid__ref"})
+    assert read == [sorted(delta.file_paths(first)) if customer == "c2" else []]
+
+
 # -- any table a check step verifies (raw too): from the version its stored verdict judged --
 def test_a_check_step_verifies_a_new_raw_version_by_the_rows_it_added(built: Lake) -> None:
     stored = publish.load_verdict(built, Layer.RAW, "orders")
