@@ -82,7 +82,7 @@ def write_increment(base: Path, out: Path, seed: int = 1) -> None:
     )
     who = customers["id"].to_list() + newcomers["id"].to_list()
     n = round(orders.height * INCREMENT_SHARE)
-    day = datetime(2019, 9, 1)
+    day = datetime(2019, 9, 1) + timedelta(days=seed - 1)  # increment n is the nth day
     placed = orders.sample(n, with_replacement=True, seed=seed).with_columns(
         template=pl.col("id"),
         id=pl.Series([_uuid(rng) for _ in range(n)]),
