@@ -7,8 +7,9 @@ asset check (planned, evaluated, its output) and the sample's 21 tables have 233
 storing them took 10.8 s of a 28 s build of the 73k-order sample, 2.3 s with this.
 ``PooledSqliteEventLogStorage`` is that event log with one engine per database file,
 kept for the index and the most recently used runs (older ones are disposed of, so a
-webserver or daemon reading many runs holds few files open). Everything else, the files,
-their schema and WAL journal, the locking, is Dagster's own.
+webserver or daemon reading many runs holds few files open), and commits that do not wait
+for the disk (``_commit_without_fsync``). Everything else, the files, their schema and WAL
+journal, the locking, is Dagster's own.
 
 Deployments configure PostgreSQL instead (``infra/dagster/dagster.yaml``).
 """
@@ -28,7 +29,7 @@ from dagster._core.storage.event_log.sqlite.sqlite_event_log import (
     SqliteEventLogStorage,
 )
 from dagster._serdes import ConfigurableClassData
-from sqlalchemy import create_engine
+from sqlalchemy import create_engine, event
 from sqlalchemy.engine import Connection, Engine
 
 CONFIG_FILE = "dagster.yaml"
@@ -60,6 +61,7 @@ class PooledSqliteEventLogStorage(SqliteEventLogStorage):
                 self.conn_string_for_shard(shard),
                 connect_args={"timeout": SQLITE_BUSY_TIMEOUT_SECONDS},
             )
+            event.listen(engine, "connect", _commit_without_fsync)
             self._engines[shard] = engine
         self._engines.move_to_end(shard, last=False)
         while len(self._engines) > KEPT_RUN_DATABASES + 1:
@@ -98,6 +100,22 @@ class PooledSqliteEventLogStorage(SqliteEventLogStorage):
         for engine in self._engines.values():
             engine.dispose()
         self._engines.clear()
+
+
+def _commit_without_fsync(dbapi_connection: Any, _record: Any) -> None:
+    """WAL with ``synchronous=NORMAL``: a commit is written to the journal but not synced
+    to disk (the journal is, at checkpoints). A killed process loses nothing committed; a
+    power cut may lose the last events, never the database. A build stores some 870
+    events (0.4-0.6 s of syncs on this machine's disk). The lake's own commits are Delta's,
+    not these."""
+    cursor = dbapi_connection.cursor()
+    try:
+        # WAL first, as Dagster makes a new database (it sets it only after this first
+        # connection): NORMAL is safe over a WAL journal, not over a rollback one
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+    finally:
+        cursor.close()
 
 
 def local_config(home: Path) -> dict[str, object]:

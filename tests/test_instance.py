@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import dagster as dg
+from dagster._core.events import DagsterEventType
 
 from lakehouse.instance import (
     CONFIG_FILE,
@@ -93,3 +94,42 @@ def test_the_local_event_log_keeps_few_databases_open_and_loses_no_event(tmp_pat
             assert [e for e in events if e.is_dagster_event and e.dagster_event.is_step_success]
         materialized = instance.fetch_materializations(one.key, limit=runs + 1).records
         assert len(materialized) == runs
+
+
+KILLED_AFTER_A_RUN = (
+    "import os, signal, sys\n"
+    "import dagster as dg\n"
+    "@dg.asset\n"
+    "def one() -> int:\n"
+    "    return 1\n"
+    "with dg.DagsterInstance.from_config(sys.argv[1]) as instance:\n"
+    "    result = dg.materialize([one], instance=instance)\n"
+    "    storage = instance.event_log_storage\n"
+    "    with storage._engine(result.run_id).connect() as con:\n"
+    "        modes = [con.exec_driver_sql(f'PRAGMA {p}').scalar() for p in ('journal_mode', 'synchronous')]\n"
+    "    print(result.run_id, *modes, flush=True)\n"
+    "    os.kill(os.getpid(), signal.SIGKILL)\n"
+)
+
+
+def test_events_committed_without_a_disk_sync_survive_a_killed_process(tmp_path: Path) -> None:
+    """The local event log commits to its WAL journal without waiting for the disk
+    (synchronous=NORMAL): a process killed right after a run loses none of its events."""
+    home = tmp_path / "home"
+    ensure_local_config(home)
+    done = subprocess.run(
+        [sys.executable, "-c", KILLED_AFTER_A_RUN, str(home)],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=REPO,
+    )
+    assert done.returncode == -9, done.stderr[-2000:]
+    run_id, journal, synchronous = done.stdout.split()
+    assert (journal, synchronous) == ("wal", "1")  # 1: NORMAL
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        run = instance.get_run_by_id(run_id)
+        assert run is not None and run.is_success
+        events = [e.dagster_event for e in instance.all_logs(run_id) if e.is_dagster_event]
+        assert [e for e in events if e is not None and e.is_step_success]
+        assert [e for e in events if e is not None and e.event_type is DagsterEventType.RUN_SUCCESS]
