@@ -469,8 +469,7 @@ def verify(
     ``FileNotFoundError`` when there is no such table or version.
     """
     contract = load_contract(layer, table)
-    # Soda looks tables up in the catalog by name: a database of its own (lakehouse.duck)
-    with duck.session(own_database=True) as con:
+    with duck.session() as con:
         versions = register_inputs(con, lake, contract, version, reference_versions)
         return verify_registered(con, contract, versions, now=now)
 
@@ -587,8 +586,7 @@ def validate_contract(contract: Contract) -> list[str]:
         refs = [load_contract(layer, table) for layer, table in contract.references]
     except (ValueError, KeyError, FileNotFoundError) as exc:
         return [f"{where}: {exc}"]
-    # Soda looks tables up in the catalog by name: a database of its own (lakehouse.duck)
-    with duck.session(own_database=True) as con:
+    with duck.session() as con:
         try:
             for ref in {(c.layer, c.table): c for c in (contract, *refs)}.values():
                 register_empty(con, ref)

@@ -371,8 +371,7 @@ def verify_since(
     added, kept = new_files - old_files, new_files & old_files
     if not added:
         return None
-    # Soda looks tables up in the catalog by name: a database of its own (lakehouse.duck)
-    with duck.session(own_database=True) as con:
+    with duck.session() as con:
         versions = register_inputs(con, lake, contract, version, reference_versions)
         by_row = checks_by_row(lake, contract, base, versions)
         if not by_row:

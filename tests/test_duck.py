@@ -18,24 +18,35 @@ def _names(con: duckdb.DuckDBPyConnection) -> set[str]:
     }
 
 
-def test_sessions_do_not_see_each_others_tables_and_leave_none_behind() -> None:
+def _attached(con: duckdb.DuckDBPyConnection) -> set[str]:
+    return {r[0] for r in con.execute("SELECT database_name FROM duckdb_databases()").fetchall()}
+
+
+def test_sessions_open_at_once_do_not_see_each_others_tables() -> None:
     with duck.session() as first, duck.session() as second:
-        first.execute("CREATE SCHEMA marts")
-        first.execute("CREATE TABLE marts.orders AS SELECT 1 AS order_id")
-        second.execute("CREATE SCHEMA marts")
-        second.execute("CREATE TABLE marts.orders AS SELECT 2 AS order_id")
+        for con, value in ((first, 1), (second, 2)):
+            con.execute("CREATE SCHEMA marts")
+            con.execute(f"CREATE TABLE marts.orders AS SELECT {value} AS order_id")
         assert first.execute("SELECT order_id FROM marts.orders").fetchall() == [(1,)]
         assert second.execute("SELECT order_id FROM marts.orders").fetchall() == [(2,)]
-        attached = {
-            r[0] for r in first.execute("SELECT database_name FROM duckdb_databases()").fetchall()
-        }
-    with duck.session() as later:
-        assert _names(later) == set()
-        now_attached = {
-            r[0] for r in later.execute("SELECT database_name FROM duckdb_databases()").fetchall()
-        }
-    # the two sessions' catalogs are gone; the later one's own is the only new name
-    assert len(attached - now_attached) == 2
+        # nor in the catalog views, where Soda's schema check looks a table up by name
+        columns = "SELECT count(*) FROM information_schema.columns WHERE table_name = 'orders'"
+        assert first.execute(columns).fetchall() == [(1,)]
+        assert second.execute(columns).fetchall() == [(1,)]
+
+
+def test_a_session_reuses_an_idle_database_and_finds_it_empty() -> None:
+    with duck.session() as con:
+        con.execute("CREATE TABLE left_over AS SELECT 1 AS x")
+        first = _attached(con)
+    idle = len(duck._idle)
+    with duck.session() as con:
+        assert _names(con) == set()
+        again = _attached(con)
+        assert len(duck._idle) == idle - 1, "an idle database was borrowed, not a new one opened"
+    assert len(duck._idle) == idle
+    # the same database, with the earlier session's catalog gone and this one's in its place
+    assert first - again and again - first and first & again >= {"system", "temp"}
 
 
 def test_a_session_reads_timestamps_in_utc_and_survives_being_closed_by_its_user() -> None:
