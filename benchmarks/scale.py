@@ -17,7 +17,9 @@ process:
   customers every lake has (the generator draws the same first customer ids at every
   scale: those of the smallest lake measured, or of 1x) and by ten new ones, at the same
   shops, from the same menu. ``--increments`` days (3) are built and their median is
-  compared: one build on a shared machine varies by a fifth from run to run.
+  compared: one build on a shared machine varies by a fifth from run to run. Every lake
+  is built first, then each day is built on every lake in turn, so the builds compared
+  are minutes apart and a slower spell of the machine falls on every scale alike.
 
 Each step's wall time, CPU time (user + system of the process tree) and peak RSS of the
 process tree (sampled from /proc every 50 ms, so a peak shorter than that may be missed)
@@ -194,21 +196,56 @@ def _rows(summary: str, table: str) -> int:
     raise AssertionError(f"{table} not in the summary:\n{summary}")
 
 
-def run_scale(scale: float, workdir: Path, base: float = 1.0, days: int = 3) -> list[Measured]:
-    """``base``: the scale whose customers place the increments' orders; ``days``: how many
-    increments are landed and built one after another (their median is compared)."""
+def write_increments(workdir: Path, base: float, days: int) -> list[Path]:
+    """The ``days`` deliveries, from the ``base`` scale's customers (written once)."""
+    from lakehouse.sample_data import generate_sample
+
+    data = workdir / f"data-{base:g}x"
+    if not (data / "raw_orders.csv").exists():
+        generate_sample(data, days=365, scale=base, seed=0)
+    increments = [workdir / f"increment-{day}-of-{base:g}x" for day in range(1, days + 1)]
+    for day, increment in enumerate(increments, start=1):
+        if not (increment / "raw_orders.csv").exists():
+            write_increment(data, increment, seed=day)
+    return increments
+
+
+@dataclass
+class LakeRun:
+    """One scale's lake under measurement: its steps so far and its raw orders."""
+
+    scale: float
+    env: dict[str, str]
+    steps: list[Measured]
+    orders: int
+    builds: list[Measured]
+
+    def build_increment(self, day: int, increment: Path) -> None:
+        """Land and build one delivery, asserting every one of its orders arrived."""
+        self.steps.append(
+            measure(f"land increment {day}", [LAKEHOUSE, "land", str(increment)], self.env)
+        )
+        grown = measure(f"increment build {day}", [LAKEHOUSE, "build"], self.env)
+        self.orders += sum(1 for _ in (increment / "raw_orders.csv").open()) - 1
+        assert _rows(grown.output, "raw/orders") == self.orders, grown.output[-3000:]
+        self.steps.append(grown)
+        self.builds.append(grown)
+
+    def measured(self) -> list[Measured]:
+        return [*self.steps, median_build(self.builds)]
+
+
+def build_lake(scale: float, workdir: Path, base: float = 1.0) -> LakeRun:
+    """A fresh lake of ``scale`` built in full, then again with nothing new, beside the
+    bare script on the same files; ``base``: the scale whose customers place the
+    increments' orders (all of them must be in this lake)."""
     from bare_lakehouse import differences
 
     from lakehouse.sample_data import generate_sample
 
-    for size in (base, scale):
-        data = workdir / f"data-{size:g}x"
-        if not (data / "raw_orders.csv").exists():
-            generate_sample(data, days=365, scale=size, seed=0)
-    increments = [workdir / f"increment-{day}-of-{base:g}x" for day in range(1, days + 1)]
-    for day, increment in enumerate(increments, start=1):
-        if not (increment / "raw_orders.csv").exists():
-            write_increment(workdir / f"data-{base:g}x", increment, seed=day)
+    data = workdir / f"data-{scale:g}x"
+    if not (data / "raw_orders.csv").exists():
+        generate_sample(data, days=365, scale=scale, seed=0)
     known = set(pl.read_csv(data / "raw_customers.csv", columns=["id"])["id"])
     regulars = pl.read_csv(workdir / f"data-{base:g}x" / "raw_customers.csv", columns=["id"])
     assert set(regulars["id"]) <= known, "the increment's customers are not all in this lake"
@@ -226,7 +263,7 @@ def run_scale(scale: float, workdir: Path, base: float = 1.0, days: int = 3) -> 
     }
     (root / "dagster").mkdir(parents=True)
     bare_root = root / "bare"
-    out = [
+    steps = [
         measure("bare script", [sys.executable, str(BARE), str(data), str(bare_root)], env),
         measure("land", [LAKEHOUSE, "land", str(data)], env),
         measure("full build", [LAKEHOUSE, "build"], env),
@@ -235,18 +272,22 @@ def run_scale(scale: float, workdir: Path, base: float = 1.0, days: int = 3) -> 
     assert not problems, f"the project's marts differ from the bare script's: {problems}"
     noop = measure("no-op build", [LAKEHOUSE, "build"], env)
     assert "Nothing new" in noop.output, noop.output[-3000:]
-    before = _rows(noop.output, "raw/orders")
-    out.append(noop)
-    builds = []
+    steps.append(noop)
+    return LakeRun(scale, env, steps, _rows(noop.output, "raw/orders"), [])
+
+
+def run_scales(
+    scales: list[float], workdir: Path, base: float = 1.0, days: int = 3
+) -> dict[float, list[Measured]]:
+    """Every lake built, then each day's delivery built on every lake in turn: the
+    builds compared are minutes apart, so a slower spell of a shared machine falls on
+    every scale alike instead of on one."""
+    increments = write_increments(workdir, base, days)
+    lakes = [build_lake(scale, workdir, base) for scale in scales]
     for day, increment in enumerate(increments, start=1):
-        out.append(measure(f"land increment {day}", [LAKEHOUSE, "land", str(increment)], env))
-        grown = measure(f"increment build {day}", [LAKEHOUSE, "build"], env)
-        before += sum(1 for _ in (increment / "raw_orders.csv").open()) - 1
-        assert _rows(grown.output, "raw/orders") == before, grown.output[-3000:]
-        out.append(grown)
-        builds.append(grown)
-    out.append(median_build(builds))
-    return out
+        for lake in lakes:
+            lake.build_increment(day, increment)
+    return {lake.scale: lake.measured() for lake in lakes}
 
 
 MEDIAN = "increment build (median)"
@@ -299,8 +340,9 @@ def render(results: dict[float, list[Measured]], command: str, seconds: float) -
         "tree (dbt included), sampled every 50 ms. The increments are the same deliveries "
         f"at every scale: days after the year, each {INCREMENT_SHARE:.0%} of the smallest "
         f"lake's (at most 1x) year of orders, from customers every lake has and "
-        f"{NEW_CUSTOMERS} new ones, landed and built one after another; the comparisons "
-        f"use their median ({MEDIAN!r}).",
+        f"{NEW_CUSTOMERS} new ones, landed and built one after another; every lake is "
+        "built first, then each day on every lake in turn (the builds compared are minutes "
+        f"apart); the comparisons use their median ({MEDIAN!r}).",
         "",
         "| scale | orders | step | wall s | CPU s | peak RSS MB |",
         "|---|---:|---|---:|---:|---:|",
@@ -392,7 +434,7 @@ def main() -> None:
     ensure_parsed()
     started = time.perf_counter()
     base = min(1.0, *args.scales)  # the increment's customers are in every lake measured
-    results = {s: run_scale(s, args.workdir, base, args.increments) for s in args.scales}
+    results = run_scales(args.scales, args.workdir, base, args.increments)
     text = render(results, command, time.perf_counter() - started)
     args.out.write_text(text)
     print(text)

@@ -33,29 +33,35 @@ def test_the_scale_benchmark_runs_and_the_bare_script_agrees(tmp_path: Path) -> 
     run_benchmark(
         "scale.py",
         "--scales",
+        "0.03",
         "0.05",
         "--increments",
-        "1",
+        "2",
         "--out",
         str(out),
         "--workdir",
         str(tmp_path / "work"),
     )
     text = out.read_text()
-    assert "0.05x: full build" in text and "(marts asserted equal)" in text
-    steps = [row.split("|")[3].strip() for row in text.splitlines() if row.startswith("| 0.05x |")]
-    assert steps == [
-        "bare script",
-        "land",
-        "full build",
-        "no-op build",
-        "land increment 1",
-        "increment build 1",
-        "increment build (median)",
-    ]
+    for scale in ("0.03x", "0.05x"):
+        assert f"{scale}: full build" in text and "(marts asserted equal)" in text
+        rows = text.splitlines()
+        steps = [row.split("|")[3].strip() for row in rows if row.startswith(f"| {scale} |")]
+        assert steps == [
+            "bare script",
+            "land",
+            "full build",
+            "no-op build",
+            "land increment 1",
+            "increment build 1",
+            "land increment 2",
+            "increment build 2",
+            "increment build (median)",
+        ]
+    assert "Increment on the 0.05x lake over the 0.03x lake" in text
     # the increment by layer, from the CLI's step lines: every layer did some work
     [layers] = [row for row in text.splitlines() if row.startswith("| 0.05x layers")]
-    raw, cleansed, marts, checks = (float(c) for c in layers.split("|")[2:6])
+    raw, cleansed, marts, checks = (float(c.split()[0]) for c in layers.split("|")[2:6])
     assert raw > 0 and cleansed > 0 and marts > 0 and checks > 0, layers
     assert "![Time and memory against lake size](scale.png)" in text
 
