@@ -99,3 +99,21 @@ def test_a_forked_child_opens_its_own_database() -> None:
     child.join(timeout=60)
     assert child.exitcode == 0
     assert queue.get(timeout=5) == 7
+
+
+@pytest.mark.skipif(duck._resident_bytes() is None, reason="needs /proc to read resident memory")
+def test_a_large_session_gives_its_memory_back_to_the_system() -> None:
+    """DuckDB keeps what a database used until it is closed: a session that grew the
+    process by much closes its database rather than pool it, so a build's later steps
+    do not carry the memory of its largest query."""
+    before = duck._resident_bytes()
+    assert before is not None
+    with duck.session() as con:
+        con.execute(
+            "CREATE TABLE big AS SELECT range AS a, md5(range::VARCHAR) AS b FROM range(5000000)"
+        )
+        during = duck._resident_bytes()
+    after = duck._resident_bytes()
+    assert during is not None and after is not None
+    assert during - before > 2 * duck.KEPT_GROWTH_BYTES, "the table did not grow the process"
+    assert after - before < duck.KEPT_GROWTH_BYTES
