@@ -34,7 +34,7 @@ rebuilt and the published rows it kept (``increments.verify_rebuilt``).
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -345,6 +345,21 @@ def narrow_references(
     return narrowed
 
 
+def pinned_tables(
+    lake: Lake, versions: Mapping[str, int], layers: Collection[str] | None = None
+) -> Callable[[str, str], DeltaTable | None]:
+    """Opens a referenced table (of ``layers``, default any) at the version ``versions``
+    pins it to, for ``narrow_references``; None when it is not pinned, or not built yet."""
+
+    def table_at(layer: str, table: str) -> DeltaTable | None:
+        version = versions.get(f"{layer}/{table}", -1)
+        if version < 0 or (layers is not None and layer not in layers):
+            return None
+        return lake.published_table(layer, table, version)
+
+    return table_at
+
+
 def verify_since(
     lake: Lake,
     layer: Layer | str,
@@ -379,9 +394,7 @@ def verify_since(
 
         narrowed: list[tuple[str, DeltaTable]] = []
 
-        def referenced(ref_layer: str, ref_table: str) -> DeltaTable | None:
-            pinned = versions.get(f"{ref_layer}/{ref_table}", -1)
-            return None if pinned < 0 else lake.published_table(ref_layer, ref_table, pinned)
+        referenced = pinned_tables(lake, versions)
 
         def show_added() -> duckdb.DuckDBPyConnection:
             view = f"{contract.layer}.{table}"

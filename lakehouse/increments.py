@@ -34,6 +34,7 @@ from lakehouse.incremental_checks import (
     VerifiedBase,
     checks_by_row,
     narrow_references,
+    pinned_tables,
     verify_in_two_parts,
 )
 from lakehouse.key_index import expose_files_holding
@@ -463,6 +464,8 @@ def verify_rebuilt(
     if not by_row:
         return None
     [(rebuilt,)] = con.execute(f"SELECT count(*) FROM {MARTS_SCHEMA}.{model}__rebuilt").fetchall()  # nosec B608
+    # Not a lakehouse.duck session: the scratch database attached here would stay attached
+    # to the pooled database, and Soda's catalog lookups in later sessions would find it.
     added = duckdb.connect()
     try:
         added.execute("SET TimeZone = 'UTC'")
@@ -473,15 +476,10 @@ def verify_rebuilt(
             source = f"{table}__rebuilt" if (layer, table) == (Layer.MARTS, model) else table
             added.execute(f"CREATE SCHEMA IF NOT EXISTS {layer}")
             added.execute(f"CREATE VIEW {layer}.{table} AS FROM scratch.{layer}.{source}")
-
-        def pinned_cleansed(layer: str, table: str) -> DeltaTable | None:
-            """The cleansed version dbt built from (a mart referenced is the assembled one)."""
-            version = versions.get(f"{layer}/{table}", -1)
-            if layer != Layer.CLEANSED.value or version < 0:
-                return None
-            return lake.published_table(layer, table, version)
-
-        # of a large referenced table, only the files that may hold the rebuilt rows' values
+        # of a large referenced table, only the files that may hold the rebuilt rows'
+        # values: the cleansed versions dbt built from (a mart referenced is the assembled
+        # one, in the scratch database)
+        pinned_cleansed = pinned_tables(lake, versions, layers={Layer.CLEANSED.value})
         narrow_references(
             added, f"{MARTS_SCHEMA}.{model}", by_row, pinned_cleansed, lake.key_index()
         )
