@@ -54,13 +54,9 @@ BACKFILL_TAG = "dagster/backfill"
 
 def land_history(days: int, scale: float, first: date, workdir: Path, env: dict[str, str]) -> None:
     """``days`` deliveries, each under its day: a year, then 1% of it per day."""
-    from scale import write_increment  # beside this file
+    from scale import write_increment, year_of  # beside this file
 
-    from lakehouse.sample_data import generate_sample
-
-    year = workdir / f"data-{scale:g}x"
-    if not (year / "raw_orders.csv").exists():
-        generate_sample(year, days=365, scale=scale, seed=0)
+    year = year_of(workdir, scale)
     folders = [year]
     for day in range(1, days):
         folder = workdir / f"delivery-{day}-of-{scale:g}x"

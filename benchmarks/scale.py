@@ -196,13 +196,19 @@ def _rows(summary: str, table: str) -> int:
     raise AssertionError(f"{table} not in the summary:\n{summary}")
 
 
-def write_increments(workdir: Path, base: float, days: int) -> list[Path]:
-    """The ``days`` deliveries, from the ``base`` scale's customers (written once)."""
+def year_of(workdir: Path, scale: float) -> Path:
+    """The simulated year at ``scale`` under ``workdir`` (generated once)."""
     from lakehouse.sample_data import generate_sample
 
-    data = workdir / f"data-{base:g}x"
+    data = workdir / f"data-{scale:g}x"
     if not (data / "raw_orders.csv").exists():
-        generate_sample(data, days=365, scale=base, seed=0)
+        generate_sample(data, days=365, scale=scale, seed=0)
+    return data
+
+
+def write_increments(workdir: Path, base: float, days: int) -> list[Path]:
+    """The ``days`` deliveries, from the ``base`` scale's customers (written once)."""
+    data = year_of(workdir, base)
     increments = [workdir / f"increment-{day}-of-{base:g}x" for day in range(1, days + 1)]
     for day, increment in enumerate(increments, start=1):
         if not (increment / "raw_orders.csv").exists():
@@ -241,11 +247,7 @@ def build_lake(scale: float, workdir: Path, base: float = 1.0) -> LakeRun:
     increments' orders (all of them must be in this lake)."""
     from bare_lakehouse import differences
 
-    from lakehouse.sample_data import generate_sample
-
-    data = workdir / f"data-{scale:g}x"
-    if not (data / "raw_orders.csv").exists():
-        generate_sample(data, days=365, scale=scale, seed=0)
+    data = year_of(workdir, scale)
     known = set(pl.read_csv(data / "raw_customers.csv", columns=["id"])["id"])
     regulars = pl.read_csv(workdir / f"data-{base:g}x" / "raw_customers.csv", columns=["id"])
     assert set(regulars["id"]) <= known, "the increment's customers are not all in this lake"
