@@ -106,7 +106,7 @@ def _commit_without_fsync(dbapi_connection: Any, _record: Any) -> None:
     """WAL with ``synchronous=NORMAL``: a commit is written to the journal but not synced
     to disk (the journal is, at checkpoints). A killed process loses nothing committed; a
     power cut may lose the last events, never the database. A build stores some 870
-    events (0.4-0.6 s of syncs on this machine's disk). The lake's own commits are Delta's,
+    events (0.4-0.9 s of syncs on this machine's disk). The lake's own commits are Delta's,
     not these."""
     cursor = dbapi_connection.cursor()
     try:
