@@ -303,3 +303,17 @@ def test_a_backlog_cleansed_in_chunks_equals_it_cleansed_at_once(
     assert [r[0] for r in rows] == ["o1", "o10", "o2", "o3", "o4", "o5", "o6", "o7"]
     assert [h[0] for h in held] == ["o8", "o9"]
     assert counts[:4] == (11, 8, 2, 1)
+
+
+def test_keys_are_unique_only_when_no_two_rows_share_one() -> None:
+    """The hashed fast path and the exact fallback agree with the plain definition, for
+    one key column and for a composite key whose columns repeat on their own."""
+    from lakehouse.cleanse import _keys_unique
+
+    one = pl.DataFrame({"id": ["a", "b", "c"]})
+    assert _keys_unique(one, ("id",))
+    assert not _keys_unique(one.vstack(one.head(1)), ("id",))
+    pairs = pl.DataFrame({"id": ["s1", "s1", "s2"], "sku": ["p1", "p2", "p1"]})
+    assert _keys_unique(pairs, ("id", "sku"))
+    assert not _keys_unique(pairs.vstack(pairs.tail(1)), ("id", "sku"))
+    assert _keys_unique(pairs.head(0), ("id", "sku"))
