@@ -450,7 +450,7 @@ def column_lineage(
 def _trace_lineage(model: str, compiled_sql: str, rows: list[tuple[Any, ...]]) -> ColumnSources:
     import sqlglot
     from sqlglot import exp
-    from sqlglot.lineage import lineage
+    from sqlglot.lineage import Node, lineage
 
     schema: dict[str, dict[str, dict[str, str]]] = {}
     for table_schema, table, column, data_type in rows:
@@ -458,12 +458,20 @@ def _trace_lineage(model: str, compiled_sql: str, rows: list[tuple[Any, ...]]) -
     parsed = sqlglot.parse_one(compiled_sql, dialect="duckdb")
     if not isinstance(parsed, exp.Query):
         return {}
+    try:
+        # Every column in one walk: the query is qualified once and shared work is traced
+        # once (per column, each call qualified the whole query again).
+        every: dict[str, Node] | None = lineage(None, parsed, schema=schema, dialect="duckdb")
+    except sqlglot.errors.SqlglotError:
+        every = None  # one column sqlglot cannot trace: the others column by column
     out: ColumnSources = {}
     for column in schema.get(MARTS_SCHEMA, {}).get(model, {}):
-        try:
-            node = lineage(column, parsed, schema=schema, dialect="duckdb")
-        except sqlglot.errors.SqlglotError:
-            continue  # lineage is observability: a column sqlglot cannot trace is left out
+        node = None if every is None else every.get(column)
+        if node is None:
+            try:
+                node = lineage(column, parsed, schema=schema, dialect="duckdb")
+            except sqlglot.errors.SqlglotError:
+                continue  # lineage is observability: a column sqlglot cannot trace is left out
         sources = {
             (*_lineage_table(n.source.db, n.source.name), n.name.rsplit(".", 1)[-1])
             for n in node.walk()

@@ -243,3 +243,34 @@ def test_column_lineage_is_traced_once_per_sql_and_schema(
     for entry in cache.glob("*.json"):
         entry.write_text("{damaged")
     assert column_lineage(database, "totals", sql, cache) == expected
+
+
+def test_column_lineage_traces_column_by_column_when_one_walk_fails(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every column is traced in one walk of the query; where that walk fails (one column
+    sqlglot cannot follow), the columns are traced one at a time, so the others keep
+    their lineage."""
+    import sqlglot.lineage
+
+    rows = [
+        ("cleansed", "orders", "order_id", "VARCHAR"),
+        ("cleansed", "orders", "total", "DOUBLE"),
+        ("marts", "totals", "order_id", "VARCHAR"),
+        ("marts", "totals", "doubled", "DOUBLE"),
+    ]
+    sql = "select order_id, total * 2 as doubled from cleansed.orders"
+    expected = {
+        "order_id": [("cleansed", "orders", "order_id")],
+        "doubled": [("cleansed", "orders", "total")],
+    }
+    assert marts_module._trace_lineage("totals", sql, rows) == expected
+    real = sqlglot.lineage.lineage
+
+    def fails_on(column: Any, *args: Any, **kwargs: Any) -> Any:
+        if column is None or column == "doubled":
+            raise sqlglot.errors.SqlglotError(f"cannot trace {column}")
+        return real(column, *args, **kwargs)
+
+    monkeypatch.setattr(sqlglot.lineage, "lineage", fails_on)
+    assert marts_module._trace_lineage("totals", sql, rows) == {"order_id": expected["order_id"]}
