@@ -46,8 +46,8 @@ LINEAGE: dict[str, str] = {
 }
 
 ROW_HASH_DESCRIPTION = (
-    "SHA-256 of the row's business values, so merging an identical re-delivered row "
-    "changes nothing."
+    "Digest of the row's business values (MD5; SHA-256 in tables created before the "
+    "column named its scheme), so merging an identical re-delivered row changes nothing."
 )
 
 QUARANTINE: dict[str, str] = {

@@ -432,12 +432,21 @@ def iter_inserts(
 
 
 # -- writing -----------------------------------------------------------------------------
-def plain_arrow(df: pl.DataFrame, rows: int = 1 << 19) -> pa.RecordBatchReader:
+def plain_arrow(
+    df: pl.DataFrame,
+    rows: int = 1 << 19,
+    column_metadata: Mapping[str, Mapping[str, str]] | None = None,
+) -> pa.RecordBatchReader:
     """``df`` as Arrow batches, converted a slice at a time (no whole copy exists at once),
-    categorical columns decoded to plain strings: what a Delta table stores."""
+    categorical columns decoded to plain strings: what a Delta table stores. Columns
+    named in ``column_metadata`` carry it (a table created from them keeps it)."""
     exported = df.head(0).to_arrow().schema
     schema = pa.schema(
-        pa.field(f.name, f.type.value_type if pa.types.is_dictionary(f.type) else f.type)
+        pa.field(
+            f.name,
+            f.type.value_type if pa.types.is_dictionary(f.type) else f.type,
+            metadata=(column_metadata or {}).get(f.name),
+        )
         for f in exported
     )
 
@@ -632,12 +641,16 @@ class Snapshot:
         extra: Mapping[str, Any] | None = None,
         schema_merge: bool = False,
         configuration: Mapping[str, str] | None = None,
+        column_metadata: Mapping[str, Mapping[str, str]] | None = None,
     ) -> int:
-        """Append rows (possibly none: a commit of cursors and markers only)."""
+        """Append rows (possibly none: a commit of cursors and markers only). A table this
+        creates from a DataFrame keeps ``column_metadata`` in its schema."""
         rows = table.height if isinstance(table, pl.DataFrame) else table.num_rows
         data: pa.Table | pa.RecordBatchReader
         if isinstance(table, pl.DataFrame):
-            data = plain_arrow(table) if rows else plain_arrow(table).read_all()
+            data = plain_arrow(table, column_metadata=column_metadata)
+            if not rows:
+                data = data.read_all()
         else:
             data = table
         kwargs: dict[str, Any] = {"configuration": dict(configuration)} if configuration else {}

@@ -197,27 +197,48 @@ def test_latest_delivery_wins_and_identical_rows_hash_equal() -> None:
 
 
 def test_the_row_hash_is_the_sha256_of_the_joined_values_as_stored_before() -> None:
-    """Rows hashed by earlier versions (hashlib, one row at a time) keep their hashes: the
-    native hash must be byte for byte the same, or every row would look changed."""
+    """Rows hashed by earlier versions (hashlib, one row at a time) keep their hashes in
+    the tables they made: the SHA-256 scheme must be byte for byte the same, or every row
+    would look changed."""
     import hashlib
 
-    from lakehouse.cleanse import row_hash
+    from lakehouse.cleanse import RowHash, row_hash
 
     df = pl.DataFrame(
         {
             "a": ["x", None, "", "é ü", "1"],
             "b": [1, 2, None, 4, None],
             "c": ["", "y", "z", None, None],
+            "d": [datetime(2018, 9, 1, 8, 45, 0, 1234, tzinfo=UTC), None, None, None, None],
         }
     )
     expected = [
         hashlib.sha256(
             "\x1f".join("\x00" if v is None else str(v) for v in row).encode()
         ).hexdigest()
-        for row in df.iter_rows()
+        for row in df.with_columns(pl.col("d").cast(pl.String)).iter_rows()
     ]
-    assert row_hash(df, ["a", "b", "c"]).to_list() == expected
-    assert row_hash(df.head(0), ["a", "b", "c"]).to_list() == []
+    assert row_hash(df, ["a", "b", "c", "d"], RowHash.SHA256).to_list() == expected
+    assert row_hash(df.head(0), ["a", "b", "c", "d"], RowHash.SHA256).to_list() == []
+
+
+def test_the_md5_row_hash_joins_timestamps_as_epoch_microseconds() -> None:
+    """New tables' scheme: hashlib's MD5 of the values joined as text, a timestamp as its
+    epoch microseconds (the same instant in any time zone gives the same hash)."""
+    import hashlib
+
+    from lakehouse.cleanse import RowHash, row_hash
+
+    at = datetime(2018, 9, 1, 8, 45, 0, 1234, tzinfo=UTC)
+    df = pl.DataFrame({"a": ["x", None], "d": [at, None]})
+    micros = int(at.timestamp()) * 1_000_000 + at.microsecond
+    expected = [
+        hashlib.md5(f"x\x1f{micros}".encode(), usedforsecurity=False).hexdigest(),
+        hashlib.md5(b"\x00\x1f\x00", usedforsecurity=False).hexdigest(),
+    ]
+    assert row_hash(df, ["a", "d"]).to_list() == expected
+    elsewhere = df.with_columns(pl.col("d").dt.convert_time_zone("Asia/Tokyo"))
+    assert row_hash(elsewhere, ["a", "d"], RowHash.MD5).to_list() == expected
 
 
 def test_a_backlog_cleansed_in_chunks_equals_it_cleansed_at_once(
@@ -317,3 +338,47 @@ def test_keys_are_unique_only_when_no_two_rows_share_one() -> None:
     assert _keys_unique(pairs, ("id", "sku"))
     assert not _keys_unique(pairs.vstack(pairs.tail(1)), ("id", "sku"))
     assert _keys_unique(pairs.head(0), ("id", "sku"))
+
+
+def test_a_table_keeps_the_row_hash_scheme_it_was_created_with(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A new cleansed table hashes rows with MD5 and says so in its schema; a table made
+    before (SHA-256, no scheme named) goes on hashing with SHA-256, so an identical row
+    delivered again is unchanged there, not rewritten."""
+    from lakehouse import cleanse, delta
+    from lakehouse.ingest import ingest_source
+    from lakehouse.settings import LakehouseSettings
+    from lakehouse.storage import Lake, Layer
+
+    def lake_with_customers(name: str) -> Lake:
+        lake = Lake(LakehouseSettings(lake_root=str(tmp_path / name), work_dir=tmp_path / name))
+        lake.put_landing_file("customers", "d1/c.csv", b"id,name\nc1,Ann Lee\nc2,Bo Chan\n")
+        return lake
+
+    def build(lake: Lake) -> cleanse.CleanseReport:
+        stamp = delta.Stamp("run", "cleansed")
+        ingest_source(lake, SOURCES["customers"], stamp)
+        return cleanse.cleanse_source(lake, SOURCES["customers"], stamp, KEY)
+
+    def table(lake: Lake) -> Any:
+        return delta.open_table(lake.table_uri(Layer.CLEANSED, "customers"), lake.storage_options)
+
+    new = lake_with_customers("new")
+    build(new)
+    assert cleanse.row_hash_scheme(table(new)) is cleanse.RowHash.MD5
+    hashes = delta.read(new.table_uri(Layer.CLEANSED, "customers"), {})["_row_hash"]
+    assert hashes.str.len_chars().to_list() == [32, 32]
+
+    old = lake_with_customers("old")
+    with monkeypatch.context() as before:  # the table as the SHA-256 releases made it
+        before.setattr(cleanse, "row_hash_scheme", lambda dt: cleanse.RowHash.SHA256)
+        before.setattr(cleanse, "row_hash_metadata", lambda scheme: {})
+        build(old)
+    assert cleanse.row_hash_scheme(table(old)) is cleanse.RowHash.SHA256
+    old.put_landing_file("customers", "d2/c.csv", b"id,name\nc1,Ann Lee\nc2,Bo Chan\n")
+    again = build(old)
+    assert (again.rows_read, again.rows_updated, again.rows_unchanged) == (2, 0, 2)
+    hashes = delta.read(old.table_uri(Layer.CLEANSED, "customers"), {})["_row_hash"]
+    assert hashes.str.len_chars().to_list() == [64, 64]
+    assert cleanse.row_hash_scheme(table(old)) is cleanse.RowHash.SHA256
