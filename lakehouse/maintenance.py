@@ -67,7 +67,8 @@ def maintain(
         return None
     before, files_before = dt.version(), len(dt.file_uris())
     metrics = dt.optimize.compact(
-        commit_properties=stamp.commit(**{delta.MAINTENANCE_KEY: "compact"})
+        writer_properties=delta.WRITER_PROPERTIES,
+        commit_properties=stamp.commit(**{delta.MAINTENANCE_KEY: "compact"}),
     )
     dt = DeltaTable(uri, storage_options=lake.storage_options or None)
     dt.create_checkpoint()

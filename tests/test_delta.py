@@ -139,3 +139,37 @@ def test_a_merge_pinned_to_a_sorted_column_reads_only_the_files_holding_its_matc
         results[name] = delta.read(lake.table_uri(Layer.MARTS, name), lake.storage_options)
     assert results["pinned"].sort("order_id").equals(results["by_key"].sort("order_id"))
     assert results["pinned"].height == 201
+
+
+def test_every_verb_writes_data_files_in_the_lake_encoding(lake: Lake) -> None:
+    """Appends, MERGEs, deletes, whole replacements and maintenance's compaction all
+    write Zstandard files (``delta.WRITER_PROPERTIES``); none falls back to delta-rs's
+    default codec. Read from the footer of every file of every version."""
+    from lakehouse.maintenance import maintain
+
+    target = lake.writable(Layer.QUARANTINE, "stores")  # not gated: maintained at once
+    stamp = delta.Stamp("run-1", "test")
+    rows = pl.DataFrame({"id": ["s1", "s2"], "name": ["a", "b"]})
+    snapshot = target.snapshot()
+    snapshot.append(rows, stamp)
+    snapshot.append(rows.with_columns(pl.col("id") + "x"), stamp)
+    snapshot.merge(rows.with_columns(name=pl.lit("c")), stamp, on=["id"])
+    snapshot.delete("id = 's2x'", stamp)
+    snapshot.replace(rows, stamp)
+    assert maintain(lake, Layer.QUARANTINE, "stores", stamp) is not None
+    latest = target.open()
+    assert latest is not None
+    files, codecs = set(), set()
+    for version in range(latest.version() + 1):
+        dt = target.open(version)
+        assert dt is not None
+        for fragment in dt.to_pyarrow_dataset().get_fragments():
+            files.add(fragment.path)
+            meta = fragment.metadata
+            codecs |= {
+                meta.row_group(g).column(c).compression
+                for g in range(meta.num_row_groups)
+                for c in range(meta.num_columns)
+            }
+    assert len(files) >= 5  # two appends, a MERGE, a delete, a replace (and compaction)
+    assert codecs == {"ZSTD"}
