@@ -87,7 +87,9 @@ class Typed:
 # -- typing rules (pure: unit-tested without a lake) -------------------------------------
 def _parse(col: Column, dtype: pl.DataType, typed: str) -> tuple[pl.Expr, pl.Expr]:
     """(typed value, error message or null) for one landed column, typed as ``dtype``. The
-    value is named ``typed``; the error reads it from there (each value is parsed once)."""
+    value is named ``typed``; the error reads it from there (each value is parsed once).
+    Wherever there is an error the typed value is null: ``type_rows`` builds messages only
+    for rows with a null typed value."""
     value = _value(col)
     name = col.landed
     missing = pl.lit(f"{name}: required value is missing") if col.required else pl.lit(None)
@@ -250,15 +252,34 @@ def type_rows(
         for c, typed in zip(source.columns, typed_names, strict=True)
         if c.kind is Kind.TIMESTAMP
     ]
-    work = (
-        raw.with_columns(timestamps)
-        .with_columns(parsed)
-        .with_columns(errors)
-        .with_columns(reasons.alias(QUARANTINE_REASON))
-        .drop(error_names)
-    )
-    bad = work.filter(pl.col(QUARANTINE_REASON) != "")
-    good = work.filter(pl.col(QUARANTINE_REASON) == "")
+    work = raw.with_columns(timestamps).with_columns(parsed)
+    # A row with an error has a null typed value (``_parse``): the messages, text built
+    # per row, are built only for the rows with one, and the others are good as they are.
+    suspect = pl.any_horizontal(pl.col(t).is_null() for t in typed_names)
+    if work.select(suspect.any()).item():
+        order = "__row_order"
+        work = work.with_row_index(order)
+        judged = (
+            work.filter(suspect)
+            .with_columns(errors)
+            .with_columns(reasons.alias(QUARANTINE_REASON))
+            .drop(error_names)
+        )
+        bad = judged.filter(pl.col(QUARANTINE_REASON) != "").drop(order)
+        good = (
+            pl.concat(
+                [
+                    work.filter(~suspect),
+                    judged.filter(pl.col(QUARANTINE_REASON) == "").drop(QUARANTINE_REASON),
+                ],
+                how="vertical",
+            )
+            .sort(order)
+            .drop(order)
+        )
+    else:
+        bad = work.head(0).with_columns(pl.lit("").alias(QUARANTINE_REASON))
+        good = work
 
     pii = [c for c in source.columns if c.kind is Kind.PII_NAME]
     quarantined = bad.select(

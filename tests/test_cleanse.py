@@ -382,3 +382,35 @@ def test_a_table_keeps_the_row_hash_scheme_it_was_created_with(
     hashes = delta.read(old.table_uri(Layer.CLEANSED, "customers"), {})["_row_hash"]
     assert hashes.str.len_chars().to_list() == [64, 64]
     assert cleanse.row_hash_scheme(table(old)) is cleanse.RowHash.SHA256
+
+
+def test_a_value_with_an_error_never_has_a_typed_value() -> None:
+    """``type_rows`` builds error messages only for rows with a null typed value, so no
+    rule may report an error beside a value it typed: checked for every landed column of
+    every source, on values of every kind, good and bad."""
+    from lakehouse.cleanse import _TYPED, _parse, _value, parse_timestamps
+    from lakehouse.contracts import load_contract
+    from lakehouse.storage import Layer
+
+    values = [None, "", "  ", "abc", "-5", "0", "12", "1.5", "0.06", "1", "true", "Yes"]
+    values += ["no", "2018-09-01T08:45:00", "2018-13-45", "2018-09-01 08:45:00+02:00"]
+    values += ["99999999999999999999999", "Ann Lee", "-0.5", "1.0"]
+    for source in SOURCES.values():
+        contract = load_contract(Layer.CLEANSED, source.name).polars_schema()
+        frame = pl.DataFrame(
+            {c: values for c in source.landed_columns},
+            schema={c: pl.String for c in source.landed_columns},
+        )
+        for column in source.columns:
+            dtype = contract.get(column.cleansed, pl.String())
+            typed = f"{_TYPED}{column.cleansed}"
+            work = frame
+            if column.kind.name == "TIMESTAMP":
+                stamps = parse_timestamps(frame.select(_value(column)).to_series(), dtype)
+                work = frame.with_columns(stamps.alias(typed))
+            parsed, error = _parse(column, dtype, typed)
+            out = work.with_columns(parsed).with_columns(error.alias("error"))
+            wrong = out.filter(pl.col("error").is_not_null() & pl.col(typed).is_not_null())
+            assert wrong.height == 0, (source.name, column.landed, wrong)
+            if column.required:  # a missing value at least: the check is not vacuous
+                assert out["error"].is_not_null().any(), (source.name, column.landed)
