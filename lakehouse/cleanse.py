@@ -255,8 +255,8 @@ def type_rows(
     work = raw.with_columns(timestamps).with_columns(parsed)
     # A row with an error has a null typed value (``_parse``): the messages, text built
     # per row, are built only for the rows with one, and the others are good as they are.
-    suspect = pl.any_horizontal(pl.col(t).is_null() for t in typed_names)
-    if work.select(suspect.any()).item():
+    suspect = work.select(pl.any_horizontal(pl.col(t).is_null() for t in typed_names)).to_series()
+    if suspect.any():
         order = "__row_order"
         work = work.with_row_index(order)
         judged = (
@@ -331,8 +331,8 @@ def _keys_unique(df: pl.DataFrame, key: tuple[str, ...]) -> bool:
     """Whether no two rows share a key. Distinct hashes prove it at a fraction of the
     cost of comparing the keys themselves (polars' exact test takes seconds on 15M
     strings); a repeated hash, a duplicate or a collision, is settled exactly."""
-    keys = df.select(pl.struct(key).hash().n_unique()).item()
-    if keys == df.height:
+    distinct_hashes = df.select(pl.struct(key).hash().n_unique()).item()
+    if distinct_hashes == df.height:
         return True
     return bool(df.select(pl.struct(key).n_unique()).item() == df.height)
 
