@@ -443,17 +443,18 @@ def plain_arrow(
     rows: int = 1 << 19,
     column_metadata: Mapping[str, Mapping[str, str]] | None = None,
 ) -> pa.RecordBatchReader:
-    """``df`` as Arrow batches, converted a slice at a time (no whole copy exists at once),
-    categorical columns decoded to plain strings: what a Delta table stores. Columns
-    named in ``column_metadata`` carry it (a table created from them keeps it)."""
+    """``df`` as Arrow batches, converted a slice at a time (no whole copy exists at once).
+    Columns named in ``column_metadata`` carry it (a table created from them keeps it),
+    and no column carries polars' own metadata.
+
+    Categorical columns stay dictionary-encoded: the Delta schema says string either way,
+    and the Parquet writer encodes the few distinct values directly. Decoding them first
+    copied every row's text (a file's URI on each of 15M rows) only for the writer to
+    find the same few values again: on the 15M-row cleansed items, 9.8 s of CPU for the
+    write against 18.7 s."""
     exported = df.head(0).to_arrow().schema
     schema = pa.schema(
-        pa.field(
-            f.name,
-            f.type.value_type if pa.types.is_dictionary(f.type) else f.type,
-            metadata=(column_metadata or {}).get(f.name),
-        )
-        for f in exported
+        pa.field(f.name, f.type, metadata=(column_metadata or {}).get(f.name)) for f in exported
     )
 
     def batches() -> Iterator[pa.RecordBatch]:

@@ -93,6 +93,8 @@ def _text_columns(table: pa.Table) -> Iterator[tuple[str, pl.Series]]:
         column = pl.Series(name, table.column(name))
         if column.dtype == pl.String:
             yield name, column
+        elif isinstance(column.dtype, pl.Categorical | pl.Enum):  # a dictionary-encoded file
+            yield name, column.cast(pl.String)
         elif column.dtype.is_nested():  # e.g. a checkpoint's add.stats inside a struct
             yield name, pl.Series(name, [str(v) for v in column.drop_nulls().to_list()], pl.String)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import polars as pl
+import pyarrow as pa
 import pytest
 
 from lakehouse import delta
@@ -173,3 +174,55 @@ def test_every_verb_writes_data_files_in_the_lake_encoding(lake: Lake) -> None:
             }
     assert len(files) >= 5  # two appends, a MERGE, a delete, a replace (and compaction)
     assert codecs == {"ZSTD"}
+
+
+def test_categorical_columns_are_stored_as_text_whoever_reads_them(lake: Lake) -> None:
+    """Cleansing holds a file's URI as a categorical and hands it to the writer as an
+    Arrow dictionary (cheaper than decoding it per row). The table still says string,
+    and every reader the lake has gets the text back, across files written as
+    dictionaries and as plain text, with no polars metadata left in any file."""
+    import duckdb
+
+    target = lake.writable(Layer.QUARANTINE, "stores")
+    stamp = delta.Stamp("run-1", "test")
+    rows = pl.DataFrame({"id": ["s1", "s2"], "uri": ["landing/a.csv", "landing/a.csv"]})
+    as_categorical = pl.col("uri").cast(pl.Categorical)
+    snapshot = target.snapshot()
+    snapshot.append(
+        rows.with_columns(as_categorical), stamp, column_metadata={"uri": {"note": "kept"}}
+    )
+    snapshot.append(pl.DataFrame({"id": ["s3"], "uri": ["landing/b.csv"]}), stamp)
+    snapshot.merge(
+        pl.DataFrame({"id": ["s2", "s4"], "uri": ["landing/c.csv"] * 2}).with_columns(
+            as_categorical
+        ),
+        stamp,
+        on=["id"],
+    )
+    expected = {"s1": "landing/a.csv", "s2": "landing/c.csv", "s3": "landing/b.csv"}
+    expected["s4"] = "landing/c.csv"
+
+    dt = target.open()
+    assert dt is not None
+    field = json.loads(dt.schema().to_json())["fields"][1]
+    assert (field["type"], field["metadata"]) == ("string", {"note": "kept"})
+    by_polars = delta.read(target.uri, lake.storage_options)
+    assert by_polars.schema["uri"] == pl.String
+    assert dict(by_polars.iter_rows()) == expected
+    by_arrow = pl.from_arrow(dt.to_pyarrow_dataset().to_table())
+    assert isinstance(by_arrow, pl.DataFrame) and by_arrow.schema["uri"] == pl.String
+    assert dict(by_arrow.iter_rows()) == expected
+    con = duckdb.connect()
+    try:
+        delta.duckdb_view(con, "stores_view", dt)
+        by_duckdb = dict(con.sql("SELECT id, uri FROM stores_view").fetchall())
+    finally:
+        con.close()
+    assert by_duckdb == expected
+    first = target.open(0)
+    assert first is not None
+    (created,) = first.to_pyarrow_dataset().get_fragments()
+    assert pa.types.is_dictionary(created.physical_schema.field("uri").type)  # not decoded
+    for fragment in dt.to_pyarrow_dataset().get_fragments():
+        assert b"_PL_" not in (fragment.physical_schema.metadata or {}).get(b"ARROW:schema", b"")
+        assert all(b"_PL_" not in str(f.metadata).encode() for f in fragment.physical_schema)

@@ -106,7 +106,12 @@ def test_the_scan_finds_a_clear_name_wherever_it_is_written(lake: Lake, tmp_path
     put_table(lake, Layer.RAW, "customers", raw)
     assert known_names(lake) == ["Shelly Benitez"]  # "J Ng": too short to search for
     leaky = pa.table(
-        {"id": ["c1"], "detail": [{"who": "customer Shelly Benitez", "n": 1}], "k": ["x"]}
+        {
+            "id": ["c1"],
+            "detail": [{"who": "customer Shelly Benitez", "n": 1}],
+            "k": ["x"],
+            "label": pa.array(["by Shelly Benitez"]).dictionary_encode(),  # stored as such
+        }
     )
     opts = lake.storage_options or None
     write_deltalake(lake.uri("cleansed", "leaky"), leaky, storage_options=opts)
@@ -127,7 +132,7 @@ def test_the_scan_finds_a_clear_name_wherever_it_is_written(lake: Lake, tmp_path
     found = {(leak.uri.removeprefix(lake.prod_root + "/"), leak.where) for leak in scan.leaks}
     log = {w for u, w in found if u.startswith("cleansed/leaky/_delta_log/")}
     data = {w for u, w in found if u.startswith("cleansed/leaky/part-")}
-    assert data == {"detail"} and log == {"text"}, found  # statistics copy the value
+    assert data == {"detail", "label"} and log == {"text"}, found  # statistics copy the value
     others = {(u, w) for u, w in found if not u.startswith("cleansed/leaky/")}
     assert others == {
         ("_lakehouse/note.json", "text"),
