@@ -12,6 +12,7 @@ DuckDB file is working space: delete it and the next run rebuilds it.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import shutil
@@ -79,6 +80,19 @@ def drop_relation(con: duckdb.DuckDBPyConnection, schema: str, name: str) -> Non
         con.execute(f"DROP {'VIEW' if kind == 'VIEW' else 'TABLE'} {schema}.{name}")
 
 
+@lru_cache(maxsize=1)
+def _profiles() -> dict[str, Any]:
+    return dict(yaml.safe_load((DBT_PROJECT_DIR / "profiles.yml").read_text()))
+
+
+def scratch_settings(target: str) -> dict[str, str]:
+    """The DuckDB settings of the dbt profile's ``target`` (``dbt/profiles.yml``): dbt's
+    connection to the scratch database and the lakehouse's own (loading, judging,
+    exporting) run with the same time zone, memory limit and compression."""
+    output = _profiles()[DBT_PROFILE]["outputs"][target]
+    return {str(k): str(v) for k, v in (output.get("settings") or {}).items()}
+
+
 @dataclass(frozen=True)
 class MartWorkspace:
     """One run's dbt scratch space over a lake: a DuckDB file, a profile pointing at it,
@@ -111,20 +125,26 @@ class MartWorkspace:
 
     def write_profile(self) -> Path:
         """The project's dbt profile, pointed at this lake's DuckDB file."""
-        profiles = yaml.safe_load((DBT_PROJECT_DIR / "profiles.yml").read_text())
+        profiles = copy.deepcopy(_profiles())
         for output in profiles[DBT_PROFILE]["outputs"].values():
             output["path"] = str(self.duckdb_path)
         self.profiles_dir.mkdir(parents=True, exist_ok=True)
         (self.profiles_dir / "profiles.yml").write_text(yaml.safe_dump(profiles, sort_keys=False))
         return self.profiles_dir
 
+    def _configure(self, con: duckdb.DuckDBPyConnection) -> duckdb.DuckDBPyConnection:
+        """``con`` with the settings dbt's own connection to the file has (the profile's)."""
+        for name, value in scratch_settings(self.lake.environment.dbt_target).items():
+            quoted = value.replace("'", "''")
+            con.execute(f"SET {name} = '{quoted}'")  # from the project's own profile
+        return con
+
     @contextmanager
     def database(self, schema: str) -> Iterator[duckdb.DuckDBPyConnection]:
         """A connection to the DuckDB file with ``schema`` created, closed afterwards."""
         self.directory.mkdir(parents=True, exist_ok=True)
-        con = duckdb.connect(str(self.duckdb_path))
+        con = self._configure(duckdb.connect(str(self.duckdb_path)))
         try:
-            con.execute("SET TimeZone = 'UTC'")
             con.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
             yield con
         finally:
@@ -174,9 +194,7 @@ class MartWorkspace:
 
     def connect(self) -> duckdb.DuckDBPyConnection:
         """A read-only connection to the scratch database (after dbt has released it)."""
-        con = duckdb.connect(str(self.duckdb_path), read_only=True)
-        con.execute("SET TimeZone = 'UTC'")
-        return con
+        return self._configure(duckdb.connect(str(self.duckdb_path), read_only=True))
 
     def export(
         self,

@@ -207,6 +207,45 @@ def test_dbt_reads_cleansed_in_place_on_a_folder_and_from_a_copy_on_s3(lake: Lak
     assert seen.equals(first) and seen.schema == first.schema, (seen, seen.schema)
 
 
+def test_the_scratch_database_runs_with_the_dbt_profiles_settings(lake: Lake) -> None:
+    """dbt's connection to the scratch file and the lakehouse's own (loading, judging,
+    exporting) have the same DuckDB settings: the target's in ``dbt/profiles.yml``,
+    without FSST for text and with a memory limit."""
+    from lakehouse.marts import MartWorkspace, scratch_settings
+
+    target = lake.environment.dbt_target
+    wanted = scratch_settings(target)
+    assert {"TimeZone", "memory_limit", "disabled_compression_methods"} <= set(wanted)
+    assert {"dict_fsst", "fsst"} <= set(wanted["disabled_compression_methods"].split(","))
+    reference = duckdb.connect()  # how DuckDB reports each wanted value
+    try:
+        for name, value in wanted.items():
+            reference.execute(f"SET {name} = '{value}'")
+        expected = {
+            n: reference.execute(f"SELECT current_setting('{n}')").fetchone() for n in wanted
+        }
+    finally:
+        reference.close()
+    workspace = MartWorkspace(lake, "test-settings")
+    try:
+        with workspace.database("marts") as rw:
+            writing = {n: rw.execute(f"SELECT current_setting('{n}')").fetchone() for n in wanted}
+        con = workspace.connect()
+        try:
+            reading = {n: con.execute(f"SELECT current_setting('{n}')").fetchone() for n in wanted}
+        finally:
+            con.close()
+    finally:
+        workspace.discard()
+    assert writing == expected and reading == expected, (writing, reading, expected)
+    fresh = duckdb.connect()
+    try:
+        default = fresh.execute("SELECT current_setting('memory_limit')").fetchone()
+    finally:
+        fresh.close()
+    assert reading["memory_limit"] != default  # the limit is the profile's, not DuckDB's
+
+
 def test_column_lineage_is_traced_once_per_sql_and_schema(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
