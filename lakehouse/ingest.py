@@ -36,6 +36,7 @@ from datetime import UTC, date, datetime
 from enum import StrEnum
 from typing import IO, Any, cast
 
+import numpy as np
 import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -935,16 +936,24 @@ def _warn(outcome: FileOutcome) -> None:
         log.warning("%s: %s", outcome.file.uri, problem)
 
 
+_ONE_VALUE = pa.dictionary(pa.int32(), pa.large_string())
 LINEAGE_SCHEMA = pa.schema(
     [
-        (SOURCE_FILE_URI, pa.large_string()),
-        (SOURCE_FILE_FINGERPRINT, pa.large_string()),
+        (SOURCE_FILE_URI, _ONE_VALUE),
+        (SOURCE_FILE_FINGERPRINT, _ONE_VALUE),
         (SOURCE_ROW_NUMBER, pa.int64()),
         (INGESTED_AT, pa.timestamp("us", tz="UTC")),
-        (INGEST_RUN_ID, pa.large_string()),
+        (INGEST_RUN_ID, _ONE_VALUE),
     ]
 )
-"""The columns raw adds to every landed row: where it came from, and when."""
+"""The columns raw adds to every landed row: where it came from, and when. The text
+ones hold one value per file or run, handed to the writer as a dictionary (one copy of
+the text, an index per row: the Delta schema says string all the same)."""
+
+
+def _repeated(value: str, zeros: pa.Array) -> pa.DictionaryArray:
+    """``value`` on every row (``zeros``: one 0 index per row)."""
+    return pa.DictionaryArray.from_arrays(zeros, pa.array([value], pa.large_string()))
 
 
 def _raw_stream(
@@ -980,12 +989,13 @@ def _raw_stream(
                         else pa.nulls(n, pa.large_string())
                         for name in names
                     ]
+                    zeros = pa.array(np.zeros(n, dtype=np.int32))
                     columns += [
-                        pa.repeat(pa.scalar(f.uri, pa.large_string()), n),
-                        pa.repeat(pa.scalar(f.fingerprint, pa.large_string()), n),
-                        pa.array(range(number + 1, number + n + 1), pa.int64()),
+                        _repeated(f.uri, zeros),
+                        _repeated(f.fingerprint, zeros),
+                        pa.array(np.arange(number + 1, number + n + 1, dtype=np.int64)),
                         pa.repeat(pa.scalar(now, pa.timestamp("us", tz="UTC")), n),
-                        pa.repeat(pa.scalar(run_id, pa.large_string()), n),
+                        _repeated(run_id, zeros),
                     ]
                     number += n
                     yield pa.RecordBatch.from_arrays(columns, schema=schema)
