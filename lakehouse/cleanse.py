@@ -557,7 +557,7 @@ def backlog(lake: Lake, source: Source, snapshot: delta.Snapshot | None = None) 
 
 REPEATED_TEXT = (SOURCE_FILE_URI, SOURCE_FILE_FINGERPRINT, INGEST_RUN_ID)
 """Lineage columns with one value per file or run: held as categoricals while a run
-accumulates rows, decoded to plain strings when written."""
+accumulates rows, and written as Arrow dictionaries (``delta.plain_arrow``)."""
 
 
 def compact(df: pl.DataFrame) -> pl.DataFrame:

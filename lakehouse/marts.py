@@ -12,7 +12,6 @@ DuckDB file is working space: delete it and the next run rebuilds it.
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import json
 import shutil
@@ -80,8 +79,8 @@ def drop_relation(con: duckdb.DuckDBPyConnection, schema: str, name: str) -> Non
         con.execute(f"DROP {'VIEW' if kind == 'VIEW' else 'TABLE'} {schema}.{name}")
 
 
-@lru_cache(maxsize=1)
 def _profiles() -> dict[str, Any]:
+    """The project's dbt profiles, as the file says now."""
     return dict(yaml.safe_load((DBT_PROJECT_DIR / "profiles.yml").read_text()))
 
 
@@ -125,7 +124,7 @@ class MartWorkspace:
 
     def write_profile(self) -> Path:
         """The project's dbt profile, pointed at this lake's DuckDB file."""
-        profiles = copy.deepcopy(_profiles())
+        profiles = _profiles()
         for output in profiles[DBT_PROFILE]["outputs"].values():
             output["path"] = str(self.duckdb_path)
         self.profiles_dir.mkdir(parents=True, exist_ok=True)
