@@ -24,6 +24,7 @@ POINTS: dict[str, str] = {
     "raw.after_log": "raw rows and the ingest log written",
     "cleansed.after_quarantine": "quarantine committed, the cleansed MERGE not yet",
     "cleansed.after_commit": "cleansed version committed, not yet audited",
+    "write.staged": "a parallel append's files written, its commit not yet made",
     "check.before_publish": "a version passed its contract, the publish marker not yet written",
     "check.after_publish": "a version published",
     "check.before_reject": "a version failed its contract, not yet withdrawn",

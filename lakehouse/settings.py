@@ -8,6 +8,7 @@ CLI, tests) receives a ``LakehouseSettings`` instead of reading ``os.environ``.
 from __future__ import annotations
 
 import logging
+import os
 import re
 from dataclasses import dataclass
 from datetime import date
@@ -227,6 +228,18 @@ class LakehouseSettings(BaseSettings):
         gt=0,
         description="No S3 request is retried once this long has passed since its first attempt: "
         "a stalled store fails the step in bounded time, and Dagster's retry policy takes over.",
+    )
+    write_threads: int = Field(
+        default_factory=lambda: min(os.cpu_count() or 1, 4),
+        ge=1,
+        description="Threads that encode one large append's Parquet files (default: the "
+        "machine's cores, at most 4). 1 writes every table on one thread.",
+    )
+    parallel_write_rows: int = Field(
+        default=2_000_000,
+        ge=1,
+        description="Rows from which an append is split between write_threads; below it, "
+        "the threads would cost more than they save.",
     )
     pii_secret: SecretStr | None = Field(
         default=None,

@@ -191,6 +191,8 @@ class Lake:
             gated=layer in GATED_LAYERS,
             # personal data and the ids an erasure looks for: never in the log's statistics
             unindexed_columns=pii_columns(layer, table) | subject_key_columns(layer, table),
+            write_threads=self.settings.write_threads,
+            parallel_write_rows=self.settings.parallel_write_rows,
         )
 
     def check_writable(self, uri: str) -> None:

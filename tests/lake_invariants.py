@@ -52,6 +52,8 @@ def build_env(settings: LakehouseSettings, fault: str | None = None) -> dict[str
     env.update(
         LAKEHOUSE_LAKE_ROOT=settings.lake_root,
         LAKEHOUSE_WORK_DIR=str(settings.work_dir),
+        LAKEHOUSE_WRITE_THREADS=str(settings.write_threads),
+        LAKEHOUSE_PARALLEL_WRITE_ROWS=str(settings.parallel_write_rows),
         PYTHONPATH=str(REPO),
     )
     if settings.s3_endpoint_url:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import duckdb
 import polars as pl
 import pyarrow as pa
 import pytest
@@ -181,7 +182,6 @@ def test_categorical_columns_are_stored_as_text_whoever_reads_them(lake: Lake) -
     Arrow dictionary (cheaper than decoding it per row). The table still says string,
     and every reader the lake has gets the text back, across files written as
     dictionaries and as plain text, with no polars metadata left in any file."""
-    import duckdb
 
     target = lake.writable(Layer.QUARANTINE, "stores")
     stamp = delta.Stamp("run-1", "test")
@@ -226,3 +226,129 @@ def test_categorical_columns_are_stored_as_text_whoever_reads_them(lake: Lake) -
     for fragment in dt.to_pyarrow_dataset().get_fragments():
         assert b"_PL_" not in (fragment.physical_schema.metadata or {}).get(b"ARROW:schema", b"")
         assert all(b"_PL_" not in str(f.metadata).encode() for f in fragment.physical_schema)
+
+
+def _writing_in_parallel(lake: Lake, rows: int = 100, threads: int = 2) -> Lake:
+    """The same lake, appending ``rows`` rows or more on ``threads`` threads."""
+    update = {"write_threads": threads, "parallel_write_rows": rows}
+    return Lake(lake.settings.model_copy(update=update))
+
+
+def _orders(n: int, start: int = 0) -> pl.DataFrame:
+    return pl.DataFrame(
+        {
+            "order_id": [f"o{i:05d}" for i in range(start, start + n)],
+            "customer_id": [f"c{i % 37:03d}" for i in range(start, start + n)],
+            "order_total": pl.Series([i % 90 for i in range(n)]).cast(pl.Decimal(18, 2)),
+            "uri": pl.Series(["landing/a.csv"] * n).cast(pl.Categorical),
+        }
+    )
+
+
+def test_a_large_append_is_encoded_on_several_threads_and_committed_once(lake: Lake) -> None:
+    """Above ``parallel_write_rows`` an append's rows are written as contiguous parts at
+    once (``Snapshot._write_staged``), then added in one commit. The table is the one a
+    single write makes: the same versions, schema (column metadata too), properties,
+    protocol, app transactions, commit metadata and rows; every file's statistics are its
+    own rows' (personal data still kept out of them); no part's log is left behind."""
+    parallel = _writing_in_parallel(lake)
+    single = Lake(
+        lake.settings.model_copy(update={"lake_root": lake.root + "-single", "write_threads": 1})
+    )
+    stamp = delta.Stamp("run-1", "cleansed/orders")
+    batches = [_orders(1000), _orders(700, start=1000), _orders(50, start=1700)]  # 2 parts, 1
+    tables = {}
+    for name, which in (("parallel", parallel), ("single", single)):
+        target = which.writable(Layer.CLEANSED, "orders")
+        snapshot = target.snapshot()
+        for version, batch in enumerate(batches):
+            written = snapshot.append(
+                batch,
+                stamp,
+                txns={delta.cursor_app("raw/orders"): version + 5},
+                column_metadata={"order_total": {"note": "kept"}},
+            )
+            assert written == version == snapshot.version
+        tables[name] = target.open()
+    fast, slow = tables["parallel"], tables["single"]
+    assert fast is not None and slow is not None
+    assert fast.schema().to_json() == slow.schema().to_json()
+    assert fast.metadata().configuration == slow.metadata().configuration
+    assert "customer_id" not in fast.metadata().configuration[delta.STATS_COLUMNS].split(",")
+    assert fast.protocol() == slow.protocol()
+    for app in (delta.cursor_app("raw/orders"), delta.WRITTEN):
+        assert fast.transaction_version(app) == slow.transaction_version(app) is not None
+    assert [h.get(delta.RUN_ID_KEY) for h in fast.history()] == ["run-1"] * 3
+    read = [delta.read(t.table_uri, lake.storage_options).sort("order_id") for t in (fast, slow)]
+    assert read[0].equals(read[1]) and read[0].height == 1750
+    # Parts hand text over as string views: every reader still gets text, across files
+    # written both ways.
+    by_arrow = pl.from_arrow(fast.to_pyarrow_dataset().to_table())
+    assert isinstance(by_arrow, pl.DataFrame)
+    assert by_arrow.schema["order_id"] == pl.String
+    assert by_arrow.sort("order_id").equals(read[0].select(by_arrow.columns))
+    con = duckdb.connect()
+    try:
+        delta.duckdb_view(con, "orders_view", fast)
+        by_duckdb = con.sql("SELECT order_id, uri FROM orders_view ORDER BY order_id").pl()
+    finally:
+        con.close()
+    assert by_duckdb.equals(read[0].select("order_id", "uri").cast({"uri": pl.String}))
+
+    files = pa.table(fast.get_add_actions(flatten=True)).to_pylist()
+    assert len(files) == 5  # two parts for each large append, one file for the small one
+    staged = [f for f in files if f["path"].startswith(delta.STAGED_PREFIX)]
+    assert sorted(f["num_records"] for f in staged) == [350, 350, 500, 500]
+    by_path = {f["path"].split("/")[-1]: f for f in files}
+    for fragment in fast.to_pyarrow_dataset().get_fragments():
+        stats = by_path[fragment.path.split("/")[-1]]
+        ids = fragment.to_table(columns=["order_id"])["order_id"].to_pylist()
+        assert (stats["min.order_id"], stats["max.order_id"]) == (min(ids), max(ids))
+        assert stats.get("min.customer_id") is None  # personal data: no statistics
+    leftovers = [
+        o.uri
+        for o in lake.iter_objects(fast.table_uri.rstrip("/"))
+        if "/" + delta.STAGED_PREFIX in o.uri and not o.uri.endswith(".parquet")
+    ]
+    assert leftovers == []
+
+
+def test_parallel_appends_that_race_commit_one_of_them(lake: Lake) -> None:
+    """Two writers append to the same version (or both create the table): one commits,
+    the other gets ``CommitConflictError`` and its rows are in no version."""
+    parallel = _writing_in_parallel(lake)
+    target = parallel.writable(Layer.CLEANSED, "orders")
+    stamp = delta.Stamp("run-1", "cleansed/orders")
+    first, second = target.snapshot(), target.snapshot()
+    first.append(_orders(300), stamp)
+    with pytest.raises(delta.CommitConflictError):
+        second.append(_orders(300, start=300), stamp)  # both created the table
+    first, second = target.snapshot(), target.snapshot()
+    first.append(_orders(300, start=600), stamp)
+    with pytest.raises(delta.CommitConflictError):
+        second.append(_orders(300, start=900), stamp)
+    ids = delta.read(target.uri, lake.storage_options)["order_id"]
+    assert ids.sort().to_list() == [f"o{i:05d}" for i in [*range(300), *range(600, 900)]]
+
+
+def test_an_append_that_does_not_fit_the_table_is_not_split(lake: Lake) -> None:
+    """Parts are written as tables of their own, so only rows in the table's exact columns
+    and types are split. New columns go through delta-rs's schema merge, and other types
+    through its cast to the table's, as before."""
+    parallel = _writing_in_parallel(lake)
+    target = parallel.writable(Layer.CLEANSED, "orders")
+    stamp = delta.Stamp("run-1", "cleansed/orders")
+    snapshot = target.snapshot()
+    snapshot.append(_orders(300), stamp)
+    floats = _orders(300, start=300).with_columns(pl.col("order_total").cast(pl.Float64))
+    snapshot.append(floats, stamp)
+    wider = _orders(300, start=600).with_columns(pl.lit("x").alias("note"))
+    snapshot.append(wider, stamp, schema_merge=True)
+    dt = target.open()
+    assert dt is not None and dt.version() == 2
+    paths = pa.table(dt.get_add_actions(flatten=True))["path"].to_pylist()
+    assert sum(p.startswith(delta.STAGED_PREFIX) for p in paths) == 2  # the first append's
+    assert len(paths) == 4
+    table = delta.read(target.uri, lake.storage_options)
+    assert table.height == 900 and table.schema["order_total"] == pl.Decimal(18, 2)
+    assert table.filter(pl.col("order_id") == "o00301")["order_total"].to_list() == [1]
