@@ -77,6 +77,9 @@ def maintain(
         dry_run=False,
         enforce_retention_duration=False,  # the retention is ours to choose, even below 7 days
         commit_properties=stamp.commit(**{delta.MAINTENANCE_KEY: "vacuum"}),
+        # Files no commit names too (a write killed before its commit, e.g. the parts of a
+        # parallel append), once older than the retention; not only removed ones.
+        full=True,
     )
     dt = DeltaTable(uri, storage_options=lake.storage_options or None)
     return MaintenanceReport(

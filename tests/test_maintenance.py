@@ -60,6 +60,35 @@ def test_compaction_checkpoint_and_vacuum(lake: Lake) -> None:
     ]
 
 
+def test_vacuum_removes_the_parts_of_an_append_that_never_committed(lake: Lake) -> None:
+    """A build killed between writing a parallel append's parts and its commit leaves
+    files no commit names (``delta.STAGED_PREFIX`` folders). Readers never see them;
+    vacuum removes them once they are older than the retention, with their logs."""
+    from deltalake import write_deltalake
+
+    parallel = Lake(
+        lake.settings.model_copy(update={"write_threads": 2, "parallel_write_rows": 10})
+    )
+    target = parallel.writable(Layer.RAW, "orders")
+    stamp = delta.Stamp("r1", "raw/orders")
+    rows = pl.DataFrame({"id": [str(i) for i in range(40)]})
+    target.snapshot().append(rows, stamp)
+    orphan = f"{target.uri}/{delta.STAGED_PREFIX}orphan-0"
+    write_deltalake(orphan, rows.to_arrow(), storage_options=lake.storage_options or None)
+    assert physical_files(lake, Layer.RAW, "orders") == 3  # two committed parts, one orphan
+    assert delta.read(target.uri, lake.storage_options).height == 40
+
+    kept = maintain(lake, Layer.RAW, "orders", stamp, retention=timedelta(days=7))
+    assert kept is not None and kept.files_vacuumed == 0  # younger than the retention
+    purged = maintain(lake, Layer.RAW, "orders", stamp, retention=timedelta(0))
+    assert purged is not None
+    assert physical_files(lake, Layer.RAW, "orders") == 1  # compacted; parts and orphan gone
+    assert not [o for o in lake.iter_objects(orphan)]
+    assert sorted(delta.read(target.uri, lake.storage_options)["id"].to_list(), key=int) == [
+        str(i) for i in range(40)
+    ]
+
+
 def test_the_maintenance_job_reports_files_before_and_after(lake: Lake) -> None:
     for i in range(3):
         lake.put_landing_file(
