@@ -196,6 +196,13 @@ def lake(settings: LakehouseSettings) -> Lake:
     return Lake(settings)
 
 
+def writing_in_parallel(lake: Lake, rows: int = 100, threads: int = 2) -> Lake:
+    """The same lake, appending ``rows`` rows or more on ``threads`` threads (the parallel
+    appends of ``delta.Snapshot._write_staged``, at a test's size)."""
+    update = {"write_threads": threads, "parallel_write_rows": rows}
+    return Lake(lake.settings.model_copy(update=update))
+
+
 def put_table(lake: Lake, layer: str, table: str, df: Any, run_id: str = "test") -> int:
     """Replace a table's contents in one commit and publish it (as if it passed its checks)."""
     snapshot = lake.writable(layer, table).snapshot()

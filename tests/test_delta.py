@@ -11,6 +11,7 @@ import pytest
 
 from lakehouse import delta
 from lakehouse.storage import Lake, Layer
+from tests.conftest import writing_in_parallel
 
 
 def test_holds_any_tells_a_batch_of_new_keys_from_one_that_matches(lake: Lake) -> None:
@@ -228,12 +229,6 @@ def test_categorical_columns_are_stored_as_text_whoever_reads_them(lake: Lake) -
         assert all(b"_PL_" not in str(f.metadata).encode() for f in fragment.physical_schema)
 
 
-def _writing_in_parallel(lake: Lake, rows: int = 100, threads: int = 2) -> Lake:
-    """The same lake, appending ``rows`` rows or more on ``threads`` threads."""
-    update = {"write_threads": threads, "parallel_write_rows": rows}
-    return Lake(lake.settings.model_copy(update=update))
-
-
 def _orders(n: int, start: int = 0) -> pl.DataFrame:
     return pl.DataFrame(
         {
@@ -251,7 +246,7 @@ def test_a_large_append_is_encoded_on_several_threads_and_committed_once(lake: L
     single write makes: the same versions, schema (column metadata too), properties,
     protocol, app transactions, commit metadata and rows; every file's statistics are its
     own rows' (personal data still kept out of them); no part's log is left behind."""
-    parallel = _writing_in_parallel(lake)
+    parallel = writing_in_parallel(lake)
     single = Lake(
         lake.settings.model_copy(update={"lake_root": lake.root + "-single", "write_threads": 1})
     )
@@ -316,7 +311,7 @@ def test_a_large_append_is_encoded_on_several_threads_and_committed_once(lake: L
 def test_parallel_appends_that_race_commit_one_of_them(lake: Lake) -> None:
     """Two writers append to the same version (or both create the table): one commits,
     the other gets ``CommitConflictError`` and its rows are in no version."""
-    parallel = _writing_in_parallel(lake)
+    parallel = writing_in_parallel(lake)
     target = parallel.writable(Layer.CLEANSED, "orders")
     stamp = delta.Stamp("run-1", "cleansed/orders")
     first, second = target.snapshot(), target.snapshot()
@@ -335,7 +330,7 @@ def test_an_append_that_does_not_fit_the_table_is_not_split(lake: Lake) -> None:
     """Parts are written as tables of their own, so only rows in the table's exact columns
     and types are split. New columns go through delta-rs's schema merge, and other types
     through its cast to the table's, as before."""
-    parallel = _writing_in_parallel(lake)
+    parallel = writing_in_parallel(lake)
     target = parallel.writable(Layer.CLEANSED, "orders")
     stamp = delta.Stamp("run-1", "cleansed/orders")
     snapshot = target.snapshot()

@@ -15,6 +15,7 @@ from lakehouse.ingest import ingest_source
 from lakehouse.maintenance import maintain
 from lakehouse.sources import SOURCES
 from lakehouse.storage import Lake, Layer
+from tests.conftest import writing_in_parallel
 
 HEADER = "id,customer,ordered_at,store_id,subtotal,tax_paid,order_total\n"
 
@@ -66,9 +67,7 @@ def test_vacuum_removes_the_parts_of_an_append_that_never_committed(lake: Lake) 
     vacuum removes them once they are older than the retention, with their logs."""
     from deltalake import write_deltalake
 
-    parallel = Lake(
-        lake.settings.model_copy(update={"write_threads": 2, "parallel_write_rows": 10})
-    )
+    parallel = writing_in_parallel(lake, rows=10)
     target = parallel.writable(Layer.RAW, "orders")
     stamp = delta.Stamp("r1", "raw/orders")
     rows = pl.DataFrame({"id": [str(i) for i in range(40)]})
