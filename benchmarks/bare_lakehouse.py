@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import shutil
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -270,9 +271,23 @@ def differences(ours: Path, bare: Path) -> list[str]:
 
 
 def build(data: Path, out: Path) -> None:
+    """The three layers in turn, each phase's seconds printed (``phase <layer> <s> s``):
+    ``benchmarks/scale.py`` sets them beside the project's layers."""
     shutil.rmtree(out, ignore_errors=True)
     key = LakehouseSettings().pii_key()
-    marts(cleansed(raw(data, out, datetime.now(UTC)), out, key), out)
+    started = time.perf_counter()
+
+    def phase(layer: str) -> None:
+        nonlocal started
+        print(f"phase {layer} {time.perf_counter() - started:.2f} s", flush=True)
+        started = time.perf_counter()
+
+    raw_tables = raw(data, out, datetime.now(UTC))
+    phase("raw")
+    cleansed_tables = cleansed(raw_tables, out, key)
+    phase("cleansed")
+    marts(cleansed_tables, out)
+    phase("marts")
 
 
 def main() -> None:

@@ -10,7 +10,11 @@ process:
 * ``land`` + ``build``: the whole year, from nothing;
 * ``build`` again with nothing new (the no-op);
 * ``benchmarks/bare_lakehouse.py`` on the same files first (plain polars + deltalake, the
-  work itself), whose seven marts the project's must equal (asserted);
+  work itself), whose seven marts the project's must equal (asserted); with
+  ``--repeats``, the bare script and the full build alternate that many times, each from
+  nothing, and their medians are compared;
+* what every build pays before any work (process start and the imports of
+  ``lakehouse build``), so a build's time after it can be read off;
 * the same small deliveries at every scale, each landed and built in turn: what an
   increment costs on a small lake and on a big one. Each is a day of trade after the
   simulated year: 1% of the 1x year's orders (with their items and tweets), placed by
@@ -23,7 +27,8 @@ process:
 
 Each step's wall time, CPU time (user + system of the process tree) and peak RSS of the
 process tree (sampled from /proc every 50 ms, so a peak shorter than that may be missed)
-are written to ``--out`` as Markdown, with the command that produced it. It asserts
+are written to ``--out`` as Markdown, with the command that produced it, and the full
+and increment builds by layer (the full build's beside the bare script's phases). It asserts
 that the no-op started no run, and that every increment's rows arrived. It is a
 benchmark, not a test: no timing is judged here.
 
@@ -241,10 +246,12 @@ class LakeRun:
         return [*self.steps, median_build(self.builds)]
 
 
-def build_lake(scale: float, workdir: Path, base: float = 1.0) -> LakeRun:
+def build_lake(scale: float, workdir: Path, base: float = 1.0, repeats: int = 1) -> LakeRun:
     """A fresh lake of ``scale`` built in full, then again with nothing new, beside the
     bare script on the same files; ``base``: the scale whose customers place the
-    increments' orders (all of them must be in this lake)."""
+    increments' orders (all of them must be in this lake). With ``repeats``, the bare
+    script and the full build alternate that many times, each from nothing, and their
+    medians are compared (a shared machine's speed drifts by a third over an hour)."""
     from bare_lakehouse import differences
 
     data = year_of(workdir, scale)
@@ -252,7 +259,6 @@ def build_lake(scale: float, workdir: Path, base: float = 1.0) -> LakeRun:
     regulars = pl.read_csv(workdir / f"data-{base:g}x" / "raw_customers.csv", columns=["id"])
     assert set(regulars["id"]) <= known, "the increment's customers are not all in this lake"
     root = workdir / f"lake-{scale:g}x"
-    shutil.rmtree(root, ignore_errors=True)
     env = {
         **os.environ,
         "LAKEHOUSE_LAKE_ROOT": str(root / "lake"),
@@ -263,15 +269,29 @@ def build_lake(scale: float, workdir: Path, base: float = 1.0) -> LakeRun:
         "DBT_SEND_ANONYMOUS_USAGE_STATS": "false",
         "SODA_CORE_TELEMETRY_ENABLED": "false",
     }
-    (root / "dagster").mkdir(parents=True)
     bare_root = root / "bare"
-    steps = [
-        measure("bare script", [sys.executable, str(BARE), str(data), str(bare_root)], env),
-        measure("land", [LAKEHOUSE, "land", str(data)], env),
-        measure("full build", [LAKEHOUSE, "build"], env),
-    ]
-    problems = differences(root / "lake", bare_root)
-    assert not problems, f"the project's marts differ from the bare script's: {problems}"
+    # What every build pays before any work: the interpreter, then what `lakehouse build`
+    # imports before its run starts (the definitions, dbt's adapter among them, and the
+    # Dagster instance's storage).
+    steps = [measure("start and imports", [sys.executable, "-c", IMPORTS], env)]
+    bare, full = [], []
+    for attempt in range(1, repeats + 1):
+        # each attempt from nothing, the bare script and the build side by side
+        shutil.rmtree(root, ignore_errors=True)
+        (root / "dagster").mkdir(parents=True)
+        label = f" {attempt}" if repeats > 1 else ""
+        bare.append(
+            measure(
+                f"bare script{label}", [sys.executable, str(BARE), str(data), str(bare_root)], env
+            )
+        )
+        steps += [bare[-1], measure(f"land{label}", [LAKEHOUSE, "land", str(data)], env)]
+        full.append(measure(f"full build{label}", [LAKEHOUSE, "build"], env))
+        steps.append(full[-1])
+        problems = differences(root / "lake", bare_root)
+        assert not problems, f"the project's marts differ from the bare script's: {problems}"
+    if repeats > 1:
+        steps += [median_of("bare script", bare), median_of("full build", full)]
     noop = measure("no-op build", [LAKEHOUSE, "build"], env)
     assert "Nothing new" in noop.output, noop.output[-3000:]
     steps.append(noop)
@@ -279,13 +299,13 @@ def build_lake(scale: float, workdir: Path, base: float = 1.0) -> LakeRun:
 
 
 def run_scales(
-    scales: list[float], workdir: Path, base: float = 1.0, days: int = 3
+    scales: list[float], workdir: Path, base: float = 1.0, days: int = 3, repeats: int = 1
 ) -> dict[float, list[Measured]]:
     """Every lake built, then each day's delivery built on every lake in turn: the
     builds compared are minutes apart, so a slower spell of a shared machine falls on
     every scale alike instead of on one."""
     increments = write_increments(workdir, base, days)
-    lakes = [build_lake(scale, workdir, base) for scale in scales]
+    lakes = [build_lake(scale, workdir, base, repeats) for scale in scales]
     for day, increment in enumerate(increments, start=1):
         for lake in lakes:
             lake.build_increment(day, increment)
@@ -293,13 +313,20 @@ def run_scales(
 
 
 MEDIAN = "increment build (median)"
+IMPORTS = "import lakehouse.cli, lakehouse.definitions, lakehouse.instance"
+"""What ``lakehouse build`` imports before its run starts."""
 
 
 def median_build(builds: list[Measured]) -> Measured:
     """The middle of the increments: each figure and each layer's seconds are the median
     of the days' (a single run on a shared machine varies by a fifth)."""
+    return median_of(MEDIAN, builds)
+
+
+def median_of(step: str, builds: list[Measured]) -> Measured:
+    """``step``: each figure and each layer's seconds the median of ``builds``'."""
     return Measured(
-        MEDIAN,
+        step,
         statistics.median(b.wall_s for b in builds),
         statistics.median(b.cpu_s for b in builds),
         statistics.median(b.peak_rss_mb for b in builds),
@@ -315,11 +342,20 @@ STEP_LINE = re.compile(r"^\[\s*\d+\] (?:done|FAILED)\s+(\S+) \(([\d.]+) s\)", re
 LAYERS = ("raw", "cleansed", "marts", "checks")
 
 
+BARE_PHASE = re.compile(r"^phase (\w+) ([\d.]+) s$", re.MULTILINE)
+"""A layer of the bare script as it prints it (``benchmarks/bare_lakehouse.py``)."""
+
+
 def by_layer(output: str) -> dict[str, float]:
     """Seconds of a build's steps per layer, from its CLI lines (the steps run one after
-    another in one process). A layer's writer steps include verifying what they wrote; the
-    check steps report those verdicts as Dagster asset checks."""
+    another in one process), or the bare script's phases. A layer's writer steps include
+    verifying what they wrote; the check steps report those verdicts as Dagster asset
+    checks (the bare script has none)."""
     out = dict.fromkeys(LAYERS, 0.0)
+    phases = BARE_PHASE.findall(output)
+    if phases:
+        out.update((layer, float(seconds)) for layer, seconds in phases)
+        return out
     for step, seconds in STEP_LINE.findall(output):
         if step.endswith("_contract"):
             layer = "checks"
@@ -331,8 +367,16 @@ def by_layer(output: str) -> dict[str, float]:
     return out
 
 
-def render(results: dict[float, list[Measured]], command: str, seconds: float) -> str:
+def render(
+    results: dict[float, list[Measured]], command: str, seconds: float, repeats: int = 1
+) -> str:
     cpu = platform.processor() or platform.machine()
+    alternated = (
+        f" The bare script and the full build ran {repeats} times each, alternating, every "
+        "time from nothing; the comparisons use their medians ('bare script', 'full build')."
+        if repeats > 1
+        else ""
+    )
     lines = [
         "# Scale: full build, no-op and increment against lake size",
         "",
@@ -344,13 +388,13 @@ def render(results: dict[float, list[Measured]], command: str, seconds: float) -
         f"lake's (at most 1x) year of orders, from customers every lake has and "
         f"{NEW_CUSTOMERS} new ones, landed and built one after another; every lake is "
         "built first, then each day on every lake in turn (the builds compared are minutes "
-        f"apart); the comparisons use their median ({MEDIAN!r}).",
+        f"apart); the comparisons use their median ({MEDIAN!r}).{alternated}",
         "",
         "| scale | orders | step | wall s | CPU s | peak RSS MB |",
         "|---|---:|---|---:|---:|---:|",
     ]
     for scale, steps in results.items():
-        orders = _rows(steps[3].output, "raw/orders")
+        orders = _rows(next(m for m in steps if m.step == "no-op build").output, "raw/orders")
         for m in steps:
             lines.append(
                 f"| {scale:g}x | {orders:,} | {m.step} | {m.wall_s:.1f} | {m.cpu_s:.1f} | "
@@ -362,10 +406,12 @@ def render(results: dict[float, list[Measured]], command: str, seconds: float) -
 
     lines.append("")
     for scale in results:
+        built, start = wall(scale, "full build"), wall(scale, "start and imports")
         lines.append(
-            f"- {scale:g}x: full build {wall(scale, 'full build'):.1f} s against the bare "
-            f"script's {wall(scale, 'bare script'):.1f} s on the same files: "
-            f"{wall(scale, 'full build') / wall(scale, 'bare script'):.1f}x (marts asserted equal)."
+            f"- {scale:g}x: full build {built:.1f} s against the bare script's "
+            f"{wall(scale, 'bare script'):.1f} s on the same files: "
+            f"{built / wall(scale, 'bare script'):.1f}x (marts asserted equal); "
+            f"{built - start:.1f} s after process start and imports ({start:.1f} s)."
         )
     small = min(results)
     if len(results) > 1:
@@ -381,6 +427,26 @@ def render(results: dict[float, list[Measured]], command: str, seconds: float) -
             f"{wall(big, 'no-op build'):.1f} s at {big:g}x (process start and imports included).",
             f"- Increment {increments}.",
         ]
+    lines += [
+        "",
+        "The full build by layer against the bare script's (seconds; the project's layers "
+        "are its steps' times, writers including the verification of what they wrote and "
+        "marts including dbt's tests; the bare script's are its phases; the rest of the "
+        "build's wall time is process start, imports and run bookkeeping):",
+        "",
+        "| scale | raw | cleansed | marts | checks | rest of the wall |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for scale, steps in results.items():
+        full = next(m for m in steps if m.step == "full build")
+        bare = next(m for m in steps if m.step == "bare script").layers
+        layers = full.layers
+        cells = [
+            f"{layers[layer]:.1f}" + (f" / {bare[layer]:.1f}" if layer != "checks" else "")
+            for layer in LAYERS
+        ]
+        rest = full.wall_s - sum(layers.values())
+        lines.append(f"| {scale:g}x build / bare | " + " | ".join(cells) + f" | {rest:.1f} |")
     lines += [
         "",
         "The increment build by layer (seconds of its steps; a writer step includes "
@@ -418,13 +484,21 @@ def main() -> None:
     parser.add_argument(
         "--increments", type=int, default=3, help="days of 1%% built on each lake (median)"
     )
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        default=1,
+        help="bare script and full build, alternating, each from nothing (median)",
+    )
     args = parser.parse_args()
+    repeated = ["--repeats", str(args.repeats)] if args.repeats > 1 else []
     command = "python benchmarks/scale.py " + shlex.join(
         [
             "--scales",
             *(f"{s:g}" for s in args.scales),
             "--increments",
             str(args.increments),
+            *repeated,
             "--out",
             str(args.out),
         ]
@@ -436,8 +510,8 @@ def main() -> None:
     ensure_parsed()
     started = time.perf_counter()
     base = min(1.0, *args.scales)  # the increment's customers are in every lake measured
-    results = run_scales(args.scales, args.workdir, base, args.increments)
-    text = render(results, command, time.perf_counter() - started)
+    results = run_scales(args.scales, args.workdir, base, args.increments, args.repeats)
+    text = render(results, command, time.perf_counter() - started, args.repeats)
     args.out.write_text(text)
     print(text)
     if importlib.util.find_spec("matplotlib") is None:

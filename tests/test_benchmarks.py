@@ -48,6 +48,7 @@ def test_the_scale_benchmark_runs_and_the_bare_script_agrees(tmp_path: Path) -> 
         rows = text.splitlines()
         steps = [row.split("|")[3].strip() for row in rows if row.startswith(f"| {scale} |")]
         assert steps == [
+            "start and imports",
             "bare script",
             "land",
             "full build",
@@ -59,6 +60,11 @@ def test_the_scale_benchmark_runs_and_the_bare_script_agrees(tmp_path: Path) -> 
             "increment build (median)",
         ]
     assert "Increment on the 0.05x lake over the 0.03x lake" in text
+    # the full build by layer beside the bare script's phases, from their own output
+    [full] = [row for row in text.splitlines() if row.startswith("| 0.05x build / bare")]
+    for cell in full.split("|")[2:5]:  # raw, cleansed, marts: ours / the bare script's
+        ours, bare = (float(x) for x in cell.split("/"))
+        assert ours > 0 and bare >= 0, full
     # the increment by layer, from the CLI's step lines: every layer did some work
     [layers] = [row for row in text.splitlines() if row.startswith("| 0.05x layers")]
     raw, cleansed, marts, checks = (float(c.split()[0]) for c in layers.split("|")[2:6])
