@@ -16,22 +16,18 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
-
-from openlineage.client import OpenLineageClient
-from openlineage.client.event_v2 import InputDataset, Job, OutputDataset, Run, RunEvent, RunState
-from openlineage.client.facet_v2 import (
-    dataset_version_dataset,
-    output_statistics_output_dataset,
-    parent_run,
-    schema_dataset,
-)
-from openlineage.client.transport import Transport
-from openlineage.client.transport.file import FileConfig, FileTransport
-from openlineage.client.transport.http import HttpConfig, HttpTransport
 
 from lakehouse import delta
 from lakehouse.storage import Lake, Layer
+
+# The client is imported where an event is made: every process that loads the
+# definitions (each build, the code server) would otherwise pay for importing it (about
+# 0.3 s), and most deployments never configure an endpoint.
+if TYPE_CHECKING:
+    from openlineage.client.event_v2 import InputDataset, OutputDataset, RunEvent
+    from openlineage.client.transport import Transport
 
 log = logging.getLogger(__name__)
 
@@ -58,11 +54,20 @@ def dataset_ref(lake: Lake, layer: str, name: str, *, read: bool = False) -> dic
 
 
 def _input(lake: Lake, layer: str, name: str) -> InputDataset:
+    from openlineage.client.event_v2 import InputDataset
+
     ref = dataset_ref(lake, layer, name, read=True)
     return InputDataset(ref["namespace"], ref["name"])
 
 
 def _output(lake: Lake, layer: str, name: str, with_facets: bool) -> OutputDataset:
+    from openlineage.client.event_v2 import OutputDataset
+    from openlineage.client.facet_v2 import (
+        dataset_version_dataset,
+        output_statistics_output_dataset,
+        schema_dataset,
+    )
+
     ref = dataset_ref(lake, layer, name)
     dt = (
         delta.open_table(lake.table_uri(layer, name), lake.storage_options)
@@ -107,6 +112,9 @@ minutes (the library's default is five tries)."""
 def transport(target: str) -> Transport:
     """The client's own transport for ``target``: HTTP (with retries and a timeout) for an
     ``http(s)://`` endpoint, its file transport (JSON lines, appended) for ``file://``."""
+    from openlineage.client.transport.file import FileConfig, FileTransport
+    from openlineage.client.transport.http import HttpConfig, HttpTransport
+
     if target.startswith("file://"):
         path = Path(target.removeprefix("file://"))
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -127,6 +135,8 @@ class LineageEmitter:
     """Sends run events through the OpenLineage client; a delivery failure is logged."""
 
     def __init__(self, target: str, namespace: str) -> None:
+        from openlineage.client import OpenLineageClient
+
         self.target = target
         self.namespace = namespace
         self.client = OpenLineageClient(transport=transport(target))
@@ -152,6 +162,9 @@ def lineage_run(
     if not target:
         yield
         return
+    from openlineage.client.event_v2 import Job, Run, RunEvent, RunState
+    from openlineage.client.facet_v2 import parent_run
+
     emitter = LineageEmitter(target, lake.settings.openlineage_namespace)
     run_id = str(uuid.uuid5(RUN_NAMESPACE, f"{dagster_run_id}/{job}"))
 
