@@ -203,21 +203,38 @@ def row_hash_metadata(scheme: RowHash) -> dict[str, dict[str, str]]:
 
 def row_hash(df: pl.DataFrame, columns: list[str], scheme: RowHash = RowHash.MD5) -> pl.Series:
     """A stable digest of a row's business values (polars' own hash is not stable across
-    versions): the values as text, joined, hashed natively in row order."""
+    versions): the values as text, joined, hashed natively in row order.
 
-    def text(name: str) -> pl.Expr:
-        value = pl.col(name)
-        if scheme is RowHash.MD5 and isinstance(df.schema[name], pl.Datetime):
-            value = value.dt.epoch("us")  # an instant as one integer: no date formatting
-        return value.cast(pl.String).fill_null("\x00")
+    DuckDB's sha256 and md5 are hashlib's digests (same hex). For MD5 the values are also
+    joined in DuckDB, in the same query: integers, decimals, booleans, dates and text print
+    there as polars prints them (``test_cleanse`` holds every contract type to that), and
+    one parallel pass over the typed columns beats building the joined text in polars
+    first (10M orders: 3.2-3.5 s against 3.5-6.4 s). SHA-256 (older tables) joins timestamps
+    as polars prints them, which DuckDB does not, so it keeps the polars join."""
+    # Arrow string views: DuckDB reads polars' strings in place, without a copy.
+    if scheme is RowHash.MD5:
+        rows = df.select(columns)
 
-    joined = df.select(pl.concat_str([text(c) for c in columns], separator="\x1f").alias("joined"))
-    # DuckDB's sha256 and md5 are hashlib's digests (same hex), computed natively.
+        def text(name: str) -> str:
+            value = delta.identifiers(name)
+            if isinstance(rows.schema[name], pl.Datetime):
+                value = f"epoch_us({value})"  # an instant as one integer: no date formatting
+            return f"coalesce(CAST({value} AS VARCHAR), chr(0))"
+
+        joined = f"concat_ws(chr(31), {', '.join(text(c) for c in columns)})"
+    else:
+
+        def polars_text(name: str) -> pl.Expr:
+            return pl.col(name).cast(pl.String).fill_null("\x00")
+
+        rows = df.select(
+            pl.concat_str([polars_text(c) for c in columns], separator="\x1f").alias("joined")
+        )
+        joined = "joined"
     with duck.session() as con:
-        # Arrow string views: DuckDB reads polars' strings in place, without a copy.
-        con.register("rows_to_hash", joined.to_arrow(compat_level=pl.CompatLevel.newest()))
-        # the function is an enum value, not data (bandit B608)
-        hashed = con.sql(f"SELECT {scheme.value}(joined) AS h FROM rows_to_hash").pl()  # nosec B608
+        con.register("rows_to_hash", rows.to_arrow(compat_level=pl.CompatLevel.newest()))
+        # column names from the contracts, the function an enum value: not data (bandit B608)
+        hashed = con.sql(f"SELECT {scheme.value}({joined}) AS h FROM rows_to_hash").pl()  # nosec B608
     return hashed.to_series().cast(pl.String).alias(ROW_HASH)
 
 

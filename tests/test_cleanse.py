@@ -241,6 +241,45 @@ def test_the_md5_row_hash_joins_timestamps_as_epoch_microseconds() -> None:
     assert row_hash(elsewhere, ["a", "d"], RowHash.MD5).to_list() == expected
 
 
+def test_the_md5_row_hash_prints_every_contract_type_as_polars_does() -> None:
+    """MD5 hashes are computed in DuckDB, values and all: every type a contract declares
+    must print there exactly as polars prints it (the text the stored hashes were made
+    from), nulls, negatives, fractions and non-ASCII text included, or every re-delivered
+    row would look changed."""
+    import hashlib
+    from datetime import date
+    from decimal import Decimal
+
+    from lakehouse.cleanse import RowHash, row_hash
+    from lakehouse.contracts import polars_type
+
+    types = {
+        "text": {"data_type": "varchar"},
+        "count": {"data_type": "bigint"},
+        "flag": {"data_type": "boolean"},
+        "amount": {"data_type": "decimal", "numeric_precision": 18, "numeric_scale": 2},
+        "day": {"data_type": "date"},
+    }
+    df = pl.DataFrame(
+        {
+            "text": ["x", None, "", "é ü \x1f", "-1.50"],
+            "count": [1, -2, None, 9_007_199_254_740_993, 0],
+            "flag": [True, False, None, True, False],
+            "amount": [Decimal("12.50"), Decimal("-0.05"), Decimal("0"), None, Decimal("1e6")],
+            "day": [date(2018, 9, 1), None, date(1969, 12, 31), date(2024, 2, 29), None],
+        },
+        schema={name: polars_type({"name": name, **spec}) for name, spec in types.items()},
+    )
+    columns = list(types)
+    printed = df.select(pl.col(c).cast(pl.String).fill_null("\x00") for c in columns)
+    expected = [
+        hashlib.md5("\x1f".join(row).encode(), usedforsecurity=False).hexdigest()
+        for row in printed.iter_rows()
+    ]
+    assert row_hash(df, columns, RowHash.MD5).to_list() == expected
+    assert row_hash(df.head(0), columns, RowHash.MD5).to_list() == []
+
+
 def test_a_backlog_cleansed_in_chunks_equals_it_cleansed_at_once(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
