@@ -577,11 +577,20 @@ REPEATED_TEXT = (SOURCE_FILE_URI, SOURCE_FILE_FINGERPRINT, INGEST_RUN_ID)
 accumulates rows, and written as Arrow dictionaries (``delta.plain_arrow``)."""
 
 
-def compact(df: pl.DataFrame) -> pl.DataFrame:
-    """``df`` in buffers of its own, repeated lineage text as categoricals: a filtered
-    frame's strings otherwise keep every buffer of the frames it came from alive, and a
-    file's URI and fingerprint take hundreds of bytes on every row."""
+def compact(df: pl.DataFrame, *, filtered: bool = True) -> pl.DataFrame:
+    """``df`` as cleansing holds it until it writes: repeated lineage text as categoricals
+    (a file's URI and fingerprint take hundreds of bytes on every row), and, for a
+    ``filtered`` frame, in buffers of its own, because a filtered frame's strings keep
+    every buffer of the frames it came from alive.
+
+    Typed rows that all passed need no copy: every string they hold is a value the table
+    keeps (text, pseudonyms, hashes) or lineage text made categorical here, so no buffer
+    stays alive for text the table drops. Copying them anyway took 2.4-3.1 s of cleansing
+    the 14.7M items (10M orders: 1.2 s) and raised its peak by about 300 MB (5.16-5.31 GB
+    against 4.88-4.96 GB)."""
     df = df.with_columns(pl.col(c).cast(pl.Categorical) for c in REPEATED_TEXT if c in df.columns)
+    if not filtered:
+        return df
     copied = pl.from_arrow(df.to_arrow())
     assert isinstance(copied, pl.DataFrame)
     return copied
@@ -668,7 +677,9 @@ def _judge_new_rows(
             del typed
             out.references |= judged.reference_versions
             if judged.passed.height:
-                out.passed.append(compact(judged.passed))
+                # Typing or a rule set rows aside: what passed is a filtered frame.
+                filtered = judged.passed.height < chunk.height
+                out.passed.append(compact(judged.passed, filtered=filtered))
             if judged.quarantined.height:
                 rule_quarantined.append(
                     chunk.join(
