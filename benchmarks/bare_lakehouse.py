@@ -19,6 +19,7 @@ import argparse
 import shutil
 import time
 from datetime import UTC, datetime
+from decimal import Decimal
 from pathlib import Path
 
 import polars as pl
@@ -61,7 +62,9 @@ def _text(name: str) -> pl.Expr:
 
 
 def _dollars(name: str) -> pl.Expr:
-    return (_text(name).cast(pl.Int64).cast(pl.Decimal(20, 0)).cast(DOLLARS) / 100).cast(DOLLARS)
+    # as the project converts cents: times 0.01, exact and cheaper than dividing by 100
+    cents = _text(name).cast(pl.Int64).cast(pl.Decimal(38, 0))
+    return (cents * pl.lit(Decimal("0.01"), pl.Decimal(3, 2))).cast(DOLLARS)
 
 
 def _utc(name: str) -> pl.Expr:

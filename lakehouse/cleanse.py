@@ -22,6 +22,7 @@ import contextlib
 import enum
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any
 
 import polars as pl
@@ -104,14 +105,20 @@ def _parse(col: Column, dtype: pl.DataType, typed: str) -> tuple[pl.Expr, pl.Exp
         error = pl.when(pl.col(typed).is_null() & value.is_not_null()).then(bad("a timestamp"))
     elif col.kind is Kind.CENTS:
         cents = value.cast(pl.Int64, strict=False)
-        parsed = (cents.cast(pl.Decimal(20, 0)).cast(pl.Decimal(20, 2)) / 100).cast(dtype)
+        most = _most_cents(dtype)
         error = (
             pl.when(cents.is_null() & value.is_not_null())
             .then(bad("a whole number of cents"))
             .when(cents < 0)
             .then(pl.format("{}: negative amount {}", pl.lit(name), value))
+            .when(cents > most)
+            .then(pl.format("{}: amount {} is above {} cents", pl.lit(name), value, pl.lit(most)))
         )
-        parsed = pl.when(cents >= 0).then(parsed)
+        # Out-of-range cents are set to null before the cast, which would otherwise fail
+        # the whole batch (polars computes both branches of a when). Multiplying by 0.01 is
+        # exact, and costs half of what dividing by 100 does.
+        held = pl.when(cents.is_between(0, most)).then(cents)
+        parsed = (held.cast(pl.Decimal(38, 0)) * pl.lit(_CENT, pl.Decimal(3, 2))).cast(dtype)
     elif col.kind is Kind.RATE:
         rate = value.cast(dtype, strict=False)
         error = (
@@ -129,6 +136,17 @@ def _parse(col: Column, dtype: pl.DataType, typed: str) -> tuple[pl.Expr, pl.Exp
         parsed, error = value, pl.when(pl.lit(False)).then(pl.lit(None, pl.String))
     error = pl.when(value.is_null()).then(missing).otherwise(error)
     return parsed.alias(typed), error.cast(pl.String).alias(f"__error_{col.landed}")
+
+
+_CENT = Decimal("0.01")
+
+
+def _most_cents(dtype: pl.DataType) -> int:
+    """The largest whole number of cents ``dtype`` (a decimal) holds as dollars."""
+    if not isinstance(dtype, pl.Decimal):
+        raise TypeError(f"amounts in cents are held as decimals, not {dtype}")
+    assert dtype.precision is not None  # a contract's decimal always names its precision
+    return int(10 ** (dtype.precision - dtype.scale + 2)) - 1
 
 
 def _value(col: Column) -> pl.Expr:

@@ -101,6 +101,20 @@ def test_a_column_mixing_every_accepted_format_is_parsed_value_by_value() -> Non
         ),
         ({"subtotal": "-600"}, "subtotal: negative amount -600"),
         ({"tax_paid": "3.5"}, "tax_paid: cannot parse '3.5' as a whole number of cents"),
+        # a whole number of cents beyond what Decimal(18, 2) holds, but within a 64-bit
+        # integer: once it failed the cast, and with it the whole batch
+        (
+            {"subtotal": "9223372036854775807"},
+            "subtotal: amount 9223372036854775807 is above 999999999999999999 cents",
+        ),
+        (
+            {"order_total": "1000000000000000000"},
+            "order_total: amount 1000000000000000000 is above 999999999999999999 cents",
+        ),
+        (
+            {"order_total": "99999999999999999999"},
+            "order_total: cannot parse '99999999999999999999' as a whole number of cents",
+        ),
         ({"customer": ""}, "customer: required value is missing"),
         ({"customer": None}, "customer: required value is missing"),
     ],
@@ -111,6 +125,15 @@ def test_bad_rows_go_to_quarantine_with_the_reason(change: dict, reason: str) ->
     q = typed.quarantined.row(0, named=True)
     assert q[QUARANTINE_REASON] == reason
     assert q["id"] == "bad" and q[SOURCE_ROW_NUMBER] == 2 and q[SOURCE_FILE_URI] == "f1.csv"
+
+
+def test_amounts_in_cents_become_exact_dollars_up_to_the_largest_the_column_holds() -> None:
+    cents = ["0", "1", "99", "100", "12345", "999999999999999999"]
+    rows = [{**ORDER, "id": f"o{i}", "subtotal": f" {c} "} for i, c in enumerate(cents)]
+    typed = type_rows(raw(rows), SOURCES["orders"], KEY, "r")
+    assert typed.quarantined.height == 0
+    assert typed.valid["subtotal"].to_list() == [Decimal(c) / 100 for c in cents]
+    assert typed.valid.schema["subtotal"] == pl.Decimal(18, 2)
 
 
 def test_several_problems_are_all_reported() -> None:
