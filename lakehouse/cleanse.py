@@ -167,14 +167,19 @@ def parse_timestamps(values: pl.Series, dtype: pl.DataType) -> pl.Series:
 
     The formats never match the same text, so each is tried only on the values no other
     has matched, the first value's own format first: a file written in one format is
-    parsed in one pass, not once per format."""
+    parsed in one pass, not once per format.
+
+    Years are those of four digits, 0001 to 9999 in UTC: the parser would also take a
+    signed year ("-2018-01-01", "+2018-01-01") and year 0, which a Python ``datetime``
+    (and so every consumer that reads the table through one) cannot hold."""
     formats = [*_TIMESTAMP_FORMATS_WITH_OFFSET, *_TIMESTAMP_FORMATS_UTC]
-    present = values.drop_nulls()
+    signed = values.str.starts_with("-") | values.str.starts_with("+")
+    present = values.filter(~signed).drop_nulls()
     if present.len():
         first = present.head(1)
         formats.sort(key=lambda f: _strptime(first, f, dtype).is_null().item())
     out = pl.repeat(None, values.len(), dtype=dtype, eager=True)
-    todo = values.is_not_null().arg_true()
+    todo = (values.is_not_null() & ~signed).arg_true()
     for fmt in formats:
         if todo.is_empty():
             break
@@ -182,6 +187,10 @@ def parse_timestamps(values: pl.Series, dtype: pl.DataType) -> pl.Series:
         hit = parsed.is_not_null()
         out = out.scatter(todo.filter(hit), parsed.filter(hit))
         todo = todo.filter(~hit)
+    # year 0, or a year beyond 9999 once an offset is applied ("9999-12-31T23:00-05:00")
+    beyond = ~out.dt.year().is_between(1, 9999)
+    if beyond.any():
+        out = out.set(beyond, None)
     return out.alias(values.name)
 
 

@@ -99,6 +99,17 @@ def test_a_column_mixing_every_accepted_format_is_parsed_value_by_value() -> Non
             {"ordered_at": "2018-13-45T00:00:00"},
             "ordered_at: cannot parse '2018-13-45T00:00:00' as a timestamp",
         ),
+        # the parser takes signed and year-0 dates, which no Python datetime can hold
+        ({"ordered_at": "-2018-09-01"}, "ordered_at: cannot parse '-2018-09-01' as a timestamp"),
+        ({"ordered_at": "+2018-09-01"}, "ordered_at: cannot parse '+2018-09-01' as a timestamp"),
+        (
+            {"ordered_at": "0000-09-01T08:45:00"},
+            "ordered_at: cannot parse '0000-09-01T08:45:00' as a timestamp",
+        ),
+        (
+            {"ordered_at": "9999-12-31T23:00:00-05:00"},
+            "ordered_at: cannot parse '9999-12-31T23:00:00-05:00' as a timestamp",
+        ),
         ({"subtotal": "-600"}, "subtotal: negative amount -600"),
         ({"tax_paid": "3.5"}, "tax_paid: cannot parse '3.5' as a whole number of cents"),
         # a whole number of cents beyond what Decimal(18, 2) holds, but within a 64-bit
