@@ -16,7 +16,7 @@ everything is cheaper, asks for a full build, with the reason.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -436,11 +436,12 @@ def _load_daily_marts(
     return tuple(loaded)
 
 
-def assemble(con: duckdb.DuckDBPyConnection) -> None:
-    """After dbt: each sliced mart becomes the candidate it is judged and written as, the
-    published rows it kept (``<model>__kept``) plus the rows dbt rebuilt
-    (``<model>__rebuilt``), under the name dbt built it as."""
-    for model in SLICED:
+def assemble(con: duckdb.DuckDBPyConnection, built: Collection[str] = SLICED) -> None:
+    """After dbt: each sliced mart it ``built`` becomes the candidate it is judged and
+    written as, the published rows it kept (``<model>__kept``) plus the rows dbt rebuilt
+    (``<model>__rebuilt``), under the name dbt built it as. (A sliced mart dbt failed to
+    build is neither judged nor written.)"""
+    for model in (m for m in SLICED if m in built):
         rebuilt, kept = f"{MARTS_SCHEMA}.{model}__rebuilt", f"{MARTS_SCHEMA}.{model}__kept"
         con.execute(f"ALTER TABLE {MARTS_SCHEMA}.{model} RENAME TO {model}__rebuilt")
         con.execute(f"CREATE VIEW {kept} AS {_rest(model)}")

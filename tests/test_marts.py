@@ -313,3 +313,53 @@ def test_column_lineage_traces_column_by_column_when_one_walk_fails(
 
     monkeypatch.setattr(sqlglot.lineage, "lineage", fails_on)
     assert marts_module._trace_lineage("totals", sql, rows) == {"order_id": expected["order_id"]}
+
+
+def test_a_model_dbt_cannot_build_fails_alone_and_the_other_marts_publish(
+    built_lake: Lake, sample_delivery: dict[str, Path], tmp_path: Path
+) -> None:
+    """A redelivery gives one customer three orders of $5 quadrillion each (on different
+    days): valid orders, but their sum overflows the decimals of the customers mart, so
+    dbt fails that model. The other marts (orders and order items hold each order whole,
+    daily revenue sums one day) are still judged and published with the redelivered
+    amounts; marts/customers keeps the version published before, and the run fails
+    naming it, with dbt's reason."""
+    shutil.copytree(built_lake.root, tmp_path / "lake")  # the shared lake stays untouched
+    settings = LakehouseSettings(lake_root=str(tmp_path / "lake"), work_dir=tmp_path / "work")
+    lake = Lake(settings)
+    landed = pl.read_csv(sample_delivery["orders"], infer_schema=False)
+    landed = landed.with_columns(day=pl.col("ordered_at").str.slice(0, 10))
+    days = landed.group_by("customer").agg(pl.col("day").n_unique())
+    customer = days.filter(pl.col("day") >= 3)["customer"].min()
+    cents = "500000000000000000"  # $5,000,000,000,000,000.00: Decimal(18, 2) holds it
+    mine = landed.filter(pl.col("customer") == customer).unique("day", keep="first").head(3)
+    redelivered = mine.drop("day")
+    redelivered = redelivered.with_columns(
+        subtotal=pl.lit(cents), tax_paid=pl.lit("0"), order_total=pl.lit(cents)
+    )
+    (tmp_path / "redelivery").mkdir()
+    redelivered.write_csv(tmp_path / "redelivery" / "raw_orders.csv")
+    land_files(lake, {"orders": tmp_path / "redelivery" / "raw_orders.csv"})
+    before = {
+        model: delta.current_version(lake.table_uri(Layer.MARTS, model), {})
+        for model in MART_TABLES
+    }
+
+    defs = build_definitions(LakehouseResource.from_settings(settings))
+    with dg.DagsterInstance.ephemeral() as instance:
+        result = defs.resolve_job_def("build_lakehouse").execute_in_process(
+            instance=instance, raise_on_error=False
+        )
+    assert not result.success
+    report = failure_report(result)
+    assert "dbt did not build marts/customers (each keeps" in report, report
+    assert "out of range" in report, report  # dbt's own message says why
+
+    after = {
+        model: delta.current_version(lake.table_uri(Layer.MARTS, model), {})
+        for model in MART_TABLES
+    }
+    assert after["customers"] == before["customers"]
+    assert all(after[m] > before[m] for m in ("orders", "order_items", "daily_location_revenue"))
+    orders = read_mart(lake, "orders").filter(pl.col("order_id").is_in(redelivered["id"]))
+    assert orders["order_total"].cast(pl.String).to_list() == ["5000000000000000.00"] * 3

@@ -201,12 +201,13 @@ def _judge_candidate(
     rejected: set[str],
     workspace: MartWorkspace,
     built_on: int | None,
+    failed_tests: list[str],
 ) -> publish.Verdict:
     """Verify a model dbt just built, in the scratch database, before it is written: its
     contract, against the cleansed snapshot it was built from; a keyed mart an increment
     rebuilt (on its published version ``built_on``) by the rows rebuilt where it can be.
     A model built from a mart rejected in this run is rejected with it (dbt built it from
-    the rejected data)."""
+    the rejected data), and so is one whose dbt tests of error severity failed."""
     contract = load_contract(Layer.MARTS, model)
     versions = {f"{Layer.CLEANSED.value}/{t}": v for t, v in pinned.items()}
     base = None if built_on is None else publish.verified_base(lake, Layer.MARTS, model, built_on)
@@ -223,7 +224,24 @@ def _judge_candidate(
     if from_rejected:
         note = "built from rejected " + ", ".join(f"marts/{t}" for t in from_rejected)
         return publish.Verdict.of(verification, None, run_id, published=False, note=note)
+    if failed_tests:
+        note = "dbt tests failed: " + ", ".join(failed_tests)
+        return publish.Verdict.of(verification, None, run_id, published=False, note=note)
     return publish.Verdict.of(verification, None, run_id)
+
+
+def _failed_dbt_tests(events: list[Any]) -> dict[str, list[str]]:
+    """Model -> its dbt tests of error severity that failed in this invocation."""
+    failed: dict[str, list[str]] = {}
+    for event in events:
+        if (
+            isinstance(event, dg.AssetCheckResult)
+            and not event.passed
+            and event.severity is dg.AssetCheckSeverity.ERROR
+            and event.asset_key is not None
+        ):
+            failed.setdefault(event.asset_key.path[-1], []).append(str(event.check_name))
+    return {model: sorted(tests) for model, tests in failed.items()}
 
 
 def _column_lineage(workspace: MartWorkspace, model: str, sql: Path) -> dg.TableColumnLineage:
@@ -311,17 +329,34 @@ def _build_marts(
     # dbt holds the DuckDB file until it exits, so publish to Delta once it has finished;
     # the dbt test results (asset checks) follow the materializations they judge.
     # dbt's artifacts go to this run's work dir, not into the checkout.
-    invocation = dbt.cli(args, context=context, target_path=workspace.directory / "target")
+    # A model dbt fails to build (a runtime error: an amount whose sum overflows, say)
+    # fails this step once every model it did build has been judged and published: one
+    # model's failure keeps only it and the models built from it (dbt skips those) at
+    # their versions published before.
+    invocation = dbt.cli(
+        args,
+        context=context,
+        target_path=workspace.directory / "target",
+        raise_on_error=False,
+    )
     events = list(invocation.stream())
-    if invocation.is_successful() and not lake.is_branch:
+    dbt_failure = invocation.get_error()
+    if dbt_failure is None and not lake.is_branch:
         # The state a branch's slim build compares its code with (state:modified+).
         save_dbt_state(lake, dbt_project.manifest_path)
     fault_point("marts.during_dbt")
-    if built_on and invocation.is_successful():
+    built = {
+        context.asset_key_for_output(e.output_name).path[-1]
+        for e in events
+        if isinstance(e, dg.Output)
+    }
+    built_on = {model: v for model, v in built_on.items() if model in built}
+    if built_on:
         with workspace.database(MARTS_SCHEMA) as rw:
-            assemble(rw)
+            assemble(rw, built_on)
     compiled = invocation.target_path / "compiled" / dbt_project.name / "models" / "marts"
     rejected: set[str] = set()
+    failed_tests = _failed_dbt_tests(events)
     verdicts: dict[dg.AssetKey, publish.Verdict] = {}
     con = workspace.connect()
     try:
@@ -332,7 +367,15 @@ def _build_marts(
             model = key.path[-1]
             stamp = lake.stamp(context.run_id, key.to_user_string())
             verdict = _judge_candidate(
-                con, lake, model, pinned, context.run_id, rejected, workspace, built_on.get(model)
+                con,
+                lake,
+                model,
+                pinned,
+                context.run_id,
+                rejected,
+                workspace,
+                built_on.get(model),
+                failed_tests.get(model, []),
             )
             verdicts[key] = verdict
             if not verdict.published:
@@ -381,9 +424,16 @@ def _build_marts(
             for evaluation in verdict_evaluations(key, verdict):
                 context.log_event(evaluation)
     yield from (e for e in events if not isinstance(e, dg.Output))
-    if rejected:
-        raise dg.Failure(
-            "not published: "
-            + "; ".join(v.describe() for v in verdicts.values() if not v.published),
-            allow_retries=False,
+    problems = [v.describe() for v in verdicts.values() if not v.published]
+    if dbt_failure is not None:
+        not_built = sorted(set(building) - built)
+        context.log.error(
+            f"dbt did not build {', '.join(not_built) or 'every selected model'}; "
+            f"published: {', '.join(sorted(built - rejected)) or 'nothing'}"
         )
+        problems.append(
+            f"dbt did not build {', '.join(f'marts/{m}' for m in not_built) or 'its models'} "
+            f"(each keeps the version published before): {dbt_failure}"
+        )
+    if problems:
+        raise dg.Failure("not published: " + "; ".join(problems), allow_retries=False)
