@@ -29,7 +29,7 @@ import logging
 import re
 import sys
 import zlib
-from collections.abc import Callable, Generator, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
 from contextlib import closing
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime
@@ -683,7 +683,8 @@ def ingest_source(
                 break
             profiles: dict[str, DeliveryProfile] = {}
             failed: dict[str, BaseException] = {}
-            stream = _raw_stream(loading, stamp.run_id, now, profiles, failed)
+            existing = [] if snapshot.dt is None else [f.name for f in snapshot.dt.schema().fields]
+            stream = _raw_stream(loading, stamp.run_id, now, profiles, failed, existing)
             fault_point("raw.before_commit", source.name)
             try:
                 raw_version = snapshot.append_files(
@@ -917,7 +918,22 @@ def _first_look(
 ) -> tuple[FileOutcome, LandedRows | None]:
     if not columns:
         return FileOutcome(f, FileStatus.EMPTY, reason="empty file: no rows"), None
+    clash = _case_clash(columns)
+    if clash is not None:
+        return FileOutcome(f, FileStatus.REJECTED, reason=clash), None
     warnings = []
+    # Delta's column names are case-insensitive: a header spelled in another case names
+    # the source's column (an "ID" beside raw's "id" would fail every later commit).
+    declared = {c.casefold(): c for c in source.landed_columns}
+    respelled = {c: declared[c.casefold()] for c in columns if declared.get(c.casefold(), c) != c}
+    if respelled:
+        columns = [respelled.get(c, c) for c in columns]
+        batches = _renamed(batches, respelled)
+        warnings.append(
+            "column(s) "
+            + ", ".join(f"{was} read as {now}" for was, now in respelled.items())
+            + " (names differ only in case)"
+        )
     missing = [c for c in source.required_landed_columns if c not in columns]
     if missing:
         warnings.append(
@@ -929,6 +945,35 @@ def _first_look(
         warnings.append(f"unexpected column(s) {', '.join(unexpected)}: kept in raw")
     outcome = FileOutcome(f, FileStatus.LOADED, warnings=warnings)
     return outcome, LandedRows(outcome, columns, batches)
+
+
+def _case_clash(columns: Sequence[str]) -> str | None:
+    """Why a header cannot be raw's columns (None: it can): two names that differ only in
+    case, or a name of raw's own lineage columns."""
+    seen: dict[str, str] = {}
+    lineage = {c.casefold(): c for c in LINEAGE_SCHEMA.names}
+    for column in columns:
+        if column.casefold() in lineage:
+            return f"column {column!r} is raw's own lineage column {lineage[column.casefold()]!r}"
+        other = seen.setdefault(column.casefold(), column)
+        if other != column:
+            return (
+                f"columns {other!r} and {column!r} differ only in case, and a Delta table "
+                "cannot hold both"
+            )
+    return None
+
+
+def _renamed(
+    batches: Callable[[], Iterator[pa.RecordBatch]], names: Mapping[str, str]
+) -> Callable[[], Iterator[pa.RecordBatch]]:
+    """``batches`` with the columns ``names`` maps renamed."""
+
+    def renamed() -> Iterator[pa.RecordBatch]:
+        for batch in batches():
+            yield batch.rename_columns([names.get(n, n) for n in batch.schema.names])
+
+    return renamed
 
 
 def _warn(outcome: FileOutcome) -> None:
@@ -962,12 +1007,20 @@ def _raw_stream(
     now: datetime,
     profiles: dict[str, DeliveryProfile],
     failed: dict[str, BaseException],
+    existing: Sequence[str] = (),
 ) -> pa.RecordBatchReader:
     """Every row of ``loading`` as one stream of raw's batches (the union of the files'
     columns, then lineage), counting and profiling rows per file into ``profiles`` as they
     pass; a file that breaks the reader part-way is noted in ``failed`` and ends the
     stream."""
-    names = list(dict.fromkeys(c for rows in loading for c in rows.columns))
+    # One spelling per column whatever its case (Delta's names are case-insensitive): the
+    # table's own (``existing``), else that of the first file to have it.
+    table_spelling = {c.casefold(): c for c in existing}
+    spelled: dict[str, str] = {}
+    for rows in loading:
+        for column in rows.columns:
+            spelled.setdefault(column.casefold(), table_spelling.get(column.casefold(), column))
+    names = list(spelled.values())
     landed = pa.schema([(n, pa.large_string()) for n in names])
     schema = pa.unify_schemas([landed, LINEAGE_SCHEMA])
 
@@ -982,10 +1035,10 @@ def _raw_stream(
                     if n == 0:
                         continue
                     profile.add(batch)
-                    present = set(batch.schema.names)
+                    present = {c.casefold(): c for c in batch.schema.names}
                     columns = [
-                        batch.column(name).cast(pa.large_string())
-                        if name in present
+                        batch.column(present[name.casefold()]).cast(pa.large_string())
+                        if name.casefold() in present
                         else pa.nulls(n, pa.large_string())
                         for name in names
                     ]

@@ -161,6 +161,52 @@ def test_missing_required_column_is_kept_and_warned(lake: Lake) -> None:
     assert raw_orders(lake)["id"].to_list() == ["o1"]
 
 
+def test_a_header_in_another_case_names_the_same_column(lake: Lake) -> None:
+    """Delta's column names are case-insensitive: an "ID" beside raw's "id" (or a kept
+    unexpected column spelled anew) once failed the commit of every later delivery."""
+    lake.put_landing_file("orders", "2026-01-01/first.csv", (HEADER + ROWS).encode())
+    run(lake)
+    shouting = "ID,CUSTOMER,ordered_at,store_id,subtotal,tax_paid,order_total,Promo\n"
+    row = "o3,c3,2018-09-02T08:00:00,s1,1,0,1,A\n"
+    lake.put_landing_file("orders", "2026-01-02/upper.csv", (shouting + row).encode())
+    (upper,) = run(lake, 2).outcomes
+    assert upper.status is FileStatus.LOADED
+    assert any("ID read as id, CUSTOMER read as customer" in w for w in upper.warnings)
+    # an unexpected column raw keeps, spelled anew by a later delivery, and by two files
+    # of one delivery: one column, spelled as raw first kept it
+    for name, promo in (("a.csv", "PROMO"), ("b.csv", "promo")):
+        row = f"o{name[0]},c4,2018-09-02,s1,2,0,2,{name[0].upper()}\n"
+        header = HEADER.rstrip() + f",{promo}\n"
+        lake.put_landing_file("orders", f"2026-01-03/{name}", (header + row).encode())
+    assert {o.status for o in run(lake, 3).outcomes} == {FileStatus.LOADED}
+    raw = raw_orders(lake).sort("id")
+    named = [c for c in raw.columns if c.casefold() in ("id", "customer", "promo")]
+    assert named == ["id", "customer", "Promo"]
+    assert raw["id"].to_list() == ["o1", "o2", "o3", "oa", "ob"]
+    assert raw["customer"].to_list() == ["c1", "c2", "c3", "c4", "c4"]
+    assert raw["Promo"].to_list() == [None, None, "A", "A", "B"]
+
+
+@pytest.mark.parametrize(
+    ("header", "reason"),
+    [
+        ("id,ID,customer", "columns 'id' and 'ID' differ only in case"),
+        ("id,customer,_Source_File_Uri", "column '_Source_File_Uri' is raw's own lineage column"),
+    ],
+)
+def test_a_header_raw_cannot_hold_rejects_that_file_only(
+    lake: Lake, header: str, reason: str
+) -> None:
+    lake.put_landing_file("orders", "2026-01-01/good.csv", (HEADER + ROWS).encode())
+    lake.put_landing_file("orders", "2026-01-01/bad.csv", f"{header}\no9,o9,c9\n".encode())
+    result = run(lake)
+    by_name = {o.file.name: o for o in result.outcomes}
+    assert by_name["good.csv"].status is FileStatus.LOADED
+    assert by_name["bad.csv"].status is FileStatus.REJECTED
+    assert reason in (by_name["bad.csv"].reason or "")
+    assert raw_orders(lake)["id"].to_list() == ["o1", "o2"]
+
+
 def test_a_file_loads_once_and_new_content_is_a_new_delivery(lake: Lake) -> None:
     lake.put_landing_file("orders", "2026-01-01/orders.csv", (HEADER + ROWS).encode())
     first = run(lake, 1)
