@@ -321,11 +321,31 @@ def _read_json_lines(uri: str, data: bytes) -> pl.DataFrame:
             raise LandedFileError(f"{uri}: row {line_number}: invalid JSON ({exc.msg})") from exc
         if not isinstance(obj, dict):
             raise LandedFileError(f"{uri}: row {line_number}: expected a JSON object")
-        records.append({k: _as_landed_text(v) for k, v in obj.items()})
+        record = {k: _as_landed_text(v) for k, v in obj.items()}
+        broken = next((k for k, v in record.items() if not _is_unicode(k, v)), None)
+        if broken is not None:
+            # JSON may escape half of a surrogate pair ("\ud83c"): valid JSON, not text
+            raise LandedFileError(
+                f"{uri}: row {line_number}: field {broken!r} is not valid Unicode "
+                "(an unpaired surrogate escape)"
+            )
+        records.append(record)
     names = list(dict.fromkeys(k for r in records for k in r))
     return pl.DataFrame(
         {n: pl.Series(n, [r.get(n) for r in records], dtype=pl.String) for n in names}
     )
+
+
+def _is_unicode(*texts: str | None) -> bool:
+    """Whether every one of ``texts`` can be written as UTF-8 (JSON's escapes can make a
+    string that cannot: half of a surrogate pair)."""
+    try:
+        for text in texts:
+            if text is not None:
+                text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _as_landed_text(value: object) -> str | None:

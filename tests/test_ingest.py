@@ -578,6 +578,9 @@ JSONL_REJECTED = {  # the message is the whole-file reader's, naming the line
     "not UTF-8": b'{"a":"\xff"}\n',
     "a byte order mark mid-file": b'{"a":"1"}\n\xef\xbb\xbf{"a":"2"}\n',
     "Inf is not JSON": b'{"f":Inf}\n',
+    # valid JSON, but half of a surrogate pair is no text: once it failed the whole run
+    "an unpaired surrogate escape in a value": b'{"a":"1"}\n{"a":"c\\ud83c"}\n',
+    "an unpaired surrogate escape in a key": b'{"a":"1"}\n{"\\udfff":"2"}\n',
 }
 
 
@@ -609,6 +612,16 @@ def test_a_json_lines_file_the_streaming_reader_refuses_is_rejected_naming_the_l
     with pytest.raises(LandedFileError) as raised:
         _opened(lake, "f.jsonl", data)
     assert str(raised.value).split(": ", 1)[1] == str(expected.value).split(": ", 1)[1]
+
+
+def test_an_unpaired_surrogate_rejects_the_file_naming_the_row_and_field() -> None:
+    from lakehouse.ingest import LandedFileError, read_landed
+
+    with pytest.raises(LandedFileError) as raised:
+        read_landed("f.jsonl", JSONL_REJECTED["an unpaired surrogate escape in a value"])
+    assert str(raised.value) == (
+        "f.jsonl: row 2: field 'a' is not valid Unicode (an unpaired surrogate escape)"
+    )
 
 
 def test_a_bad_json_line_deep_in_a_large_file_is_rejected_naming_its_line(
