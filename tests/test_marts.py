@@ -363,3 +363,32 @@ def test_a_model_dbt_cannot_build_fails_alone_and_the_other_marts_publish(
     assert all(after[m] > before[m] for m in ("orders", "order_items", "daily_location_revenue"))
     orders = read_mart(lake, "orders").filter(pl.col("order_id").is_in(redelivered["id"]))
     assert orders["order_total"].cast(pl.String).to_list() == ["5000000000000000.00"] * 3
+
+
+def test_a_failed_dbt_test_of_error_severity_holds_its_mart_back() -> None:
+    """dbt tests are checks too: a model one of them fails (severity error) is rejected
+    like one its contract fails; a warning, or another model's test, does not."""
+    from lakehouse.defs.marts import _failed_dbt_tests
+
+    def result(model: str, name: str, passed: bool, severity: dg.AssetCheckSeverity) -> Any:
+        return dg.AssetCheckResult(
+            asset_key=dg.AssetKey(["marts", model]),
+            check_name=name,
+            passed=passed,
+            severity=severity,
+        )
+
+    error, warn = dg.AssetCheckSeverity.ERROR, dg.AssetCheckSeverity.WARN
+    events = [
+        dg.Output(None, output_name="marts_orders"),
+        result("orders", "unique_orders_order_id", False, error),
+        result("orders", "not_null_orders_customer_id", True, error),
+        result("orders", "not_null_orders_location_id", False, warn),
+        result("customers", "unique_customers_customer_id", True, error),
+        result("order_items", "not_null_order_items_order_item_id", False, error),
+        result("order_items", "unique_order_items_order_item_id", False, error),
+    ]
+    assert _failed_dbt_tests(events) == {
+        "orders": ["unique_orders_order_id"],
+        "order_items": ["not_null_order_items_order_item_id", "unique_order_items_order_item_id"],
+    }
