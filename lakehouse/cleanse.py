@@ -121,13 +121,29 @@ def _parse(col: Column, dtype: pl.DataType, typed: str) -> tuple[pl.Expr, pl.Exp
         parsed = (held.cast(pl.Decimal(38, 0)) * pl.lit(_CENT, pl.Decimal(3, 2))).cast(dtype)
     elif col.kind is Kind.RATE:
         rate = value.cast(dtype, strict=False)
+        # The cast rounds to the column's scale: a rate with more places would be stored
+        # as another number (0.00000001 as 0, 0.9999999 as 1 and then "outside [0, 1)").
+        # Read at 37 places too (rates are below 1), it must be the same number.
+        # (Both casts leave null what 37 places cannot hold: ten and above, outside anyway.)
+        fine = value.cast(_FINE_RATE, strict=False)
+        inexact = (rate.cast(_FINE_RATE, strict=False) != fine).fill_null(False)
+        places = dtype.scale if isinstance(dtype, pl.Decimal) else None
         error = (
             pl.when(rate.is_null() & value.is_not_null())
             .then(bad("a decimal rate"))
+            .when(inexact)
+            .then(
+                pl.format(
+                    "{}: rate {} has more than {} decimal places",
+                    pl.lit(name),
+                    value,
+                    pl.lit(places),
+                )
+            )
             .when((rate < 0) | (rate >= 1))
             .then(pl.format("{}: rate {} is outside [0, 1)", pl.lit(name), value))
         )
-        parsed = pl.when((rate >= 0) & (rate < 1)).then(rate)
+        parsed = pl.when((rate >= 0) & (rate < 1) & ~inexact).then(rate)
     elif col.kind is Kind.BOOLEAN:
         lowered = value.str.to_lowercase()
         parsed = pl.when(lowered.is_in(_TRUE)).then(True).when(lowered.is_in(_FALSE)).then(False)
@@ -139,6 +155,8 @@ def _parse(col: Column, dtype: pl.DataType, typed: str) -> tuple[pl.Expr, pl.Exp
 
 
 _CENT = Decimal("0.01")
+_FINE_RATE = pl.Decimal(38, 37)
+"""A rate (below 1) read to 37 places: what the column's rounding is compared with."""
 
 
 def _most_cents(dtype: pl.DataType) -> int:

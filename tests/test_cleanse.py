@@ -184,12 +184,28 @@ def test_booleans_rates_and_derived_flags() -> None:
         [
             {"id": "s1", "name": "Philly", "opened_at": "2018-09-01T00:00:00", "tax_rate": "0.06"},
             {"id": "s2", "name": "Nowhere", "opened_at": "2018-09-01T00:00:00", "tax_rate": "1.5"},
+            # more places than Decimal(9, 6) holds: the cast would round them to 0 and 1
+            {"id": "s3", "name": "Tiny", "opened_at": "2018-09-01T00:00:00", "tax_rate": "1e-8"},
+            {
+                "id": "s4",
+                "name": "Near",
+                "opened_at": "2018-09-01T00:00:00",
+                "tax_rate": "0.9999999",
+            },
+            {
+                "id": "s5",
+                "name": "Exact",
+                "opened_at": "2018-09-01T00:00:00",
+                "tax_rate": "0.0625000",
+            },
         ]
     )
     typed = type_rows(stores, SOURCES["stores"], KEY, "r")
-    assert typed.valid["tax_rate"].to_list() == [Decimal("0.060000")]
+    assert typed.valid["tax_rate"].to_list() == [Decimal("0.060000"), Decimal("0.062500")]
     assert typed.quarantined[QUARANTINE_REASON].to_list() == [
-        "tax_rate: rate 1.5 is outside [0, 1)"
+        "tax_rate: rate 1.5 is outside [0, 1)",
+        "tax_rate: rate 1e-8 has more than 6 decimal places",
+        "tax_rate: rate 0.9999999 has more than 6 decimal places",
     ]
 
     products = raw(
