@@ -427,13 +427,15 @@ def _build_marts(
     problems = [v.describe() for v in verdicts.values() if not v.published]
     if dbt_failure is not None:
         not_built = sorted(set(building) - built)
-        context.log.error(
-            f"dbt did not build {', '.join(not_built) or 'every selected model'}; "
-            f"published: {', '.join(sorted(built - rejected)) or 'nothing'}"
+        what = (
+            "dbt did not build "
+            + ", ".join(f"marts/{m}" for m in not_built)
+            + " (each keeps the version published before)"
+            if not_built
+            else "dbt reported errors"  # e.g. a failed test: its model was rejected above
         )
-        problems.append(
-            f"dbt did not build {', '.join(f'marts/{m}' for m in not_built) or 'its models'} "
-            f"(each keeps the version published before): {dbt_failure}"
-        )
+        published = ", ".join(f"marts/{m}" for m in sorted(built - rejected)) or "nothing"
+        context.log.error(f"{what}; published: {published}")
+        problems.append(f"{what}: {dbt_failure}")
     if problems:
         raise dg.Failure("not published: " + "; ".join(problems), allow_retries=False)
