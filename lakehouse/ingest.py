@@ -29,7 +29,7 @@ import logging
 import re
 import sys
 import zlib
-from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
 from contextlib import closing
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime
@@ -87,6 +87,17 @@ class FileStatus(StrEnum):
 
 class LandedFileError(ValueError):
     """A landed file that cannot be read as rows. The message names the file, row and reason."""
+
+
+def _blank_name(names: Iterable[str]) -> str | None:
+    """The first of ``names`` that is empty or only whitespace (None: there is none). A
+    Delta table cannot hold such a column: delta-rs fails the commit, and with it every
+    later delivery of the source."""
+    return next((n for n in names if not n.strip()), None)
+
+
+def _blank_name_reason(name: str) -> str:
+    return f"column name {name!r} is blank, and a Delta table cannot hold such a column"
 
 
 @dataclass
@@ -321,6 +332,9 @@ def _read_json_lines(uri: str, data: bytes) -> pl.DataFrame:
             raise LandedFileError(f"{uri}: row {line_number}: invalid JSON ({exc.msg})") from exc
         if not isinstance(obj, dict):
             raise LandedFileError(f"{uri}: row {line_number}: expected a JSON object")
+        blank = _blank_name(obj)
+        if blank is not None:
+            raise LandedFileError(f"{uri}: row {line_number}: {_blank_name_reason(blank)}")
         record = {k: _as_landed_text(v) for k, v in obj.items()}
         broken = next((k for k, v in record.items() if not _is_unicode(k, v)), None)
         if broken is not None:
@@ -408,6 +422,8 @@ def json_lines_batches(
         if schema is None:
             schema = _json_schema(_parse_json(text, None))
         table = _parse_json(text, schema)
+        if _blank_name(table.column_names) is not None:
+            raise _NotStreamableError("a blank key")  # the whole-file reader names its row
         if table.num_rows != len(records):
             # A line starts and ends an object, so none spans lines: as many objects as
             # lines means one object per line, as the whole-file reader requires.
@@ -497,6 +513,9 @@ def _read_parquet(uri: str, data: bytes) -> pl.DataFrame:
         df = pl.read_parquet(io.BytesIO(data))
     except Exception as exc:
         raise LandedFileError(f"{uri}: not a readable Parquet file ({exc})") from exc
+    blank = _blank_name(df.columns)
+    if blank is not None:
+        raise LandedFileError(f"{uri}: {_blank_name_reason(blank)}")
     try:
         return _parquet_text(df)
     except pl.exceptions.PolarsError as exc:  # e.g. a list column: reject this file only
@@ -533,6 +552,9 @@ def parquet_batches(landed: IO[bytes], batch_rows: int | None = None) -> Iterato
     try:
         # One read (a ranged GET on S3) per column chunk, as the batches need it
         reader = pq.ParquetFile(landed, pre_buffer=False)
+        if _blank_name(reader.schema_arrow.names) is not None:
+            # (polars would name an empty one column_<n>): the whole-file reader says why
+            raise _NotStreamableError("a blank column name")
         for batch in reader.iter_batches(batch_size=batch_rows or PARQUET_BATCH_ROWS):
             frame = pl.from_arrow(batch)
             assert isinstance(frame, pl.DataFrame)
@@ -938,6 +960,9 @@ def _first_look(
 ) -> tuple[FileOutcome, LandedRows | None]:
     if not columns:
         return FileOutcome(f, FileStatus.EMPTY, reason="empty file: no rows"), None
+    blank = _blank_name(columns)
+    if blank is not None:
+        return FileOutcome(f, FileStatus.REJECTED, reason=_blank_name_reason(blank)), None
     clash = _case_clash(columns)
     if clash is not None:
         return FileOutcome(f, FileStatus.REJECTED, reason=clash), None

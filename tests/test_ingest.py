@@ -581,6 +581,10 @@ JSONL_REJECTED = {  # the message is the whole-file reader's, naming the line
     # valid JSON, but half of a surrogate pair is no text: once it failed the whole run
     "an unpaired surrogate escape in a value": b'{"a":"1"}\n{"a":"c\\ud83c"}\n',
     "an unpaired surrogate escape in a key": b'{"a":"1"}\n{"\\udfff":"2"}\n',
+    # a Delta table cannot hold a column with a blank name: once it froze the source
+    "an empty key": b'{"a":"1"}\n{"a":"2","":"3"}\n',
+    "an empty key on the first line": b'{"":"1"}\n',
+    "a key of spaces": b'{"a":"1"," ":"2"}\n',
 }
 
 
@@ -861,6 +865,45 @@ def test_memory_is_bounded_by_the_block_not_the_file(
     assert len(batches) >= 4 * len(small_batches) - 4
     assert high < 1.5 * small_high + (1 << 16), (small_high, high)
     assert high < size / 4, (high, size)
+
+
+def _blank_named(fmt: str, name: str) -> bytes:
+    import pyarrow as pa
+
+    first, second = (
+        dict(zip(HEADER.strip().split(","), r.split(","), strict=True))
+        for r in (ROWS.replace("o1", "o7").replace("o2", "o8").splitlines())
+    )
+    if fmt == "parquet":
+        rows = [first, {**second, name: "x"}]
+        return _parquet(pa.table({k: [r.get(k) for r in rows] for k in [*first, name]}))
+    return (json.dumps(first) + "\n" + json.dumps({**second, name: "x"}) + "\n").encode()
+
+
+@pytest.mark.parametrize("name", ["", " "])
+@pytest.mark.parametrize("fmt", ["jsonl", "parquet"])
+def test_a_blank_column_name_rejects_that_file_and_the_source_keeps_loading(
+    lake: Lake, fmt: str, name: str
+) -> None:
+    """A JSON key or a Parquet column whose name is empty or spaces: a Delta table cannot
+    hold such a column, and delta-rs failed the raw commit, on this build and every later
+    one, so no later delivery of the source loaded. Now that file alone is rejected,
+    naming the row where there is one; the other files load, then and later."""
+    lake.put_landing_file("orders", "2026-01-01/good.csv", (HEADER + ROWS).encode())
+    lake.put_landing_file("orders", f"2026-01-01/blank.{fmt}", _blank_named(fmt, name))
+    result = run(lake)
+    by_name = {o.file.name: o for o in result.outcomes}
+    assert by_name["good.csv"].status is FileStatus.LOADED
+    assert by_name[f"blank.{fmt}"].status is FileStatus.REJECTED
+    reason = f"column name {name!r} is blank, and a Delta table cannot hold such a column"
+    assert by_name[f"blank.{fmt}"].reason == (f"row 2: {reason}" if fmt == "jsonl" else reason)
+    assert sorted(raw_orders(lake)["id"]) == ["o1", "o2"]
+
+    later = ROWS.replace("o1", "o3").replace("o2", "o4")
+    lake.put_landing_file("orders", "2026-01-02/later.csv", (HEADER + later).encode())
+    result = run(lake, 2)
+    assert [(o.file.name, o.status) for o in result.outcomes] == [("later.csv", FileStatus.LOADED)]
+    assert sorted(raw_orders(lake)["id"]) == ["o1", "o2", "o3", "o4"]
 
 
 def test_a_parquet_column_raw_cannot_keep_as_text_rejects_that_file_only(lake: Lake) -> None:
