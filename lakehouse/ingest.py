@@ -100,6 +100,22 @@ def _blank_name_reason(name: str) -> str:
     return f"column name {name!r} is blank, and a Delta table cannot hold such a column"
 
 
+def _csv_header_fits(names: Sequence[str]) -> bool:
+    """Whether a CSV header's (stripped) names can be columns: none blank and none repeated,
+    except one blank name at the end. That is a header ending with a delimiter, as some
+    exports write every line (``id,name,``); its unnamed column must then be empty on every
+    row, and ``_first_look`` leaves it out."""
+    named = names[:-1] if len(names) > 1 and names[-1] == "" else names
+    return bool(named) and all(named) and len(set(named)) == len(named)
+
+
+def _unnamed_value(row_number: int, value: str) -> str:
+    return (
+        f"row {row_number}: a value ({value!r}) under the header's unnamed last column "
+        "(the header ends with a delimiter)"
+    )
+
+
 @dataclass
 class FileOutcome:
     file: LandedFile
@@ -207,16 +223,18 @@ propagates, so a transient fault never loads a large file whole or rejects it.""
 def _read_csv_arrow(data: bytes) -> pl.DataFrame | None:
     """Every column as a string, exactly as ``csv.reader`` sees it (blank lines skipped,
     empty fields as empty strings, quoted newlines kept); None when the header is not
-    plain enough to hand over, and an ``ArrowInvalid`` for a row Arrow cannot place."""
+    plain enough to hand over or a row breaks what it promised (the row-by-row reader names
+    it), and an ``ArrowInvalid`` for a row Arrow cannot place."""
     try:
         names, batches = csv_batches(io.BytesIO(data))
         table = pa.Table.from_batches(
             list(batches), schema=pa.schema([(n, pa.large_string()) for n in names])
         )
-    except _HeaderNotPlainError:
+    except (_HeaderNotPlainError, _NotStreamableError):
         return None
     frame = pl.from_arrow(table)
     assert isinstance(frame, pl.DataFrame)
+    frame.columns = names  # polars names an empty one column_<n>; the header's stands
     return frame
 
 
@@ -242,7 +260,7 @@ def csv_batches(
         return [], iter(())
     complete = at_end or lines.tell() < len(text)
     names = [h.strip() for h in header]
-    if not complete or not names or len(set(names)) != len(names) or not all(names):
+    if not complete or not _csv_header_fits(names):
         raise _HeaderNotPlainError
     reader = pa_csv.open_csv(
         io.BufferedReader(_Prefixed(prefix, stream)),
@@ -256,7 +274,17 @@ def csv_batches(
             quoted_strings_can_be_null=False,
         ),
     )
-    return names, iter(reader)
+    if names[-1] != "":
+        return names, iter(reader)
+
+    def checked() -> Iterator[pa.RecordBatch]:
+        for batch in reader:
+            unnamed = batch.column(len(names) - 1)
+            if len(unnamed) and not pc.all(pc.equal(unnamed, "")).as_py():
+                raise _NotStreamableError("a value under an unnamed column")  # row: below
+            yield batch
+
+    return names, checked()
 
 
 class _Prefixed(io.RawIOBase):
@@ -293,8 +321,9 @@ def _read_csv_rows(uri: str, data: bytes) -> pl.DataFrame:
     except csv.Error as exc:
         raise LandedFileError(f"{uri}: row 0 (header): {exc}") from exc
     header = [h.strip() for h in header]
-    if len(set(header)) != len(header) or any(not h for h in header):
+    if not _csv_header_fits(header):
         raise LandedFileError(f"{uri}: row 0 (header): empty or repeated column names {header}")
+    unnamed_last = header[-1] == ""
     rows: list[list[str]] = []
     row_number = 0
     try:
@@ -305,6 +334,8 @@ def _read_csv_rows(uri: str, data: bytes) -> pl.DataFrame:
                 raise LandedFileError(
                     f"{uri}: row {row_number}: {len(row)} fields where the header has {len(header)}"
                 )
+            if unnamed_last and row[-1] != "":
+                raise LandedFileError(f"{uri}: {_unnamed_value(row_number, row[-1])}")
             rows.append(row)
     except csv.Error as exc:  # e.g. an unterminated quote
         raise LandedFileError(f"{uri}: row {row_number + 1}: {exc}") from exc
@@ -960,13 +991,21 @@ def _first_look(
 ) -> tuple[FileOutcome, LandedRows | None]:
     if not columns:
         return FileOutcome(f, FileStatus.EMPTY, reason="empty file: no rows"), None
+    warnings = []
+    if len(columns) > 1 and columns[-1] == "" and _blank_name(columns[:-1]) is None:
+        # a CSV header ending with a delimiter; the reader made sure the column is empty
+        columns = columns[:-1]
+        batches = _without_last_column(batches)
+        warnings.append(
+            "the header ends with a delimiter: its unnamed last column, empty on every row, "
+            "is not kept"
+        )
     blank = _blank_name(columns)
     if blank is not None:
         return FileOutcome(f, FileStatus.REJECTED, reason=_blank_name_reason(blank)), None
     clash = _case_clash(columns)
     if clash is not None:
         return FileOutcome(f, FileStatus.REJECTED, reason=clash), None
-    warnings = []
     # Delta's column names are case-insensitive: a header spelled in another case names
     # the source's column (an "ID" beside raw's "id" would fail every later commit).
     declared = {c.casefold(): c for c in source.landed_columns}
@@ -1007,6 +1046,18 @@ def _case_clash(columns: Sequence[str]) -> str | None:
                 "cannot hold both"
             )
     return None
+
+
+def _without_last_column(
+    batches: Callable[[], Iterator[pa.RecordBatch]],
+) -> Callable[[], Iterator[pa.RecordBatch]]:
+    """``batches`` without their last column."""
+
+    def dropped() -> Iterator[pa.RecordBatch]:
+        for batch in batches():
+            yield batch.select(range(batch.num_columns - 1))
+
+    return dropped
 
 
 def _renamed(

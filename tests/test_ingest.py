@@ -207,6 +207,44 @@ def test_a_header_raw_cannot_hold_rejects_that_file_only(
     assert raw_orders(lake)["id"].to_list() == ["o1", "o2"]
 
 
+@pytest.mark.parametrize("streamed", [True, False], ids=["streamed", "read whole"])
+def test_a_header_ending_with_a_delimiter_loads_when_its_unnamed_column_is_empty(
+    lake: Lake, monkeypatch: pytest.MonkeyPatch, streamed: bool
+) -> None:
+    """Some exports end every line with the delimiter (``id,name,``): a last column with
+    no name. When it is empty on every row it holds nothing to keep, so the file loads
+    without it (streamed block by block, or read whole), with a warning. A value under
+    it, deep in the file, has no column to go to: that file alone is rejected naming the
+    row (nothing of it committed), as before."""
+    monkeypatch.setattr("lakehouse.ingest.CSV_BLOCK_BYTES", 4096)
+    if not streamed:
+        monkeypatch.setattr("lakehouse.ingest._streaming_reader", lambda lake, uri: None)
+    trailing = HEADER.replace("\n", ",\n")
+    rows = many_rows(3000).replace("\n", ",\n")
+    lake.put_landing_file("orders", "2026-01-01/trailing.csv", (trailing + rows).encode())
+    bad = many_rows(3000, start=5000).replace("\n", ",\n")
+    lines = bad.splitlines()
+    lines[2500] += "oops"  # row 2501, well past the first block
+    lake.put_landing_file(
+        "orders", "2026-01-01/valued.csv", (trailing + "\n".join(lines) + "\n").encode()
+    )
+    result = run(lake)
+    by_name = {o.file.name: o for o in result.outcomes}
+    assert by_name["trailing.csv"].status is FileStatus.LOADED
+    assert by_name["trailing.csv"].warnings == [
+        "the header ends with a delimiter: its unnamed last column, empty on every row, is not kept"
+    ]
+    assert by_name["valued.csv"].status is FileStatus.REJECTED
+    assert by_name["valued.csv"].reason == (
+        "row 2501: a value ('oops') under the header's unnamed last column "
+        "(the header ends with a delimiter)"
+    )
+    loaded = raw_orders(lake)
+    assert loaded.height == 3000
+    assert [c for c in loaded.columns if not c.startswith("_")] == ORDERS.landed_columns
+    assert loaded.sort(SOURCE_ROW_NUMBER)["order_total"].to_list()[:2] == ["1", "2"]
+
+
 def test_a_file_loads_once_and_new_content_is_a_new_delivery(lake: Lake) -> None:
     lake.put_landing_file("orders", "2026-01-01/orders.csv", (HEADER + ROWS).encode())
     first = run(lake, 1)
@@ -373,6 +411,7 @@ CSV_CASES = {
     "a stray quote mid-field": b'a,b\nx"y,2\n',
     "one column with blank lines": b"a\n1\n\n2\n",
     "non-ASCII": "a,b\nJosé,Zoë\n".encode(),
+    "a header ending with a delimiter": b"a,b,\n1,2,\n,,\n\n3,4,\n",
     "many blocks": b"id,text\n"
     + b"".join(b'%d,"line one\nline two, %d"\n' % (i, i) for i in range(120_000)),
 }
@@ -382,7 +421,12 @@ CSV_REJECTS = {
     "unterminated quote": (b'a,b\n1,2\n"3,4\n5,6\n', "row 2: 1 fields where the header has 2"),
     "not UTF-8": (b"a,b\n\xe9,1\n", "not UTF-8 text at byte 4"),
     "repeated names": (b"a,a\n1,2\n", "row 0 (header): empty or repeated column names"),
-    "empty name": (b"a,\n1,2\n", "row 0 (header): empty or repeated column names"),
+    "empty name": (b"a,,b\n1,2,3\n", "row 0 (header): empty or repeated column names"),
+    "two delimiters ending the header": (b"a,,\n1,,\n", "row 0 (header): empty or repeated"),
+    "a value under a trailing delimiter's column": (
+        b"a,b,\n1,2,\n3,4,x\n",
+        "row 2: a value ('x') under the header's unnamed last column",
+    ),
 }
 
 
