@@ -992,8 +992,11 @@ def _first_look(
     if not columns:
         return FileOutcome(f, FileStatus.EMPTY, reason="empty file: no rows"), None
     warnings = []
-    if len(columns) > 1 and columns[-1] == "" and _blank_name(columns[:-1]) is None:
-        # a CSV header ending with a delimiter; the reader made sure the column is empty
+    trailing_delimiter = (
+        len(columns) > 1 and columns[-1] == "" and _blank_name(columns[:-1]) is None
+    )
+    if trailing_delimiter and file_format(f.uri) in (".csv", ".csv.gz"):
+        # a header ending with a delimiter: the CSV readers made sure the column is empty
         columns = columns[:-1]
         batches = _without_last_column(batches)
         warnings.append(

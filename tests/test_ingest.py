@@ -245,6 +245,31 @@ def test_a_header_ending_with_a_delimiter_loads_when_its_unnamed_column_is_empty
     assert loaded.sort(SOURCE_ROW_NUMBER)["order_total"].to_list()[:2] == ["1", "2"]
 
 
+@pytest.mark.parametrize("name", ["f.csv", "f.jsonl", "f.parquet"])
+def test_only_a_csv_header_may_end_with_an_unnamed_column(name: str) -> None:
+    """The CSV readers check that a trailing unnamed column is empty before it is left
+    out; a blank last name from any other reader rejects the file, never drops values."""
+    import datetime as dt
+
+    import pyarrow as pa
+
+    from lakehouse.ingest import _first_look
+    from lakehouse.storage import LandedFile
+
+    f = LandedFile(f"landing/orders/{name}", name, name, 1, dt.datetime.now(dt.UTC), "fp")
+    batch = pa.RecordBatch.from_pydict({"id": ["o1"], "": ["kept?"]})
+    outcome, rows = _first_look(ORDERS, f, ["id", ""], lambda: iter([batch]))
+    if name == "f.csv":
+        assert outcome.status is FileStatus.LOADED and rows is not None
+        assert rows.columns == ["id"]
+        assert [b.schema.names for b in rows.batches()] == [["id"]]
+    else:
+        assert outcome.status is FileStatus.REJECTED and rows is None
+        assert outcome.reason == (
+            "column name '' is blank, and a Delta table cannot hold such a column"
+        )
+
+
 def test_a_file_loads_once_and_new_content_is_a_new_delivery(lake: Lake) -> None:
     lake.put_landing_file("orders", "2026-01-01/orders.csv", (HEADER + ROWS).encode())
     first = run(lake, 1)
