@@ -109,13 +109,6 @@ def _csv_header_fits(names: Sequence[str]) -> bool:
     return bool(named) and all(named) and len(set(named)) == len(named)
 
 
-def _unnamed_value(row_number: int, value: str) -> str:
-    return (
-        f"row {row_number}: a value ({value!r}) under the header's unnamed last column "
-        "(the header ends with a delimiter)"
-    )
-
-
 @dataclass
 class FileOutcome:
     file: LandedFile
@@ -280,7 +273,7 @@ def csv_batches(
     def checked() -> Iterator[pa.RecordBatch]:
         for batch in reader:
             unnamed = batch.column(len(names) - 1)
-            if len(unnamed) and not pc.all(pc.equal(unnamed, "")).as_py():
+            if len(unnamed) and not pc.all(pc.equal(unnamed, "")).as_py():  # (empty: None)
                 raise _NotStreamableError("a value under an unnamed column")  # row: below
             yield batch
 
@@ -335,7 +328,10 @@ def _read_csv_rows(uri: str, data: bytes) -> pl.DataFrame:
                     f"{uri}: row {row_number}: {len(row)} fields where the header has {len(header)}"
                 )
             if unnamed_last and row[-1] != "":
-                raise LandedFileError(f"{uri}: {_unnamed_value(row_number, row[-1])}")
+                raise LandedFileError(
+                    f"{uri}: row {row_number}: a value ({row[-1]!r}) under the header's "
+                    "unnamed last column (the header ends with a delimiter)"
+                )
             rows.append(row)
     except csv.Error as exc:  # e.g. an unterminated quote
         raise LandedFileError(f"{uri}: row {row_number + 1}: {exc}") from exc
@@ -1003,12 +999,9 @@ def _first_look(
             "the header ends with a delimiter: its unnamed last column, empty on every row, "
             "is not kept"
         )
-    blank = _blank_name(columns)
-    if blank is not None:
-        return FileOutcome(f, FileStatus.REJECTED, reason=_blank_name_reason(blank)), None
-    clash = _case_clash(columns)
-    if clash is not None:
-        return FileOutcome(f, FileStatus.REJECTED, reason=clash), None
+    unholdable = _unholdable(columns)
+    if unholdable is not None:
+        return FileOutcome(f, FileStatus.REJECTED, reason=unholdable), None
     # Delta's column names are case-insensitive: a header spelled in another case names
     # the source's column (an "ID" beside raw's "id" would fail every later commit).
     declared = {c.casefold(): c for c in source.landed_columns}
@@ -1034,9 +1027,12 @@ def _first_look(
     return outcome, LandedRows(outcome, columns, batches)
 
 
-def _case_clash(columns: Sequence[str]) -> str | None:
-    """Why a header cannot be raw's columns (None: it can): two names that differ only in
-    case, or a name of raw's own lineage columns."""
+def _unholdable(columns: Sequence[str]) -> str | None:
+    """Why a header cannot be raw's columns (None: it can): a blank name, two names that
+    differ only in case, or a name of raw's own lineage columns."""
+    blank = _blank_name(columns)
+    if blank is not None:
+        return _blank_name_reason(blank)
     seen: dict[str, str] = {}
     lineage = {c.casefold(): c for c in LINEAGE_SCHEMA.names}
     for column in columns:
