@@ -49,12 +49,14 @@ Dagster+ variables: in a branch every command reads and writes that branch.
 from __future__ import annotations
 
 import argparse
+import atexit
 import contextlib
 import io
+import os
 import sys
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from pydantic import ValidationError
 
@@ -601,5 +603,22 @@ def main(argv: list[str] | None = None) -> int:
     return 0 if ok else 1
 
 
+def run() -> NoReturn:
+    """The ``lakehouse`` command: ``main``, then an exit that skips tearing the interpreter
+    down once the command has finished (its commits made, its connections and Dagster's
+    instance closed). That teardown is the garbage collector's last pass over the half a
+    million objects Dagster, dbt and Soda leave behind: 1.6-2 s at the end of every build,
+    freeing memory the exit frees anyway. The exit handlers libraries registered still run,
+    and the output is flushed; a failure raises as usual, with the usual teardown."""
+    code = main()
+    atexit._run_exitfuncs()  # what a normal exit runs first: logging, multiprocessing, temp dirs
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except OSError:  # the reader went away (a closed pipe): as Python itself exits then
+        code = code or 120
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run()
