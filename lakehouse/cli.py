@@ -51,6 +51,7 @@ from __future__ import annotations
 import argparse
 import atexit
 import contextlib
+import gc
 import io
 import os
 import sys
@@ -609,7 +610,14 @@ def run() -> NoReturn:
     instance closed). That teardown is the garbage collector's last pass over the half a
     million objects Dagster, dbt and Soda leave behind: 1.6-2 s at the end of every build,
     freeing memory the exit frees anyway. The exit handlers libraries registered still run,
-    and the output is flushed; a failure raises as usual, with the usual teardown."""
+    and the output is flushed; a failure raises as usual, with the usual teardown.
+
+    The collector also runs less often while the command does: most of what a build
+    allocates (Dagster's, dbt's and Soda's own objects) lives until its end, and each pass
+    looks at all of it again. In a 73k build, Python's default (a pass every 700 new
+    objects) ran it about 1,500 times for 1.6 s; every 50,000, about 190 times for 0.7 s,
+    at the same peak memory."""
+    gc.set_threshold(50_000, 10, 10)
     code = main()
     atexit._run_exitfuncs()  # what a normal exit runs first: logging, multiprocessing, temp dirs
     try:
