@@ -71,13 +71,14 @@ def start_build(
     extra_env: dict[str, str] | None = None,
     prelude: str = "",
 ) -> subprocess.Popen[str]:
-    """``lakehouse build`` in a new process; ``prelude`` is Python run first (a test's
-    stand-in for a changed contract, say)."""
+    """``lakehouse build`` in a new process, through the command's own entry point and
+    exit (``lakehouse.cli.run``); ``prelude`` is Python run first (a test's stand-in for
+    a changed contract, say)."""
     env = {**build_env(settings, fault), **(extra_env or {})}
     code = (
         "import sys\nfrom pathlib import Path\n"
         f"{prelude}\n"
-        "from lakehouse.cli import main\nsys.exit(main(['build']))\n"
+        "from lakehouse.cli import run\nsys.argv = ['lakehouse', 'build']\nrun()\n"
     )
     return subprocess.Popen(
         [sys.executable, "-c", code],
