@@ -83,6 +83,8 @@ class Typed:
 
     valid: pl.DataFrame
     quarantined: pl.DataFrame
+    notes: tuple[Violation, ...] = ()
+    """What typing changed in valid rows without rejecting them (action ``warn``)."""
 
 
 # -- typing rules (pure: unit-tested without a lake) -------------------------------------
@@ -178,6 +180,40 @@ def _strptime(values: pl.Series, fmt: str, dtype: pl.DataType) -> pl.Series:
         return values.str.strptime(pl.Datetime("us", "UTC"), fmt, strict=False).cast(dtype)
     parsed = values.str.strptime(pl.Datetime("us"), fmt, strict=False)
     return parsed.dt.replace_time_zone("UTC").cast(dtype)
+
+
+_BELOW_A_MICROSECOND = r":\d{2}\.\d{6}0*[1-9]"
+"""Seconds with a digit other than 0 after the sixth decimal."""
+_SHORTEST_BELOW_A_MICROSECOND = len("2018-09-01 14:16:14.1234567")
+
+
+def kept_to_the_microsecond(rows: pl.DataFrame, source: Source) -> list[Violation]:
+    """The landed times of ``rows`` (typed, not quarantined) that had digits below a
+    microsecond, one note per column: a Delta timestamp holds microseconds, so cleansing
+    keeps such a time to the microsecond (truncated, as the parser reads it). Raw keeps
+    the text as landed; the note says which file and row lost what."""
+    notes = []
+    for c in source.columns:
+        if c.kind is not Kind.TIMESTAMP or c.landed not in rows.columns:
+            continue
+        landed = pl.col(c.landed)
+        finer = rows.filter(
+            landed.str.len_bytes() >= _SHORTEST_BELOW_A_MICROSECOND,  # most values: no regex
+        ).filter(landed.str.contains(_BELOW_A_MICROSECOND))
+        if finer.height:
+            notes.append(
+                Violation(
+                    rule=f"{c.cleansed} kept to the microsecond",
+                    action=Action.WARN,
+                    rows=finer.height,
+                    sample=[
+                        f"{_describe(r)}: {r[c.landed].strip()!r} has digits below a "
+                        "microsecond, which a Delta timestamp cannot hold"
+                        for r in finer.head(SAMPLE_ROWS).iter_rows(named=True)
+                    ],
+                )
+            )
+    return notes
 
 
 def parse_timestamps(values: pl.Series, dtype: pl.DataType) -> pl.Series:
@@ -343,6 +379,7 @@ def type_rows(
         bad = work.head(0).with_columns(pl.lit("").alias(QUARANTINE_REASON))
         good = work
 
+    notes = kept_to_the_microsecond(good, source)
     pii = [c for c in source.columns if c.kind is Kind.PII_NAME]
     quarantined = bad.select(
         *[
@@ -368,7 +405,11 @@ def type_rows(
     values = cleansed_value_columns(source)
     valid = valid.select(*values, *LINEAGE_COLUMNS, *extra)
     valid = valid.with_columns(row_hash(valid, values, scheme))
-    return Typed(valid=conform(valid, contract, source.name), quarantined=quarantined)
+    return Typed(
+        valid=conform(valid, contract, source.name),
+        quarantined=quarantined,
+        notes=tuple(notes),
+    )
 
 
 class ContractMismatchError(RuntimeError):
@@ -697,7 +738,9 @@ def _judge_new_rows(
         pl.col(quarantine.RAW_VERSION).is_between((done or -1) + 1, raw_version)
     ).select(quarantine.ROW_KEY)
     out = NewRows()
-    typing_quarantined, rule_quarantined, violations = [], [], []
+    typing_quarantined: list[pl.DataFrame] = []
+    rule_quarantined: list[pl.DataFrame] = []
+    violations: list[Violation] = []
     judging: RowJudge | None = None  # opened on the first typed rows, pinning references
     with contextlib.ExitStack() as closing:
         for chunk in delta.iter_inserts(
@@ -712,6 +755,7 @@ def _judge_new_rows(
             if chunk.height == 0:
                 continue
             typed = type_rows(chunk, source, pii_key, stamp.run_id, scheme)
+            violations += typed.notes
             if typed.quarantined.height:
                 typing_quarantined.append(typed.quarantined)
             if typed.valid.height == 0:
@@ -795,6 +839,7 @@ def _cleanse_once(
     released_valid = pl.DataFrame()
     if again.height:
         re_typed = type_rows(again, source, pii_key, stamp.run_id, scheme)
+        fresh.violations = _merge_violations([*fresh.violations, *re_typed.notes])
         re_judged = (
             judge(lake, contract, re_typed.valid, now, _describe, reference_versions=references)
             if re_typed.valid.height

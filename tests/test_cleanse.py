@@ -70,6 +70,42 @@ def test_timestamps_keep_microseconds_and_honour_offsets() -> None:
     ]
 
 
+def test_a_time_finer_than_a_microsecond_is_kept_to_it_with_a_note() -> None:
+    """A Delta timestamp holds microseconds: a finer landed time is truncated to the
+    microsecond, as the parser reads it, and the batch notes which file and row it was.
+    Zeros beyond the sixth decimal lose nothing, and a value typing rejects is
+    quarantined whole, so neither gets a note."""
+    from lakehouse.contracts import Action
+
+    rows = [
+        {**ORDER, "id": "a", "ordered_at": "2018-09-01T14:16:14.1234567"},
+        {**ORDER, "id": "b", "ordered_at": "2018-09-01T14:16:14.1234560Z"},
+        {**ORDER, "id": "c", "ordered_at": " 2018-09-01 14:16:14.999999999+02:00 "},
+        {**ORDER, "id": "d", "ordered_at": "2018-09-01T14:16:14.123456"},
+        {**ORDER, "id": "e", "ordered_at": "2018-09-01T14:16:14.1234567 oops"},
+    ]
+    typed = type_rows(raw(rows), SOURCES["orders"], KEY, "r")
+    assert typed.quarantined["id"].to_list() == ["e"]
+    assert typed.valid["ordered_at"].to_list() == [
+        datetime(2018, 9, 1, 14, 16, 14, 123456, tzinfo=UTC),
+        datetime(2018, 9, 1, 14, 16, 14, 123456, tzinfo=UTC),
+        datetime(2018, 9, 1, 12, 16, 14, 999999, tzinfo=UTC),
+        datetime(2018, 9, 1, 14, 16, 14, 123456, tzinfo=UTC),
+    ]
+    (note,) = typed.notes
+    assert (note.rule, note.action, note.rows) == (
+        "ordered_at kept to the microsecond",
+        Action.WARN,
+        2,
+    )
+    why = "has digits below a microsecond, which a Delta timestamp cannot hold"
+    assert note.sample == [
+        f"f1.csv row 1: '2018-09-01T14:16:14.1234567' {why}",
+        f"f1.csv row 3: '2018-09-01 14:16:14.999999999+02:00' {why}",
+    ]
+    assert type_rows(raw([ORDER]), SOURCES["orders"], KEY, "r").notes == ()
+
+
 def test_a_column_mixing_every_accepted_format_is_parsed_value_by_value() -> None:
     """Each format is tried only on the values no other matched (one pass for a file in
     one format); a column mixing them all still gets each value right, whichever comes first."""
@@ -413,6 +449,55 @@ def test_a_backlog_cleansed_in_chunks_equals_it_cleansed_at_once(
     assert [r[0] for r in rows] == ["o1", "o10", "o2", "o3", "o4", "o5", "o6", "o7"]
     assert [h[0] for h in held] == ["o8", "o9"]
     assert counts[:4] == (11, 8, 2, 1)
+
+
+def test_times_kept_to_the_microsecond_are_counted_as_warned_across_chunks(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Cleansing a backlog a chunk at a time notes each truncated time once, with its
+    file and row: one rule for the column, its rows summed over the chunks, counted as
+    warned (published), and every row still accounted for."""
+    from lakehouse import cleanse, delta
+    from lakehouse.contracts import Action
+    from lakehouse.ingest import ingest_source
+    from lakehouse.settings import LakehouseSettings
+    from lakehouse.storage import Lake, Layer
+
+    monkeypatch.setattr(cleanse, "CLEANSE_CHUNK_ROWS", 2)
+    lake = Lake(LakehouseSettings(lake_root=str(tmp_path / "lake"), work_dir=tmp_path / "w"))
+    lake.put_landing_file("customers", "d1/c.csv", b"id,name\nc1,Ann Lee\n")
+    lake.put_landing_file(
+        "stores", "d1/s.csv", b"id,name,opened_at,tax_rate\ns1,Philly,2016-09-01T00:00:00,0.06\n"
+    )
+    times = ["08:45:00", "08:45:00.0000001", "08:45:00.5", "08:45:00.12345678", "08:45:00"]
+    orders = "id,customer,ordered_at,store_id,subtotal,tax_paid,order_total\n" + "".join(
+        f"o{i},c1,2018-09-01T{t},s1,100,6,106\n" for i, t in enumerate(times, start=1)
+    )
+    lake.put_landing_file("orders", "d1/o.csv", orders.encode())
+    stamp = delta.Stamp("run-1", "cleansed")
+    for name in ("customers", "stores", "orders"):
+        ingest_source(lake, SOURCES[name], stamp)
+    for name in ("customers", "stores"):
+        cleanse.cleanse_source(lake, SOURCES[name], stamp, KEY)
+    report = cleanse.cleanse_source(lake, SOURCES["orders"], stamp, KEY)
+
+    (note,) = [v for v in report.violations if v.rule == "ordered_at kept to the microsecond"]
+    assert (note.action, note.rows, report.rows_warned) == (Action.WARN, 2, 2)
+    landed = lake.list_landing("orders")[0].uri
+    why = "has digits below a microsecond, which a Delta timestamp cannot hold"
+    assert note.sample == [
+        f"{landed} row 2: '2018-09-01T08:45:00.0000001' {why}",
+        f"{landed} row 4: '2018-09-01T08:45:00.12345678' {why}",
+    ]
+    assert (report.rows_read, report.rows_inserted, report.rows_quarantined) == (5, 5, 0)
+    table = delta.read(lake.table_uri(Layer.CLEANSED, "orders"), lake.storage_options)
+    assert table.sort("order_id")["ordered_at"].dt.microsecond().to_list() == [
+        0,
+        0,
+        500000,
+        123456,
+        0,
+    ]
 
 
 def test_keys_are_unique_only_when_no_two_rows_share_one() -> None:
