@@ -203,12 +203,12 @@ def kept_to_the_microsecond(rows: pl.DataFrame, source: Source) -> list[Violatio
         if finer.height:
             notes.append(
                 Violation(
-                    rule=f"{c.cleansed} kept to the microsecond",
+                    rule=f"{c.cleansed} no finer than a microsecond",
                     action=Action.WARN,
                     rows=finer.height,
                     sample=[
                         f"{_describe(r)}: {r[c.landed].strip()!r} has digits below a "
-                        "microsecond, which a Delta timestamp cannot hold"
+                        "microsecond, which a Delta timestamp cannot hold: kept to the microsecond"
                         for r in finer.head(SAMPLE_ROWS).iter_rows(named=True)
                     ],
                 )

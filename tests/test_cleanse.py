@@ -94,11 +94,11 @@ def test_a_time_finer_than_a_microsecond_is_kept_to_it_with_a_note() -> None:
     ]
     (note,) = typed.notes
     assert (note.rule, note.action, note.rows) == (
-        "ordered_at kept to the microsecond",
+        "ordered_at no finer than a microsecond",
         Action.WARN,
         2,
     )
-    why = "has digits below a microsecond, which a Delta timestamp cannot hold"
+    why = "has digits below a microsecond, which a Delta timestamp cannot hold: kept to the microsecond"
     assert note.sample == [
         f"f1.csv row 1: '2018-09-01T14:16:14.1234567' {why}",
         f"f1.csv row 3: '2018-09-01 14:16:14.999999999+02:00' {why}",
@@ -481,10 +481,10 @@ def test_times_kept_to_the_microsecond_are_counted_as_warned_across_chunks(
         cleanse.cleanse_source(lake, SOURCES[name], stamp, KEY)
     report = cleanse.cleanse_source(lake, SOURCES["orders"], stamp, KEY)
 
-    (note,) = [v for v in report.violations if v.rule == "ordered_at kept to the microsecond"]
+    (note,) = [v for v in report.violations if v.rule == "ordered_at no finer than a microsecond"]
     assert (note.action, note.rows, report.rows_warned) == (Action.WARN, 2, 2)
     landed = lake.list_landing("orders")[0].uri
-    why = "has digits below a microsecond, which a Delta timestamp cannot hold"
+    why = "has digits below a microsecond, which a Delta timestamp cannot hold: kept to the microsecond"
     assert note.sample == [
         f"{landed} row 2: '2018-09-01T08:45:00.0000001' {why}",
         f"{landed} row 4: '2018-09-01T08:45:00.12345678' {why}",
