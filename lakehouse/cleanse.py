@@ -130,6 +130,16 @@ def _parse(col: Column, dtype: pl.DataType, typed: str) -> tuple[pl.Expr, pl.Exp
         fine = value.cast(_FINE_RATE, strict=False)
         inexact = (rate.cast(_FINE_RATE, strict=False) != fine).fill_null(False)
         places = dtype.scale if isinstance(dtype, pl.Decimal) else None
+        # 37 places round away what lies beyond them too: a digit other than 0 past the
+        # column's places, however far out ("0.06" and 36 zeros and a 1), and a rate in
+        # exponent form too small for 37 places ("1e-38", read there as 0).
+        exponent = value.str.contains("[eE]")
+        if places is not None:
+            beyond = ~exponent & value.str.contains(rf"\.\d{{{places}}}\d*[1-9]")
+            inexact = inexact | beyond.fill_null(False)
+        mantissa_not_zero = value.str.replace(r"[eE].*$", "").str.contains("[1-9]")
+        vanished = exponent & (fine == 0) & mantissa_not_zero
+        inexact = inexact | vanished.fill_null(False)
         error = (
             pl.when(rate.is_null() & value.is_not_null())
             .then(bad("a decimal rate"))

@@ -236,12 +236,39 @@ def test_booleans_rates_and_derived_flags() -> None:
             },
         ]
     )
+    # beyond the 37 places the comparison reads: still more places than the column holds
+    far_out = "0.06" + "0" * 36 + "1"
+    stores = pl.concat(
+        [
+            stores,
+            raw(
+                [
+                    {"id": i, "name": "n", "opened_at": "2018-09-01T00:00:00", "tax_rate": r}
+                    for i, r in (
+                        ("s6", "1e-38"),
+                        ("s7", far_out),
+                        ("s8", "0e-50"),
+                        ("s9", "6E-2"),
+                        ("s10", "0.000000000000000000000000000000000000000"),
+                    )
+                ]
+            ).with_columns(pl.col(SOURCE_ROW_NUMBER) + 5),
+        ]
+    )
     typed = type_rows(stores, SOURCES["stores"], KEY, "r")
-    assert typed.valid["tax_rate"].to_list() == [Decimal("0.060000"), Decimal("0.062500")]
+    assert typed.valid["tax_rate"].to_list() == [
+        Decimal("0.060000"),
+        Decimal("0.062500"),
+        Decimal("0.000000"),
+        Decimal("0.060000"),
+        Decimal("0.000000"),
+    ]
     assert typed.quarantined[QUARANTINE_REASON].to_list() == [
         "tax_rate: rate 1.5 is outside [0, 1)",
         "tax_rate: rate 1e-8 has more than 6 decimal places",
         "tax_rate: rate 0.9999999 has more than 6 decimal places",
+        "tax_rate: rate 1e-38 has more than 6 decimal places",
+        f"tax_rate: rate {far_out} has more than 6 decimal places",
     ]
 
     products = raw(
