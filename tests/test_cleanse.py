@@ -10,7 +10,7 @@ from typing import Any
 import polars as pl
 import pytest
 
-from lakehouse.cleanse import latest_delivery_wins, type_rows
+from lakehouse.cleanse import CleanseReport, latest_delivery_wins, type_rows
 from lakehouse.pii import pseudonym
 from lakehouse.sources import (
     INGEST_RUN_ID,
@@ -21,6 +21,7 @@ from lakehouse.sources import (
     SOURCE_ROW_NUMBER,
     SOURCES,
 )
+from lakehouse.storage import Lake
 
 KEY = b"test-key"
 
@@ -393,6 +394,26 @@ def test_the_md5_row_hash_prints_every_contract_type_as_polars_does() -> None:
     assert row_hash(df.head(0), columns, RowHash.MD5).to_list() == []
 
 
+def _cleanse_orders(lake: Lake, customers: str, orders: dict[str, str]) -> CleanseReport:
+    """Land ``customers`` (CSV rows), one store and the ``orders`` files (by landing
+    name), ingest them and cleanse customers, stores, then orders: the orders' report."""
+    from lakehouse import cleanse, delta
+    from lakehouse.ingest import ingest_source
+
+    lake.put_landing_file("customers", "d1/c.csv", f"id,name\n{customers}".encode())
+    lake.put_landing_file(
+        "stores", "d1/s.csv", b"id,name,opened_at,tax_rate\ns1,Philly,2016-09-01T00:00:00,0.06\n"
+    )
+    for name, text in orders.items():
+        lake.put_landing_file("orders", name, text.encode())
+    stamp = delta.Stamp("run-1", "cleansed")
+    for source in ("customers", "stores", "orders"):
+        ingest_source(lake, SOURCES[source], stamp)
+    for source in ("customers", "stores"):
+        cleanse.cleanse_source(lake, SOURCES[source], stamp, KEY)
+    return cleanse.cleanse_source(lake, SOURCES["orders"], stamp, KEY)
+
+
 def test_a_backlog_cleansed_in_chunks_equals_it_cleansed_at_once(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -401,7 +422,6 @@ def test_a_backlog_cleansed_in_chunks_equals_it_cleansed_at_once(
     one chunk: duplicates across chunks collapse, typing and rule failures (a missing
     reference held) are set aside, every chunk judged against the same references."""
     from lakehouse import cleanse, delta, quarantine
-    from lakehouse.ingest import ingest_source
     from lakehouse.settings import LakehouseSettings
     from lakehouse.storage import Lake, Layer
 
@@ -435,20 +455,9 @@ def test_a_backlog_cleansed_in_chunks_equals_it_cleansed_at_once(
             lake_root=str(tmp_path / name), work_dir=tmp_path / f"{name}-w"
         )
         lake = Lake(settings)
-        lake.put_landing_file("customers", "d1/c.csv", b"id,name\nc1,Ann Lee\nc2,Bo Chan\n")
-        lake.put_landing_file(
-            "stores",
-            "d1/s.csv",
-            b"id,name,opened_at,tax_rate\ns1,Philly,2016-09-01T00:00:00,0.06\n",
+        report = _cleanse_orders(
+            lake, "c1,Ann Lee\nc2,Bo Chan\n", {"d1/o1.csv": orders_1, "d2/o2.csv": orders_2}
         )
-        lake.put_landing_file("orders", "d1/o1.csv", orders_1.encode())
-        lake.put_landing_file("orders", "d2/o2.csv", orders_2.encode())
-        stamp = delta.Stamp("run-1", "cleansed")
-        for name_ in ("customers", "stores", "orders"):
-            ingest_source(lake, SOURCES[name_], stamp)
-        for name_ in ("customers", "stores"):
-            cleanse.cleanse_source(lake, SOURCES[name_], stamp, KEY)
-        report = cleanse.cleanse_source(lake, SOURCES["orders"], stamp, KEY)
         table = delta.read(lake.table_uri(Layer.CLEANSED, "orders"), lake.storage_options)
         held = delta.read(lake.table_uri(Layer.QUARANTINE, "orders"), lake.storage_options)
         lineage_free = [c for c in table.columns if c not in (SOURCE_FILE_URI, INGESTED_AT)]
@@ -486,27 +495,16 @@ def test_times_kept_to_the_microsecond_are_counted_as_warned_across_chunks(
     warned (published), and every row still accounted for."""
     from lakehouse import cleanse, delta
     from lakehouse.contracts import Action
-    from lakehouse.ingest import ingest_source
     from lakehouse.settings import LakehouseSettings
     from lakehouse.storage import Lake, Layer
 
     monkeypatch.setattr(cleanse, "CLEANSE_CHUNK_ROWS", 2)
     lake = Lake(LakehouseSettings(lake_root=str(tmp_path / "lake"), work_dir=tmp_path / "w"))
-    lake.put_landing_file("customers", "d1/c.csv", b"id,name\nc1,Ann Lee\n")
-    lake.put_landing_file(
-        "stores", "d1/s.csv", b"id,name,opened_at,tax_rate\ns1,Philly,2016-09-01T00:00:00,0.06\n"
-    )
     times = ["08:45:00", "08:45:00.0000001", "08:45:00.5", "08:45:00.12345678", "08:45:00"]
     orders = "id,customer,ordered_at,store_id,subtotal,tax_paid,order_total\n" + "".join(
         f"o{i},c1,2018-09-01T{t},s1,100,6,106\n" for i, t in enumerate(times, start=1)
     )
-    lake.put_landing_file("orders", "d1/o.csv", orders.encode())
-    stamp = delta.Stamp("run-1", "cleansed")
-    for name in ("customers", "stores", "orders"):
-        ingest_source(lake, SOURCES[name], stamp)
-    for name in ("customers", "stores"):
-        cleanse.cleanse_source(lake, SOURCES[name], stamp, KEY)
-    report = cleanse.cleanse_source(lake, SOURCES["orders"], stamp, KEY)
+    report = _cleanse_orders(lake, "c1,Ann Lee\n", {"d1/o.csv": orders})
 
     (note,) = [v for v in report.violations if v.rule == "ordered_at no finer than a microsecond"]
     assert (note.action, note.rows, report.rows_warned) == (Action.WARN, 2, 2)
