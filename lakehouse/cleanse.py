@@ -122,24 +122,14 @@ def _parse(col: Column, dtype: pl.DataType, typed: str) -> tuple[pl.Expr, pl.Exp
         held = pl.when(cents.is_between(0, most)).then(cents)
         parsed = (held.cast(pl.Decimal(38, 0)) * pl.lit(_CENT, pl.Decimal(3, 2))).cast(dtype)
     elif col.kind is Kind.RATE:
+        if not isinstance(dtype, pl.Decimal):
+            raise TypeError(f"rates are held as decimals, not {dtype}")
+        places = dtype.scale
         rate = value.cast(dtype, strict=False)
         # The cast rounds to the column's scale: a rate with more places would be stored
         # as another number (0.00000001 as 0, 0.9999999 as 1 and then "outside [0, 1)").
-        # Read at 37 places too (rates are below 1), it must be the same number.
-        # (Both casts leave null what 37 places cannot hold: ten and above, outside anyway.)
-        fine = value.cast(_FINE_RATE, strict=False)
-        inexact = (rate.cast(_FINE_RATE, strict=False) != fine).fill_null(False)
-        places = dtype.scale if isinstance(dtype, pl.Decimal) else None
-        # 37 places round away what lies beyond them too: a digit other than 0 past the
-        # column's places, however far out ("0.06" and 36 zeros and a 1), and a rate in
-        # exponent form too small for 37 places ("1e-38", read there as 0).
-        exponent = value.str.contains("[eE]")
-        if places is not None:
-            beyond = ~exponent & value.str.contains(rf"\.\d{{{places}}}\d*[1-9]")
-            inexact = inexact | beyond.fill_null(False)
-        mantissa_not_zero = value.str.replace(r"[eE].*$", "").str.contains("[1-9]")
-        vanished = exponent & (fine == 0) & mantissa_not_zero
-        inexact = inexact | vanished.fill_null(False)
+        # How many it has is read from its text, which no cast rounds.
+        inexact = (_places_needed(value) > places).fill_null(False)
         error = (
             pl.when(rate.is_null() & value.is_not_null())
             .then(bad("a decimal rate"))
@@ -167,8 +157,19 @@ def _parse(col: Column, dtype: pl.DataType, typed: str) -> tuple[pl.Expr, pl.Exp
 
 
 _CENT = Decimal("0.01")
-_FINE_RATE = pl.Decimal(38, 37)
-"""A rate (below 1) read to 37 places: what the column's rounding is compared with."""
+
+
+def _places_needed(text: pl.Expr) -> pl.Expr:
+    """The decimal places the number written as ``text`` needs to be held exactly: the
+    digits after its point, less its exponent, less the trailing zeros of its digits
+    (they hold nothing); none for zero. ``0.0625000`` needs 4, ``1e-8`` 8, ``1200e-5`` 3."""
+    mantissa = text.str.replace(r"[eE].*$", "")
+    exponent = text.str.extract(r"[eE]([+-]?\d+)$").cast(pl.Float64).fill_null(0)
+    digits = mantissa.str.replace_all(r"[^0-9]", "")
+    after_point = mantissa.str.extract(r"\.(\d*)$").fill_null("").str.len_chars()
+    trailing = digits.str.len_chars() - digits.str.strip_chars_end("0").str.len_chars()
+    needed = after_point.cast(pl.Float64) - exponent - trailing.cast(pl.Float64)
+    return pl.when(digits.str.contains("[1-9]")).then(needed).otherwise(0)
 
 
 def _most_cents(dtype: pl.DataType) -> int:
