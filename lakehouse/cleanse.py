@@ -198,14 +198,14 @@ _BELOW_A_MICROSECOND = r":\d{2}\.\d{6}0*[1-9]"
 _SHORTEST_BELOW_A_MICROSECOND = len("2018-09-01 14:16:14.1234567")
 
 
-def kept_to_the_microsecond(rows: pl.DataFrame, source: Source) -> list[Violation]:
+def _kept_to_the_microsecond(rows: pl.DataFrame, source: Source) -> list[Violation]:
     """The landed times of ``rows`` (typed, not quarantined) that had digits below a
     microsecond, one note per column: a Delta timestamp holds microseconds, so cleansing
     keeps such a time to the microsecond (truncated, as the parser reads it). Raw keeps
     the text as landed; the note says which file and row lost what."""
     notes = []
     for c in source.columns:
-        if c.kind is not Kind.TIMESTAMP or c.landed not in rows.columns:
+        if c.kind is not Kind.TIMESTAMP:
             continue
         landed = pl.col(c.landed)
         finer = rows.filter(
@@ -390,7 +390,7 @@ def type_rows(
         bad = work.head(0).with_columns(pl.lit("").alias(QUARANTINE_REASON))
         good = work
 
-    notes = kept_to_the_microsecond(good, source)
+    notes = _kept_to_the_microsecond(good, source)
     pii = [c for c in source.columns if c.kind is Kind.PII_NAME]
     quarantined = bad.select(
         *[
